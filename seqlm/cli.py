@@ -1,0 +1,149 @@
+"""The `seqlm` command line: a thin dispatcher from arguments to a validated config to a run.
+
+Only typer, pydantic and yaml are imported here; torch, transformers and datasets are
+imported by the run modules when a command actually runs, so `--help` stays instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from seqlm.errors import ExitCode, SeqlmError
+
+app = typer.Typer(
+    name="seqlm",
+    help="Raw text to a trained, evaluated Transformer LM: tokenize → pretrain → evaluate → predict.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+ConfigArg = Annotated[Optional[Path], typer.Argument(help="YAML config (see configs/).", show_default=False)]
+RequiredConfigArg = Annotated[Path, typer.Argument(help="YAML config (see configs/).", show_default=False)]
+SetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", "-s", help="Override a config key: --set training.max_steps=100 (repeatable).", show_default=False),
+]
+PrintConfigOpt = Annotated[bool, typer.Option("--print-config", help="Print the resolved config and exit.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors on stderr.")]
+DeviceOpt = Annotated[
+    Optional[str], typer.Option("--device", help="auto (cuda → mps → cpu), cpu, cuda or mps.", show_default=False)
+]
+
+
+@app.command()
+def tokenize(
+    config: RequiredConfigArg,
+    set_: SetOpt = None,
+    print_config: PrintConfigOpt = False,
+    debug: DebugOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train (or load) a tokenizer and write a memory-mapped tokenized dataset."""
+    _dispatch("tokenize", config, set_, {}, print_config, debug, quiet)
+
+
+@app.command()
+def pretrain(
+    config: RequiredConfigArg,
+    set_: SetOpt = None,
+    device: DeviceOpt = None,
+    print_config: PrintConfigOpt = False,
+    debug: DebugOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Pretrain a causal (GPT-style) or masked (BERT-style) language model."""
+    _dispatch("pretrain", config, set_, _given(device=device), print_config, debug, quiet)
+
+
+@app.command()
+def evaluate(
+    config: ConfigArg = None,
+    model: Annotated[Optional[str], typer.Option(help="Model dir or hub id.", show_default=False)] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Tokenized dataset dir or text file.", show_default=False)] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print metrics as JSON on stdout.")] = False,
+    set_: SetOpt = None,
+    device: DeviceOpt = None,
+    print_config: PrintConfigOpt = False,
+    debug: DebugOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Measure a model: perplexity (causal) or masked-token loss/accuracy/pseudo-perplexity (masked)."""
+    given = _given(model=model, data=str(data) if data else None, device=device)
+    _dispatch("evaluate", config, set_, given, print_config, debug, quiet, json_output=json_)
+
+
+@app.command()
+def predict(
+    config: ConfigArg = None,
+    model: Annotated[Optional[str], typer.Option(help="Model dir or hub id.", show_default=False)] = None,
+    input_: Annotated[Optional[str], typer.Option("--input", "-i", help="Input file, '-' for stdin.", show_default=False)] = None,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Output file, '-' for stdout.", show_default=False)] = None,
+    set_: SetOpt = None,
+    device: DeviceOpt = None,
+    print_config: PrintConfigOpt = False,
+    debug: DebugOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Apply a model to a file of inputs: continuations (causal) or [MASK] fills (masked)."""
+    given = _given(model=model, input=input_, output=output, device=device)
+    _dispatch("predict", config, set_, given, print_config, debug, quiet)
+
+
+def _given(**options: Optional[str]) -> dict[str, str]:
+    """Command-line options that were actually passed (they override the YAML file)."""
+    return {key: value for key, value in options.items() if value is not None}
+
+
+def _dispatch(
+    command: str,
+    config_path: Optional[Path],
+    overrides: Optional[list[str]],
+    options: dict[str, str],
+    print_config: bool,
+    debug: bool,
+    quiet: bool,
+    **run_kwargs: Any,
+) -> None:
+    from seqlm.config_loading import load_config, to_yaml
+    from seqlm.config_schema import COMMAND_SCHEMAS
+    from seqlm.console import Console
+
+    console = Console(quiet=quiet)
+    try:
+        config = load_config(COMMAND_SCHEMAS[command], config_path, list(overrides or []), options)
+        if print_config:
+            sys.stdout.write(to_yaml(config))
+            raise typer.Exit(ExitCode.OK)
+        module = importlib.import_module(f"seqlm.{command}_run")
+        module.run(config, console, **run_kwargs)
+    except typer.Exit:
+        raise
+    except SeqlmError as exc:
+        if debug:
+            traceback.print_exc()
+        _fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted", ExitCode.INTERRUPTED)
+    except Exception as exc:  # a bug, not a user error: say so, keep the traceback behind --debug
+        if debug:
+            traceback.print_exc()
+        _fail(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", ExitCode.UNEXPECTED)
+
+
+def _fail(message: str, code: ExitCode) -> None:
+    first_line = message.strip().splitlines()[0] if message.strip() else type(code).__name__
+    print(f"seqlm: error: {first_line}", file=sys.stderr, flush=True)
+    raise typer.Exit(int(code))
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,116 @@
+"""Read a YAML config, apply `--set key.path=value` overrides, validate against the schema.
+
+Every failure is a `ConfigError` (exit 2) or, for a missing config file, a `DataError`
+(exit 3) whose one-line message names the file, the key path and what is expected.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from seqlm.errors import ConfigError, DataError
+
+Schema = TypeVar("Schema", bound=BaseModel)
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Safe-load a YAML mapping; errors name the file (and line/column for syntax errors)."""
+    if not path.is_file():
+        raise DataError(f"{path}: config file not found; pass the path of a YAML file (see configs/)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the config as UTF-8") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}{where}: invalid YAML: {problem}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, not {type(data).__name__}")
+    return data
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply one `key.path=value`; the value is parsed as YAML so `3`, `true`, `[a, b]` are typed."""
+    key_path, sep, raw_value = assignment.partition("=")
+    keys = key_path.strip().split(".")
+    if not sep or not all(keys):
+        raise ConfigError(f"--set {assignment!r}: expected key.path=value, e.g. --set training.max_steps=100")
+    try:
+        value = yaml.safe_load(raw_value) if raw_value.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {assignment!r}: the value is not valid YAML") from exc
+    node = data
+    for depth, key in enumerate(keys[:-1]):
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {assignment!r}: {'.'.join(keys[: depth + 1])} is a value, not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def validate(schema: type[Schema], data: dict[str, Any], source: str) -> Schema:
+    """Validate `data` (from `source`, for messages); the first problem becomes a ConfigError."""
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        messages = [_describe(schema, error) for error in exc.errors()]
+        more = f" (and {len(messages) - 1} more problem(s))" if len(messages) > 1 else ""
+        raise ConfigError(f"{source}: {messages[0]}{more}") from exc
+
+
+def load_config(
+    schema: type[Schema], path: Path | None, overrides: list[str], options: dict[str, Any] | None = None
+) -> Schema:
+    """The resolved config: YAML file < command-line `options` (e.g. --model) < `--set` overrides."""
+    data: dict[str, Any] = read_yaml(path) if path is not None else {}
+    data.update(options or {})
+    for assignment in overrides:
+        apply_override(data, assignment)
+    source = str(path) if path is not None else "command line"
+    if overrides and path is not None:
+        source += " (with --set)"
+    return validate(schema, data, source)
+
+
+def to_yaml(config: BaseModel) -> str:
+    """The resolved config as YAML text that `load_config` reads back to the same config."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def _describe(schema: type[BaseModel], error: dict[str, Any]) -> str:
+    location = [part for part in error["loc"] if isinstance(part, str)]
+    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        known = _fields_at(schema, location[:-1])
+        hint = difflib.get_close_matches(location[-1], known, n=1, cutoff=0.6)
+        suggestion = f"; did you mean '{hint[0]}'?" if hint else f"; known keys here: {', '.join(sorted(known))}"
+        return f"unknown key '{key}'{suggestion}"
+    if error["type"] == "missing":
+        return f"missing required key '{key}'"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["loc"]:
+        return f"key '{key}': {message} (got {error.get('input')!r})"
+    return message
+
+
+def _fields_at(schema: type[BaseModel], location: list[str]) -> list[str]:
+    """Field names of the (nested) section at `location`, to suggest a correction."""
+    model: type[BaseModel] = schema
+    for name in location:
+        field = model.model_fields.get(name)
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)

@@ -1,0 +1,35 @@
+"""Errors a user can cause, each mapped to a documented exit code.
+
+The CLI catches `SeqlmError` and prints its message as one line on stderr; anything else
+is a bug (exit 1) and gets a traceback only with `--debug`.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    UNEXPECTED = 1
+    USAGE = 2  # bad command line, bad YAML, config that fails validation
+    DATA = 3  # input files missing, empty, malformed, or inconsistent with the model
+    INTERRUPTED = 130  # SIGINT / Ctrl-C
+
+
+class SeqlmError(Exception):
+    """Base class: a problem the user can fix; `message` says what and how."""
+
+    exit_code: ExitCode = ExitCode.UNEXPECTED
+
+
+class ConfigError(SeqlmError):
+    """The command line or the config is wrong (exit 2)."""
+
+    exit_code = ExitCode.USAGE
+
+
+class DataError(SeqlmError):
+    """An input file or dataset is missing, empty, malformed or mismatched (exit 3)."""
+
+    exit_code = ExitCode.DATA
