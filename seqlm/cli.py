@@ -7,6 +7,7 @@ imported by the run modules when a command actually runs, so `--help` stays inst
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -118,6 +119,7 @@ def _dispatch(
     from seqlm.console import Console
 
     console = Console(quiet=quiet)
+    _quiet_hf_libraries(debug)
     try:
         config = load_config(COMMAND_SCHEMAS[command], config_path, list(overrides or []), options)
         if print_config:
@@ -137,6 +139,15 @@ def _dispatch(
         if debug:
             traceback.print_exc()
         _fail(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", ExitCode.UNEXPECTED)
+
+
+def _quiet_hf_libraries(debug: bool) -> None:
+    """Set before transformers/datasets are imported: seqlm reports progress itself, on its own terms."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+    if not debug:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("DATASETS_VERBOSITY", "error")
 
 
 def _fail(message: str, code: ExitCode) -> None:

@@ -1,0 +1,69 @@
+"""Score a language model over batches: the numbers validation and `seqlm evaluate` report.
+
+Sums are accumulated through seqlm's `evaluate` metric modules, so the loss is exactly
+Σ NLL / Σ scored tokens over the whole set (not a mean of batch means).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from seqlm.device import Precision
+from seqlm.metrics import load_metric
+from seqlm.objectives import Batch, Objective
+
+
+class ScoreAccumulator:
+    """Collects an objective's per-batch scores; `compute()` gives the flat metric dict."""
+
+    def __init__(self) -> None:
+        self.lm = load_metric("token_perplexity")
+        self.lm_accuracy = load_metric("accuracy")
+        self.nsp = load_metric("token_perplexity")
+        self.nsp_accuracy = load_metric("accuracy")
+        self.has_accuracy = False
+        self.has_nsp = False
+
+    def add(self, scores: dict[str, Any]) -> None:
+        self.lm.add_batch(predictions=[scores["nll"]], references=[scores["tokens"]])
+        if "predicted" in scores:
+            self.has_accuracy = True
+            self.lm_accuracy.add_batch(predictions=scores["predicted"].tolist(), references=scores["expected"].tolist())
+        if "nsp_nll" in scores:
+            self.has_nsp = True
+            self.nsp.add_batch(predictions=[scores["nsp_nll"]], references=[scores["pairs"]])
+            self.nsp_accuracy.add_batch(
+                predictions=scores["nsp_predicted"].tolist(), references=scores["nsp_expected"].tolist()
+            )
+
+    def compute(self) -> dict[str, float]:
+        lm = self.lm.compute()
+        result = {"loss": lm["loss"], "perplexity": lm["perplexity"], "tokens": lm["tokens"]}
+        if self.has_accuracy:
+            result["accuracy"] = self.lm_accuracy.compute()["accuracy"]
+        if self.has_nsp:
+            result["nsp_loss"] = self.nsp.compute()["loss"]
+            result["nsp_accuracy"] = self.nsp_accuracy.compute()["accuracy"]
+        return result
+
+
+@torch.inference_mode()
+def score_batches(
+    model: Any, objective: Objective, batches: Iterable[Batch], precision: Precision, device: torch.device
+) -> dict[str, float]:
+    """Metrics of `model` over `batches` (eval mode for the duration, restored after)."""
+    was_training = model.training
+    model.eval()
+    accumulator = ScoreAccumulator()
+    try:
+        for batch in batches:
+            batch = batch.to(device)
+            with precision.autocast():
+                outputs = model(**batch.inputs)
+            accumulator.add(objective.score(outputs, batch))
+    finally:
+        model.train(was_training)
+    return accumulator.compute()

@@ -1,0 +1,201 @@
+"""Load a trained language model and its tokenizer for inference (`predict`, `evaluate`).
+
+`load_for_inference(model, device, task=...)` accepts an HF-format directory (config.json,
+weights, tokenizer files — what `seqlm pretrain` writes) or a hub id, which is passed through to
+`from_pretrained` unchanged. It works out whether the model is causal ("clm") or masked ("mlm"),
+loads the matching head in fp32 (lower precision is applied by autocast, see `seqlm.device`),
+moves it to `device` and puts it in eval mode. Remote code is never executed.
+
+Every user-fixable problem (missing dir, no config.json, no or corrupted weights, no tokenizer,
+weights that do not fit the architecture) is a `DataError` with one line naming the path and the fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from seqlm.errors import DataError
+
+Objective = Literal["clm", "mlm"]
+Task = Literal["auto", "clm", "mlm"]
+
+SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")
+PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+# Any one of these is enough for AutoTokenizer to build a tokenizer (fast JSON, WordPiece vocab,
+# GPT-2 style vocab+merges, sentencepiece model).
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model")
+# Architecture name suffixes that say which objective a checkpoint was trained for.
+CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
+MASKED_SUFFIXES = ("ForMaskedLM", "ForPreTraining")
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference: `model` is in eval mode on the requested device."""
+
+    model: Any  # a transformers PreTrainedModel (AutoModelForCausalLM / AutoModelForMaskedLM)
+    tokenizer: Any  # a transformers PreTrainedTokenizerBase
+    objective: Objective
+    path: str
+
+    @property
+    def max_positions(self) -> int | None:
+        """Positions the model accepts (None when its config does not bound them)."""
+        return max_positions(self.model.config)
+
+
+def load_for_inference(model: str, device: torch.device | str, *, task: Task = "auto") -> LoadedModel:
+    """Load `model` (a local HF-format dir or a hub id) for `task`; see the module docstring."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+
+    local = Path(model).expanduser()
+    load_kwargs: dict[str, Any] = {"trust_remote_code": False}
+    if local.is_dir():
+        use_safetensors = _check_local_dir(local)
+        load_kwargs["use_safetensors"] = use_safetensors
+        source = str(local)
+    elif local.exists():
+        raise DataError(f"{model}: is a file, not a model directory; pass the directory holding config.json")
+    elif not _plausible_hub_id(model):
+        raise DataError(f"{model}: model directory not found; pass a dir written by `seqlm pretrain` (its model/) or a hub id")
+    else:
+        source = model
+
+    with _quiet_transformers():
+        try:
+            config = AutoConfig.from_pretrained(source, trust_remote_code=False)
+        except (OSError, ValueError, KeyError) as exc:
+            raise DataError(_load_failure(model, local, "config", exc)) from exc
+        objective = _resolve_objective(config, task, model)
+        auto_class = AutoModelForCausalLM if objective == "clm" else AutoModelForMaskedLM
+        try:
+            loaded, info = auto_class.from_pretrained(
+                source, config=config, dtype=torch.float32, output_loading_info=True, **load_kwargs
+            )
+        except Exception as exc:  # safetensors, torch and hub errors share no base class; all mean "unloadable"
+            raise DataError(_load_failure(model, local, "weights", exc)) from exc
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+        except (OSError, ValueError, KeyError) as exc:
+            raise DataError(_load_failure(model, local, "tokenizer", exc)) from exc
+
+    # Missing keys mean freshly initialised (random) weights, e.g. an encoder-only checkpoint
+    # loaded with an LM head: its predictions would be noise, so refuse instead of warning.
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" (+{len(missing) - 3} more)" if len(missing) > 3 else "")
+        raise DataError(
+            f"{model}: the checkpoint lacks weights the {objective} head needs ({shown}); "
+            "pass a model trained as a language model (e.g. a `seqlm pretrain` run's model/ dir)"
+        )
+    if objective == "clm" and tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token  # batching needs a pad id; it is masked out anyway
+    if objective == "mlm" and tokenizer.mask_token is None:
+        raise DataError(f"{model}: the tokenizer has no mask token; a masked LM needs one (e.g. [MASK])")
+
+    loaded.to(device)
+    loaded.eval()
+    return LoadedModel(model=loaded, tokenizer=tokenizer, objective=objective, path=model)
+
+
+def max_positions(config: Any) -> int | None:
+    """The model's position limit from its config (GPT-2 `n_positions` is aliased to this name)."""
+    value = getattr(config, "max_position_embeddings", None)
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
+def detect_objective(config: Any) -> Objective | None:
+    """'clm' or 'mlm' from the config's `architectures`, else from the auto mappings; None if neither fits."""
+    for name in getattr(config, "architectures", None) or []:
+        if name.endswith(CAUSAL_SUFFIXES):
+            return "clm"
+        if name.endswith(MASKED_SUFFIXES):
+            return "mlm"
+    causal, masked = _supports(config, "clm"), _supports(config, "mlm")
+    if causal and masked:  # e.g. BERT: a decoder config means it was trained left-to-right
+        return "clm" if getattr(config, "is_decoder", False) else "mlm"
+    if causal:
+        return "clm"
+    return "mlm" if masked else None
+
+
+def _resolve_objective(config: Any, task: Task, model: str) -> Objective:
+    if task != "auto":
+        if not _supports(config, task):
+            raise DataError(f"{model}: a {type(config).__name__} model has no {task} head; use task auto or the other objective")
+        return task
+    objective = detect_objective(config)
+    if objective is None:
+        raise DataError(f"{model}: {type(config).__name__} is neither a causal nor a masked language model")
+    return objective
+
+
+def _supports(config: Any, objective: Objective) -> bool:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING, MODEL_FOR_MASKED_LM_MAPPING
+
+    mapping = MODEL_FOR_CAUSAL_LM_MAPPING if objective == "clm" else MODEL_FOR_MASKED_LM_MAPPING
+    return type(config) in mapping
+
+
+def _check_local_dir(path: Path) -> bool:
+    """Fail early with a precise message; returns whether the weights are safetensors."""
+    if not (path / "config.json").is_file():
+        raise DataError(f"{path}: no config.json; pass the model/ dir of a `seqlm pretrain` run (or any HF save_pretrained dir)")
+    has_safetensors = any((path / name).is_file() for name in SAFETENSORS_FILES)
+    if not has_safetensors and not any((path / name).is_file() for name in PICKLE_FILES):
+        raise DataError(f"{path}: no model weights (model.safetensors or pytorch_model.bin); the training run may not have finished")
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise DataError(f"{path}: no tokenizer files (tokenizer.json or vocab files); copy them from the dataset's tokenizer/ dir")
+    single = path / "model.safetensors"
+    if single.is_file():
+        from safetensors import safe_open
+
+        # Opening validates the header against the file size, so truncated copies fail here.
+        try:
+            with safe_open(str(single), framework="pt") as handle:
+                handle.keys()
+        except Exception as exc:  # SafetensorError is not exported under a stable name
+            raise DataError(f"{single}: unreadable or corrupted weights ({exc}); re-copy or re-save the model") from exc
+    return has_safetensors
+
+
+def _plausible_hub_id(name: str) -> bool:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+def _load_failure(model: str, local: Path, what: str, exc: Exception) -> str:
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if local.is_dir():
+        return f"{model}: could not load the {what} ({detail}); re-save the model dir with save_pretrained"
+    return (
+        f"{model}: no such local directory, and loading it as a hub id failed ({detail}); "
+        "check the path, or the hub id and your network (HF_HUB_OFFLINE)"
+    )
+
+
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Hide transformers' load report and progress bars: this module reports problems itself."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()

@@ -1,0 +1,154 @@
+"""`seqlm pretrain`: setup() → train() → save(), read top to bottom.
+
+Causal LM (GPT-2 / Llama) or masked LM (BERT, optionally with next-sentence prediction),
+from scratch or continued from an HF checkpoint, on packed blocks of a tokenized dataset.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from seqlm.checkpoint import save_checkpoint, save_model
+from seqlm.config_loading import to_yaml
+from seqlm.config_schema import PretrainConfig
+from seqlm.console import Console
+from seqlm.device import Precision, resolve_precision, seed_everything, select_device
+from seqlm.errors import ConfigError
+from seqlm.lm_scoring import score_batches
+from seqlm.model_builder import build_model, resolve_family
+from seqlm.objectives import OBJECTIVES, Batch, Objective
+from seqlm.optim import build_optimizer, build_scheduler
+from seqlm.pretrain_batches import PretrainBatches, objective_name
+from seqlm.run_dir import RunDir
+from seqlm.token_store import TokenDataset
+from seqlm.train_loop import LoopHooks, LoopPlan, LoopState, train
+
+
+@dataclass
+class PretrainRun:
+    config: PretrainConfig
+    console: Console
+    run_dir: RunDir
+    tokenizer: Any
+    model: torch.nn.Module
+    objective: Objective
+    batches: PretrainBatches
+    validation: list[Batch]
+    state: LoopState
+    precision: Precision
+    device: torch.device
+
+
+def run(config: PretrainConfig, console: Console) -> dict[str, Any]:
+    pretrain = setup(config, console)
+    started = time.perf_counter()
+    validation_metrics = fit(pretrain)
+    return save(pretrain, validation_metrics, time.perf_counter() - started)
+
+
+def setup(config: PretrainConfig, console: Console) -> PretrainRun:
+    training = config.training
+    dataset = TokenDataset.open(config.data)
+    tokenizer = dataset.load_tokenizer()
+    device = select_device(config.device)
+    precision = Precision(device, resolve_precision(training.precision, device))
+    seed_everything(training.seed)
+
+    model = build_model(config.model, config.objective, config.nsp, tokenizer).to(device)
+    max_positions = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions")
+    if training.seq_len > max_positions:
+        raise ConfigError(f"training.seq_len ({training.seq_len}) exceeds the model's {max_positions} positions")
+
+    name = objective_name(config.objective, config.nsp)
+    batches = PretrainBatches(
+        name,
+        dataset.split("train"),
+        dataset.split("validation"),
+        tokenizer,
+        seq_len=training.seq_len,
+        batch_size=training.batch_size,
+        seed=training.seed,
+        mlm_probability=config.mlm_probability,
+        whole_word_mask=config.whole_word_mask,
+    )
+    optimizer = build_optimizer(model, config.optim, device)
+    scaler = torch.amp.GradScaler(device.type) if precision.needs_grad_scaler else None
+    state = LoopState(optimizer, build_scheduler(optimizer, training.max_steps, config.optim), scaler)
+
+    run_dir = RunDir(config.output_dir)
+    run_dir.start(to_yaml(config))
+    n_params = sum(p.numel() for p in model.parameters())
+    origin = config.model.from_pretrained or "scratch"
+    family = resolve_family(config.model, config.objective) if origin == "scratch" else model.config.model_type
+    console.info(
+        f"pretrain {name}: {family} ({origin}), {n_params / 1e6:.2f}M parameters, {device.type}/{precision.name}, "
+        f"{training.batch_size}x{training.grad_accum}x{training.seq_len} tokens per step, {training.max_steps} steps"
+    )
+    validation = batches.validation(training.eval_batches)
+    return PretrainRun(config, console, run_dir, tokenizer, model, OBJECTIVES[name], batches, validation, state, precision, device)
+
+
+def fit(pretrain: PretrainRun) -> dict[str, float]:
+    training = pretrain.config.training
+    plan = LoopPlan(
+        max_steps=training.max_steps,
+        grad_accum=training.grad_accum,
+        grad_clip=pretrain.config.optim.grad_clip,
+        log_every=training.log_every,
+        eval_every=training.eval_every,
+        checkpoint_every=training.checkpoint_every,
+    )
+    with pretrain.console.progress("pretrain", total=training.max_steps, unit="steps") as bar:
+        hooks = LoopHooks(
+            log=lambda record: _log(pretrain, record),
+            evaluate=lambda state: validate(pretrain),
+            checkpoint=lambda state: save_checkpoint(
+                pretrain.run_dir.checkpoint_dir(state.step), pretrain.model, pretrain.tokenizer, state
+            ),
+            progress=lambda state, fields: bar.update(state.step, **fields),
+        )
+        return train(
+            pretrain.model,
+            pretrain.objective,
+            pretrain.batches.train,
+            pretrain.state,
+            plan,
+            pretrain.precision,
+            pretrain.device,
+            hooks,
+        )
+
+
+def validate(pretrain: PretrainRun) -> dict[str, float]:
+    return score_batches(pretrain.model, pretrain.objective, pretrain.validation, pretrain.precision, pretrain.device)
+
+
+def save(pretrain: PretrainRun, validation_metrics: dict[str, float], elapsed_s: float) -> dict[str, Any]:
+    save_model(pretrain.run_dir.model_dir, pretrain.model, pretrain.tokenizer)
+    metrics = {
+        "objective": pretrain.objective.name,
+        "steps": pretrain.state.step,
+        "tokens_seen": pretrain.state.tokens_seen,
+        "train_time_s": round(elapsed_s, 3),
+        **{f"val_{key}": value for key, value in validation_metrics.items()},
+    }
+    pretrain.run_dir.write_metrics(metrics)
+    pretrain.console.info(f"model saved to {pretrain.run_dir.model_dir}; metrics in {pretrain.run_dir.path / 'metrics.json'}")
+    return metrics
+
+
+def _log(pretrain: PretrainRun, record: dict[str, Any]) -> None:
+    pretrain.run_dir.log(record)
+    shown = "  ".join(f"{key} {_short(value)}" for key, value in record.items() if key not in ("step", "split"))
+    prefix = "validation" if record.get("split") == "validation" else "step"
+    pretrain.console.info(f"{prefix} {record['step']}/{pretrain.config.training.max_steps}  {shown}")
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return f"{value:,}" if isinstance(value, int) else str(value)

@@ -1,0 +1,86 @@
+"""A run directory's layout and its writers.
+
+    <output_dir>/
+      config.yaml              the resolved config of the run
+      metrics.jsonl            one JSON object per logged step / evaluation
+      metrics.json             final metrics, one flat JSON object
+      checkpoints/step-NNNNNN/ periodic checkpoints (HF model + trainer_state.pt)
+      model/                   the final model: HF format, loadable by plain transformers
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from seqlm.errors import ConfigError
+
+
+class RunDir:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @property
+    def model_dir(self) -> Path:
+        return self.path / "model"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    def checkpoint_dir(self, step: int) -> Path:
+        return self.checkpoints_dir / f"step-{step:06d}"
+
+    def start(self, config_yaml: str) -> None:
+        """Create the directory for a fresh run: previous logs and final outputs are cleared."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            probe = self.path / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(f"{self.path}: output_dir is not writable ({exc.strerror}); choose another") from exc
+        for stale in ("metrics.jsonl", "metrics.json"):
+            (self.path / stale).unlink(missing_ok=True)
+        write_text_atomic(self.path / "config.yaml", config_yaml)
+
+    def log(self, record: dict[str, Any]) -> None:
+        with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(_finite(record)) + "\n")
+
+    def write_metrics(self, metrics: dict[str, Any]) -> None:
+        write_text_atomic(self.path / "metrics.json", json.dumps(_finite(metrics), indent=2) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write via a temporary sibling and rename, so readers never see a half-written file."""
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def replace_dir_atomic(temporary: Path, final: Path) -> None:
+    """Move a fully written directory into place, replacing any previous one."""
+    for file in temporary.rglob("*"):
+        if file.is_file():
+            with open(file, "rb") as handle:
+                os.fsync(handle.fileno())
+    if final.exists():
+        retired = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, retired)
+        os.replace(temporary, final)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(temporary, final)
+
+
+def _finite(record: dict[str, Any]) -> dict[str, Any]:
+    """JSON has no NaN/inf: write them as null."""
+    return {key: (None if isinstance(value, float) and not math.isfinite(value) else value) for key, value in record.items()}

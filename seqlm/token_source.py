@@ -1,0 +1,51 @@
+"""Held-out tokens for `seqlm evaluate`: a `seqlm tokenize` dataset or a plain text file.
+
+A dataset must have been tokenized with the model's own tokenizer (same vocabulary), else
+every number would be meaningless: that is a data error. A text file (one document per
+line, UTF-8) is tokenized on the fly with the model's tokenizer, in memory: meant for
+held-out sets, not corpora.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from seqlm.errors import DataError
+from seqlm.token_store import TokenDataset, TokenSplit
+
+
+def load_split(data: Path, split: str, tokenizer: Any, objective: str) -> TokenSplit:
+    data = Path(data)
+    if data.is_dir():
+        dataset = TokenDataset.open(data)
+        if dataset.load_tokenizer().get_vocab() != tokenizer.get_vocab():
+            raise DataError(
+                f"{data}: tokenized with a different tokenizer than the model's; "
+                "re-tokenize with tokenizer.pretrained: MODEL_DIR"
+            )
+        return dataset.split(split)
+    if not data.is_file():
+        raise DataError(f"{data}: not found; pass a `seqlm tokenize` dataset dir or a text file")
+    return _tokenize_text_file(data, tokenizer, objective)
+
+
+def _tokenize_text_file(path: Path, tokenizer: Any, objective: str) -> TokenSplit:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not valid UTF-8; convert the file to UTF-8") from exc
+    documents = [line.strip() for line in lines if line.strip()]
+    if not documents:
+        raise DataError(f"{path}: no text (empty or blank lines only)")
+    separator = tokenizer.eos_token_id if objective == "clm" else tokenizer.sep_token_id
+    if separator is None:
+        raise DataError(f"the model's tokenizer has no {'eos' if objective == 'clm' else 'sep'} token to separate documents")
+    encoded = tokenizer(documents, add_special_tokens=False)["input_ids"]
+    ids = [token for document in encoded for token in [*document, separator]]
+    lengths = np.array([len(document) + 1 for document in encoded], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    return TokenSplit(tokens=np.asarray(ids, dtype=np.int64), doc_offsets=offsets)

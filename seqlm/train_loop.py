@@ -1,0 +1,193 @@
+"""The one training loop: every objective, pretraining and fine-tuning alike.
+
+What is trained for is decided elsewhere: the model's head, the batches (`next_batch`) and
+the `Objective` (summed losses and their target counts). The loop does the rest: gradient
+accumulation normalised by the step's target count, mixed precision, clipping, the
+optimizer and schedule, and calls back for logging, validation and checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from seqlm.device import Precision
+from seqlm.objectives import Batch, Objective
+
+
+@dataclass
+class LoopState:
+    """Everything that changes while training, saved and restored as one object."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler | None = None
+    step: int = 0
+    tokens_seen: int = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "tokens_seen": self.tokens_seen,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+            "rng": _rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
+        self.tokens_seen = int(state["tokens_seen"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state["rng"])
+
+
+@dataclass(frozen=True)
+class LoopPlan:
+    max_steps: int
+    grad_accum: int
+    grad_clip: float | None
+    log_every: int
+    eval_every: int
+    checkpoint_every: int | None
+
+
+@dataclass
+class LoopHooks:
+    """Callbacks; each gets the state after the optimizer step it concerns."""
+
+    log: Callable[[dict[str, Any]], None]
+    evaluate: Callable[[LoopState], dict[str, float]]
+    checkpoint: Callable[[LoopState], None]
+    progress: Callable[[LoopState, dict[str, float]], None] = field(default=lambda state, fields: None)
+
+
+def train(
+    model: torch.nn.Module,
+    objective: Objective,
+    next_batch: Callable[[int, int], Batch],
+    state: LoopState,
+    plan: LoopPlan,
+    precision: Precision,
+    device: torch.device,
+    hooks: LoopHooks,
+) -> dict[str, float]:
+    """Train from `state.step` to `plan.max_steps`; returns the last validation metrics."""
+    model.train()
+    window = _Window()
+    last_eval: dict[str, float] = {}
+    while state.step < plan.max_steps:
+        step_loss, terms, tokens = _optimizer_step(model, objective, next_batch, state, plan, precision, device)
+        state.step += 1
+        state.tokens_seen += tokens
+        window.add(step_loss, terms, tokens)
+        lr = state.scheduler.get_last_lr()[0]
+        hooks.progress(state, {"loss": step_loss, "lr": lr})
+        done = state.step == plan.max_steps
+        if state.step % plan.log_every == 0 or done:
+            hooks.log({"step": state.step, **window.flush(), "lr": lr, "tokens_seen": state.tokens_seen})
+        if state.step % plan.eval_every == 0 or done:
+            last_eval = hooks.evaluate(state)
+            hooks.log({"step": state.step, "split": "validation", **{f"val_{k}": v for k, v in last_eval.items()}})
+        if plan.checkpoint_every and state.step % plan.checkpoint_every == 0 and not done:
+            hooks.checkpoint(state)
+    return last_eval
+
+
+def _optimizer_step(
+    model: torch.nn.Module,
+    objective: Objective,
+    next_batch: Callable[[int, int], Batch],
+    state: LoopState,
+    plan: LoopPlan,
+    precision: Precision,
+    device: torch.device,
+) -> tuple[float, dict[str, float], int]:
+    micro_batches = [next_batch(state.step, micro) for micro in range(plan.grad_accum)]
+    # Normalise by the whole step's target counts so that k micro-batches of b == one batch of k*b.
+    totals: dict[str, int] = {}
+    for batch in micro_batches:
+        for term, count in objective.target_counts(batch).items():
+            totals[term] = totals.get(term, 0) + count
+    term_losses = dict.fromkeys(totals, 0.0)
+    tokens = 0
+    for batch in micro_batches:
+        mask = batch.inputs.get("attention_mask")
+        tokens += int(mask.sum()) if mask is not None else batch.inputs["input_ids"].numel()
+        batch = batch.to(device)
+        with precision.autocast():
+            outputs = model(**batch.inputs)
+        sums = objective.loss_sums(outputs, batch)
+        loss = sum(sums[term] / max(totals[term], 1) for term in sums)
+        for term, value in sums.items():
+            term_losses[term] += float(value.detach()) / max(totals[term], 1)
+        (state.scaler.scale(loss) if state.scaler is not None else loss).backward()
+    if state.scaler is not None:
+        state.scaler.unscale_(state.optimizer)
+    if plan.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), plan.grad_clip)
+    if state.scaler is not None:
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+    else:
+        state.optimizer.step()
+    state.scheduler.step()
+    state.optimizer.zero_grad(set_to_none=True)
+    return sum(term_losses.values()), term_losses, tokens
+
+
+class _Window:
+    """Running averages between two log lines."""
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self.started = time.perf_counter()
+        self.losses: list[float] = []
+        self.terms: dict[str, list[float]] = {}
+        self.tokens = 0
+
+    def add(self, loss: float, terms: dict[str, float], tokens: int) -> None:
+        self.losses.append(loss)
+        for name, value in terms.items():
+            self.terms.setdefault(name, []).append(value)
+        self.tokens += tokens
+
+    def flush(self) -> dict[str, float]:
+        elapsed = time.perf_counter() - self.started
+        record = {"loss": float(np.mean(self.losses))}
+        if len(self.terms) > 1:
+            record.update({f"{name}_loss": float(np.mean(values)) for name, values in self.terms.items()})
+        record["tokens_per_s"] = self.tokens / elapsed if elapsed > 0 else math.nan
+        self._reset()
+        return record
+
+
+def _rng_state() -> dict[str, Any]:
+    numpy_state = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(numpy_state[1].astype(np.int64)), "pos": int(numpy_state[2])},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    python_state = state["python"]
+    random.setstate((python_state[0], tuple(python_state[1]), python_state[2]))
+    np.random.set_state(("MT19937", state["numpy"]["keys"].numpy().astype(np.uint32), state["numpy"]["pos"], 0, 0.0))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
