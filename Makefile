@@ -1,0 +1,51 @@
+# seqlm: `make demo` runs the pipeline on the bundled data, `make test` runs the tests.
+# Both create and use the project's .venv; nothing needs installing by hand.
+
+PYTHON ?= python3
+# Installed first when the venv has no torch: a bare `torch` requirement would pull a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.seqlm-installed
+SEQLM := $(BIN)/seqlm
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+
+.PHONY: install test test-fast demo demo-gpt demo-bert clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+# The quick subset: everything but the end-to-end runs marked slow.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+demo: demo-gpt demo-bert
+
+demo-gpt: $(STAMP)
+	$(SEQLM) tokenize configs/small/gpt_tokenize.yaml
+	$(SEQLM) pretrain configs/small/gpt_pretrain.yaml
+	$(SEQLM) evaluate configs/small/gpt_evaluate.yaml
+	$(SEQLM) predict configs/small/gpt_predict.yaml
+	@echo "--- GPT continuations (runs/small-gpt/predictions.jsonl):"
+	@cat runs/small-gpt/predictions.jsonl
+
+demo-bert: $(STAMP)
+	$(SEQLM) tokenize configs/small/bert_tokenize.yaml
+	$(SEQLM) pretrain configs/small/bert_pretrain.yaml
+	$(SEQLM) evaluate configs/small/bert_evaluate.yaml
+	$(SEQLM) predict configs/small/bert_predict.yaml
+	@echo "--- BERT [MASK] fills (runs/small-bert/predictions.jsonl):"
+	@cat runs/small-bert/predictions.jsonl
+
+clean:
+	rm -rf runs
