@@ -52,7 +52,9 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         raise ConfigError(f"--set {assignment!r}: the value is not valid YAML") from exc
     node = data
     for depth, key in enumerate(keys[:-1]):
-        child = node.setdefault(key, {})
+        child = node.get(key)
+        if child is None:  # an absent section, or one left empty in the YAML (`training:`)
+            child = node[key] = {}
         if not isinstance(child, dict):
             raise ConfigError(f"--set {assignment!r}: {'.'.join(keys[: depth + 1])} is a value, not a section")
         node = child
@@ -100,7 +102,9 @@ def _describe(schema: type[BaseModel], error: dict[str, Any]) -> str:
         return f"missing required key '{key}'"
     message = error["msg"].removeprefix("Value error, ")
     if error["loc"]:
-        return f"key '{key}': {message} (got {error.get('input')!r})"
+        got = error.get("input")
+        # A whole section as input (a section-level check failed) would only repeat the file.
+        return f"key '{key}': {message}" + ("" if isinstance(got, dict) else f" (got {got!r})")
     return message
 
 

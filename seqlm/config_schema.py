@@ -8,9 +8,9 @@ are taken relative to the working directory the command runs in.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
@@ -18,6 +18,17 @@ Device = Literal["auto", "cpu", "cuda", "mps"]
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: object, info: ValidationInfo) -> object:
+        """YAML reads true/yes/on as booleans, which pydantic would silently turn into 1 (or 0)."""
+        if isinstance(value, bool) and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            accepted = set(get_args(annotation)) or {annotation}
+            if bool not in accepted and accepted & {int, float}:
+                raise ValueError(f"expected a number, not the boolean {str(value).lower()}")
+        return value
 
 
 # --------------------------------------------------------------------------- tokenize

@@ -34,7 +34,12 @@ class MaskedLMCorruption:
         draws = torch.rand(input_ids.shape, generator=generator)
         if self.whole_word:
             # Every piece of a word reuses the draw of the word's first piece.
-            starts = ~self.continues_word[input_ids]
+            # A word starts at a non-continuation piece, or right after a special token
+            # (byte-level BPE's first word after [CLS]/<|endoftext|> has no "Ġ").
+            is_special = self.special[input_ids]
+            after_special = torch.zeros_like(is_special)
+            after_special[:, 1:] = is_special[:, :-1]
+            starts = ~self.continues_word[input_ids] | is_special | after_special
             word_index = torch.cumsum(starts.long(), dim=1) - 1
             first_piece = torch.zeros_like(input_ids)
             rows, cols = torch.nonzero(starts, as_tuple=True)

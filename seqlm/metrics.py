@@ -14,7 +14,16 @@ import datasets
 import evaluate
 
 
-class TokenPerplexity(evaluate.Metric):
+class _Metric(evaluate.Metric):
+    def compute(self, *, predictions: Any = None, references: Any = None, **kwargs: Any) -> dict[str, Any] | None:
+        """`evaluate.Metric.compute`; with nothing added, the metric's empty result (not a crash).\n"""
+        if self.writer is None and predictions is None and references is None:
+            # Nothing added (no batch at all): evaluate would fail on its missing buffer.
+            return self._compute(predictions=[], references=[], **kwargs)
+        return super().compute(predictions=predictions, references=references, **kwargs)
+
+
+class TokenPerplexity(_Metric):
     """Token-level loss and perplexity from per-window sums.
 
     predictions: summed negative log-likelihood (nats) of a window; references: the number
@@ -37,7 +46,7 @@ class TokenPerplexity(evaluate.Metric):
         return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": tokens}
 
 
-class Accuracy(evaluate.Metric):
+class Accuracy(_Metric):
     """Fraction of predictions equal to their references (class ids or token ids)."""
 
     def _info(self) -> evaluate.MetricInfo:

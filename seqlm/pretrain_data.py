@@ -40,7 +40,7 @@ class BlockSampler:
     prefix_id: int | None = None
 
     def __post_init__(self) -> None:
-        if self.split.n_tokens < self.stream_len + 1:
+        if self.split.n_tokens < self.stream_len:
             raise DataError(
                 f"the split holds {self.split.n_tokens} tokens, fewer than one block of {self.stream_len}; "
                 "lower training.seq_len or give more text"
@@ -64,6 +64,8 @@ class BlockSampler:
         return self._blocks(index * self.stream_len)
 
     def _blocks(self, starts: np.ndarray) -> np.ndarray:
+        if len(starts) == 0:  # e.g. sequential(0): np.stack refuses an empty list
+            return np.empty((0, self.seq_len), dtype=np.int64)
         blocks = np.stack([self.split.tokens[s : s + self.stream_len] for s in starts]).astype(np.int64)
         if self.prefix_id is not None:
             prefix = np.full((len(starts), 1), self.prefix_id, dtype=np.int64)
