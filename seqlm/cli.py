@@ -125,6 +125,9 @@ def _dispatch(
         if print_config:
             sys.stdout.write(to_yaml(config))
             raise typer.Exit(ExitCode.OK)
+        from seqlm.allocator import keep_freed_memory
+
+        keep_freed_memory()
         module = importlib.import_module(f"seqlm.{command}_run")
         module.run(config, console, **run_kwargs)
     except typer.Exit:

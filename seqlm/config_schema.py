@@ -39,13 +39,15 @@ class CorpusConfig(Section):
 
     train: list[str] = Field(min_length=1, description="Files, a save_to_disk dir, or a hub dataset id.")
     validation: list[str] = Field(default_factory=list, description="Separate validation files; else validation_ratio.")
-    validation_ratio: float = Field(default=0.05, gt=0.0, lt=1.0)
-    format: Literal["auto", "text", "jsonl", "csv", "parquet", "disk", "hub"] = "auto"
-    text_column: str = "text"
+    validation_ratio: float = Field(default=0.05, gt=0.0, lt=1.0, description="Share of documents held out when no validation files are given.")
+    format: Literal["auto", "text", "jsonl", "csv", "parquet", "disk", "hub"] = Field(
+        default="auto", description="auto: from the file extension; a non-path string is a hub dataset id."
+    )
+    text_column: str = Field(default="text", description="The text field of JSONL/CSV/Parquet/datasets input.")
     documents: Literal["line", "blank_line"] = Field(
         default="line", description="Plain text only: one document per line, or blank-line-separated documents."
     )
-    hub_split: str = "train"
+    hub_split: str = Field(default="train", description="The split of a hub dataset to read.")
     max_documents: int | None = Field(default=None, gt=0, description="Use only the first N documents (smoke runs).")
 
     @model_validator(mode="before")
@@ -62,21 +64,21 @@ class TokenizerConfig(Section):
     """Train a tokenizer (`kind`) or load one (`pretrained`: a local dir or a hub id)."""
 
     kind: Literal["bpe", "wordpiece"] = Field(default="bpe", description="bpe: byte-level BPE (GPT); wordpiece: BERT.")
-    pretrained: str | None = None
-    vocab_size: int = Field(default=8000, ge=300, le=1_000_000)
-    min_frequency: int = Field(default=2, ge=1)
+    pretrained: str | None = Field(default=None, description="Load this tokenizer (dir or hub id) instead of training one.")
+    vocab_size: int = Field(default=8000, ge=300, le=1_000_000, description="Vocabulary size to train, special tokens included.")
+    min_frequency: int = Field(default=2, ge=1, description="Merges/pieces seen fewer times are not learned.")
     special_tokens: list[str] | None = Field(
         default=None, description="Default: <|endoftext|> <|pad|> for bpe; [PAD] [UNK] [CLS] [SEP] [MASK] for wordpiece."
     )
-    lowercase: bool = False
+    lowercase: bool = Field(default=False, description="Lowercase (and strip accents, for wordpiece) before tokenizing.")
     max_training_documents: int | None = Field(default=None, gt=0, description="Train the tokenizer on a prefix only.")
 
 
 class TokenizeConfig(Section):
-    output_dir: Path
+    output_dir: Path = Field(description="The tokenized dataset directory to write (replaced if it holds an older one).")
     corpus: CorpusConfig
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
-    seed: int = 0
+    seed: int = Field(default=0, description="Seeds the train/validation split by ratio.")
     batch_size: int = Field(default=1000, gt=0, description="Documents per encode batch and per write.")
 
 
@@ -88,12 +90,12 @@ class ModelConfig(Section):
 
     family: Literal["auto", "gpt2", "llama", "bert"] = Field(default="auto", description="auto: gpt2 for clm, bert for mlm.")
     from_pretrained: str | None = Field(default=None, description="HF-format dir or hub id; sizes below are then ignored.")
-    n_layers: int = Field(default=2, ge=1)
-    n_heads: int = Field(default=2, ge=1)
-    d_model: int = Field(default=64, ge=8)
+    n_layers: int = Field(default=2, ge=1, description="Transformer blocks.")
+    n_heads: int = Field(default=2, ge=1, description="Attention heads; must divide d_model.")
+    d_model: int = Field(default=64, ge=8, description="Hidden width.")
     d_ff: int | None = Field(default=None, ge=8, description="Default 4 * d_model.")
     max_len: int = Field(default=128, ge=8, description="Maximum positions the model supports.")
-    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0, description="Dropout on embeddings, residuals and attention.")
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> ModelConfig:
@@ -103,14 +105,14 @@ class ModelConfig(Section):
 
 
 class OptimConfig(Section):
-    lr: float = Field(default=1e-3, gt=0.0)
-    weight_decay: float = Field(default=0.01, ge=0.0)
-    betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = Field(default=1e-8, gt=0.0)
-    warmup_steps: int = Field(default=0, ge=0)
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    lr: float = Field(default=1e-3, gt=0.0, description="Peak learning rate (AdamW).")
+    weight_decay: float = Field(default=0.01, ge=0.0, description="Decoupled decay on weight matrices (not biases, norms, embeddings).")
+    betas: tuple[float, float] = Field(default=(0.9, 0.98), description="AdamW betas.")
+    eps: float = Field(default=1e-8, gt=0.0, description="AdamW epsilon.")
+    warmup_steps: int = Field(default=0, ge=0, description="Linear warmup from 0 to lr.")
+    schedule: Literal["cosine", "linear", "constant"] = Field(default="cosine", description="Decay after warmup.")
     min_lr_ratio: float = Field(default=0.1, ge=0.0, le=1.0, description="Final lr as a fraction of lr.")
-    grad_clip: float | None = Field(default=1.0, gt=0.0)
+    grad_clip: float | None = Field(default=1.0, gt=0.0, description="Max global gradient norm; null: no clipping.")
 
 
 class TrainingConfig(Section):
@@ -118,25 +120,25 @@ class TrainingConfig(Section):
     batch_size: int = Field(default=16, ge=1, description="Blocks per micro-batch.")
     grad_accum: int = Field(default=1, ge=1, description="Micro-batches per optimizer step.")
     max_steps: int = Field(default=200, ge=1, description="Optimizer steps.")
-    precision: Precision = "auto"
-    seed: int = 0
-    log_every: int = Field(default=10, ge=1)
+    precision: Precision = Field(default="auto", description="auto: bf16 autocast on CUDA, fp32 on CPU; bf16, fp16 (CUDA), fp32.")
+    seed: int = Field(default=0, description="Seeds initialisation, data order, masking and dropout.")
+    log_every: int = Field(default=10, ge=1, description="Steps between metrics.jsonl records / log lines.")
     eval_every: int = Field(default=100, ge=1, description="Validate every N steps (and at the end).")
     eval_batches: int = Field(default=20, ge=1, description="Validation micro-batches per evaluation.")
     checkpoint_every: int | None = Field(default=None, ge=1, description="Save checkpoints/step-N every N steps.")
 
 
 class PretrainConfig(Section):
-    output_dir: Path
+    output_dir: Path = Field(description="The run directory (config.yaml, metrics, checkpoints/, model/).")
     data: Path = Field(description="A dataset directory written by `seqlm tokenize`.")
-    objective: Literal["clm", "mlm"] = "clm"
-    mlm_probability: float = Field(default=0.15, gt=0.0, lt=1.0)
-    whole_word_mask: bool = False
+    objective: Literal["clm", "mlm"] = Field(default="clm", description="clm: causal LM (GPT); mlm: masked LM (BERT).")
+    mlm_probability: float = Field(default=0.15, gt=0.0, lt=1.0, description="Share of tokens selected (80% [MASK], 10% random, 10% kept).")
+    whole_word_mask: bool = Field(default=False, description="mlm: select all pieces of a word together.")
     nsp: bool = Field(default=False, description="mlm only: next-sentence prediction (BertForPreTraining).")
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
-    device: Device = "auto"
+    device: Device = Field(default="auto", description="auto: cuda, then mps, then cpu.")
 
     @model_validator(mode="after")
     def _objective_fits_family(self) -> PretrainConfig:
@@ -158,43 +160,43 @@ class PretrainConfig(Section):
 class EvaluateConfig(Section):
     model: str = Field(description="An HF-format model dir (e.g. a run's model/) or a hub id.")
     data: Path = Field(description="A `seqlm tokenize` dataset dir, or a text file (one document per line).")
-    split: Literal["train", "validation"] = "validation"
+    split: Literal["train", "validation"] = Field(default="validation", description="Dataset split to score.")
     output_dir: Path | None = Field(default=None, description="Where metrics.json goes; default: beside the model.")
     seq_len: int | None = Field(default=None, ge=4, description="Tokens per window; default: the model's max positions.")
     stride: int | None = Field(default=None, ge=1, description="clm: tokens scored per window (sliding); default seq_len.")
-    batch_size: int = Field(default=16, ge=1)
+    batch_size: int = Field(default=16, ge=1, description="Windows per forward pass.")
     max_batches: int | None = Field(default=None, ge=1, description="Cap the work (smoke runs).")
-    mlm_probability: float = Field(default=0.15, gt=0.0, lt=1.0)
+    mlm_probability: float = Field(default=0.15, gt=0.0, lt=1.0, description="mlm: share of tokens masked for scoring.")
     pseudo_perplexity_windows: int = Field(default=8, ge=0, description="mlm: windows scored one-mask-at-a-time.")
-    seed: int = 0
-    precision: Precision = "fp32"
-    device: Device = "auto"
+    seed: int = Field(default=0, description="mlm: fixes which tokens are masked.")
+    precision: Precision = Field(default="fp32", description="auto, fp32, bf16 or fp16 (CUDA).")
+    device: Device = Field(default="auto", description="auto: cuda, then mps, then cpu.")
 
 
 # --------------------------------------------------------------------------- predict
 
 
 class GenerationConfig(Section):
-    max_new_tokens: int = Field(default=40, ge=1)
-    do_sample: bool = False
-    temperature: float = Field(default=1.0, gt=0.0)
-    top_k: int | None = Field(default=None, ge=1)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(default=40, ge=1, description="Tokens to generate per prompt (stops early at eos).")
+    do_sample: bool = Field(default=False, description="false: greedy; true: sample (seeded).")
+    temperature: float = Field(default=1.0, gt=0.0, description="Sampling temperature.")
+    top_k: int | None = Field(default=None, ge=1, description="Sample among the k most likely tokens.")
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0, description="Nucleus sampling mass.")
 
 
 class PredictConfig(Section):
     model: str = Field(description="An HF-format model dir (e.g. a run's model/) or a hub id.")
     input: str = Field(default="-", description="Text (one input per line) or JSONL file; '-' is stdin.")
     output: str = Field(default="-", description="Output file; '-' is stdout.")
-    input_format: Literal["auto", "text", "jsonl"] = "auto"
-    text_field: str = "text"
-    output_format: Literal["auto", "jsonl", "csv"] = "auto"
-    batch_size: int = Field(default=16, ge=1)
+    input_format: Literal["auto", "text", "jsonl"] = Field(default="auto", description="auto: .jsonl/.json → jsonl, else text.")
+    text_field: str = Field(default="text", description="jsonl: the field holding the input text.")
+    output_format: Literal["auto", "jsonl", "csv"] = Field(default="auto", description="auto: .csv → csv, else jsonl.")
+    batch_size: int = Field(default=16, ge=1, description="Inputs per forward pass / generate call.")
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     top_k: int = Field(default=5, ge=1, description="mlm: candidates per [MASK].")
-    seed: int = 0
-    precision: Precision = "fp32"
-    device: Device = "auto"
+    seed: int = Field(default=0, description="Seeds sampling.")
+    precision: Precision = Field(default="fp32", description="auto, fp32, bf16 or fp16 (CUDA).")
+    device: Device = Field(default="auto", description="auto: cuda, then mps, then cpu.")
 
 
 COMMAND_SCHEMAS: dict[str, type[Section]] = {
