@@ -11,7 +11,7 @@ SEQLM := $(BIN)/seqlm
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: install test test-fast demo demo-gpt demo-bert clean
+.PHONY: install test test-fast lint demo demo-gpt demo-bert clean
 
 install: $(STAMP)
 
@@ -24,6 +24,9 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check seqlm tests scripts
 
 # The quick subset: everything but the end-to-end runs marked slow.
 test-fast: $(STAMP)

@@ -7,7 +7,6 @@ them equal. Regenerate with `.venv/bin/python scripts/config_reference.py --writ
 from __future__ import annotations
 
 import sys
-import typing
 from pathlib import Path
 
 from pydantic import BaseModel

@@ -47,7 +47,13 @@ class Console:
     def progress(self, description: str, total: float | None, unit: str = "") -> Iterator[ProgressTracker]:
         tracker = ProgressTracker(self, description, total, unit)
         if self._rich is not None and not self.quiet:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             columns = [
                 TextColumn("[bold]{task.description}"),

@@ -29,7 +29,7 @@ import torch
 from seqlm.config_schema import EvaluateConfig
 from seqlm.console import Console
 from seqlm.device import Precision, resolve_precision, select_device
-from seqlm.errors import DataError
+from seqlm.errors import ConfigError
 from seqlm.lm_scoring import score_batches
 from seqlm.masking import IGNORE_INDEX
 from seqlm.metrics import load_metric
@@ -45,8 +45,7 @@ def run(config: EvaluateConfig, console: Console, json_output: bool = False) -> 
     precision = Precision(device, resolve_precision(config.precision, device))
     loaded = load_for_inference(config.model, device)
     split = load_split(config.data, config.split, loaded.tokenizer, loaded.objective)
-    max_positions = _max_positions(loaded.model)
-    seq_len = min(config.seq_len or max_positions, max_positions)
+    seq_len = _window_length(config.seq_len, loaded.max_positions)
     console.info(f"evaluate {loaded.objective}: {config.model} on {config.data} [{config.split}], windows of {seq_len}")
 
     if loaded.objective == "clm":
@@ -168,9 +167,15 @@ def _pseudo_perplexity(
     return {"perplexity": result["perplexity"], "tokens": result["tokens"]}
 
 
-def _max_positions(model: Any) -> int:
-    config = model.config
-    return int(getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions"))
+def _window_length(requested: int | None, positions: int | None) -> int:
+    """`seq_len`, defaulting to the model's positions; more than the model takes is an error."""
+    if requested is None:
+        if positions is None:
+            raise ConfigError("the model's config sets no position limit; set seq_len")
+        return positions
+    if positions is not None and requested > positions:
+        raise ConfigError(f"seq_len ({requested}) exceeds the model's {positions} positions; lower seq_len")
+    return requested
 
 
 def _default_output_dir(model: str) -> Path:

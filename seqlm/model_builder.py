@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from seqlm.config_schema import ModelConfig
 from seqlm.errors import ConfigError, DataError
+from seqlm.model_loading import check_model_dir, plausible_hub_id
 
 Family = Literal["gpt2", "llama", "bert"]
 Head = Literal["causal_lm", "masked_lm", "pretraining"]
@@ -47,16 +48,13 @@ def build_model(model: ModelConfig, objective: str, nsp: bool, tokenizer: Any) -
 
 def load_pretrained(name_or_path: str, head: Head) -> Any:
     """Continue from an HF-format checkpoint dir (or a hub id for online users)."""
-    path = Path(name_or_path)
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise DataError(f"{path}: no config.json; model.from_pretrained must be an HF-format model directory")
-        if not any(path.glob("*.safetensors")) and not (path / "pytorch_model.bin").is_file():
-            raise DataError(f"{path}: no model weights (model.safetensors); point at a finished run's model/ dir")
-    elif name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
-        raise DataError(f"{name_or_path}: model directory not found")
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        check_model_dir(path)
+    elif path.exists() or not plausible_hub_id(name_or_path):
+        raise DataError(f"{name_or_path}: model.from_pretrained must be an HF-format model directory or a hub id")
     try:
-        return _auto_class(head).from_pretrained(name_or_path, attn_implementation="sdpa")
+        return _auto_class(head).from_pretrained(str(path) if path.is_dir() else name_or_path, attn_implementation="sdpa")
     except (OSError, ValueError) as exc:
         raise DataError(f"{name_or_path}: cannot load a {head} model: {str(exc).splitlines()[0]}") from exc
 

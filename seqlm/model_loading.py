@@ -52,17 +52,22 @@ class LoadedModel:
 
 def load_for_inference(model: str, device: torch.device | str, *, task: Task = "auto") -> LoadedModel:
     """Load `model` (a local HF-format dir or a hub id) for `task`; see the module docstring."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoModelForMaskedLM,
+        AutoTokenizer,
+    )
 
     local = Path(model).expanduser()
     load_kwargs: dict[str, Any] = {"trust_remote_code": False}
     if local.is_dir():
-        use_safetensors = _check_local_dir(local)
+        use_safetensors = check_model_dir(local)
         load_kwargs["use_safetensors"] = use_safetensors
         source = str(local)
     elif local.exists():
         raise DataError(f"{model}: is a file, not a model directory; pass the directory holding config.json")
-    elif not _plausible_hub_id(model):
+    elif not plausible_hub_id(model):
         raise DataError(f"{model}: model directory not found; pass a dir written by `seqlm pretrain` (its model/) or a hub id")
     else:
         source = model
@@ -137,13 +142,16 @@ def _resolve_objective(config: Any, task: Task, model: str) -> Objective:
 
 
 def _supports(config: Any, objective: Objective) -> bool:
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING, MODEL_FOR_MASKED_LM_MAPPING
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING,
+        MODEL_FOR_MASKED_LM_MAPPING,
+    )
 
     mapping = MODEL_FOR_CAUSAL_LM_MAPPING if objective == "clm" else MODEL_FOR_MASKED_LM_MAPPING
     return type(config) in mapping
 
 
-def _check_local_dir(path: Path) -> bool:
+def check_model_dir(path: Path) -> bool:
     """Fail early with a precise message; returns whether the weights are safetensors."""
     if not (path / "config.json").is_file():
         raise DataError(f"{path}: no config.json; pass the model/ dir of a `seqlm pretrain` run (or any HF save_pretrained dir)")
@@ -165,7 +173,7 @@ def _check_local_dir(path: Path) -> bool:
     return has_safetensors
 
 
-def _plausible_hub_id(name: str) -> bool:
+def plausible_hub_id(name: str) -> bool:
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     try:

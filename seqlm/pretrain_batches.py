@@ -13,7 +13,13 @@ import torch
 
 from seqlm.masking import MaskedLMCorruption
 from seqlm.objectives import Batch
-from seqlm.pretrain_data import TRAIN_STREAM, VALIDATION_STREAM, BlockSampler, SentencePairSampler, step_rng
+from seqlm.pretrain_data import (
+    TRAIN_STREAM,
+    VALIDATION_STREAM,
+    BlockSampler,
+    SentencePairSampler,
+    step_rng,
+)
 from seqlm.token_store import TokenSplit
 
 

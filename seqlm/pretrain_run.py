@@ -20,6 +20,7 @@ from seqlm.device import Precision, resolve_precision, seed_everything, select_d
 from seqlm.errors import ConfigError
 from seqlm.lm_scoring import score_batches
 from seqlm.model_builder import build_model, resolve_family
+from seqlm.model_loading import max_positions
 from seqlm.objectives import OBJECTIVES, Batch, Objective
 from seqlm.optim import build_optimizer, build_scheduler
 from seqlm.pretrain_batches import PretrainBatches, objective_name
@@ -59,9 +60,9 @@ def setup(config: PretrainConfig, console: Console) -> PretrainRun:
     seed_everything(training.seed)
 
     model = build_model(config.model, config.objective, config.nsp, tokenizer).to(device)
-    max_positions = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions")
-    if training.seq_len > max_positions:
-        raise ConfigError(f"training.seq_len ({training.seq_len}) exceeds the model's {max_positions} positions")
+    positions = max_positions(model.config)
+    if positions is not None and training.seq_len > positions:
+        raise ConfigError(f"training.seq_len ({training.seq_len}) exceeds the model's {positions} positions")
 
     name = objective_name(config.objective, config.nsp)
     batches = PretrainBatches(

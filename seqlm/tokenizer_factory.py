@@ -144,7 +144,14 @@ def _special_tokens(config: TokenizerConfig) -> list[str]:
 
 
 def _bpe(config: TokenizerConfig, specials: list[str]) -> tuple[Any, Any]:
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        trainers,
+    )
 
     backend = Tokenizer(models.BPE())
     if config.lowercase:

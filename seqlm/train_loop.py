@@ -87,12 +87,14 @@ def train(
     window = _Window()
     last_eval: dict[str, float] = {}
     while state.step < plan.max_steps:
+        step_started = time.perf_counter()
         step_loss, terms, tokens = _optimizer_step(model, objective, next_batch, state, plan, precision, device)
+        step_seconds = time.perf_counter() - step_started
         state.step += 1
         state.tokens_seen += tokens
         window.add(step_loss, terms, tokens)
         lr = state.scheduler.get_last_lr()[0]
-        hooks.progress(state, {"loss": step_loss, "lr": lr})
+        hooks.progress(state, {"loss": step_loss, "lr": lr, "tok/s": round(tokens / max(step_seconds, 1e-9))})
         done = state.step == plan.max_steps
         if state.step % plan.log_every == 0 or done:
             hooks.log({"step": state.step, **window.flush(), "lr": lr, "tokens_seen": state.tokens_seen})

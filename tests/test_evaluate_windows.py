@@ -63,7 +63,7 @@ def check_windows(n: int, seq_len: int, stride: int) -> None:
     assert 0 not in scored
     if stride < seq_len:
         assert set(scored) == set(range(1, n)), "every token but the first is scored exactly once"
-        for begin, end, n_context in windows[1:]:
+        for _, _, n_context in windows[1:]:
             # Later windows give each scored token at least seq_len - stride tokens of context.
             assert n_context >= seq_len - stride
     else:

@@ -193,3 +193,44 @@ def test_mlm_with_next_sentence_prediction_reports_both_losses(bert_data: Path) 
     assert isinstance(transformers.AutoModelForPreTraining.from_pretrained(run / "model"), transformers.BertForPreTraining)
     reported = json.loads(seqlm("evaluate", "--model", run / "model", "--data", bert_data, "--json", "--set", "max_batches=2", "--set", "pseudo_perplexity_windows=1", "--set", f"output_dir={run}/eval"))
     assert reported["objective"] == "mlm" and math.isfinite(reported["loss"])
+
+
+def test_llama_family_trains_and_loads_in_plain_transformers(gpt_run: Path) -> None:
+    run = gpt_run / "llama"
+    seqlm(
+        "pretrain", "configs/tiny/gpt_pretrain.yaml", "--set", f"output_dir={run}", "--set", f"data={gpt_run}/data",
+        "--set", "model.family=llama", "--set", "training.max_steps=30", "--set", "training.log_every=10",
+        "--set", "training.eval_every=30", "--set", "training.checkpoint_every=null",
+    )
+    records = [r for r in _records(run / "metrics.jsonl") if "split" not in r]
+    assert records[-1]["loss"] < records[0]["loss"]
+    assert isinstance(transformers.AutoModelForCausalLM.from_pretrained(run / "model"), transformers.LlamaForCausalLM)
+
+
+def test_bf16_autocast_on_cpu_trains_when_the_cpu_supports_it(gpt_run: Path) -> None:
+    from seqlm.device import cpu_has_fast_bf16
+
+    run = gpt_run / "bf16"
+    args = [
+        "pretrain", "configs/tiny/gpt_pretrain.yaml", "--set", f"output_dir={run}", "--set", f"data={gpt_run}/data",
+        "--set", "training.precision=bf16", "--set", "training.max_steps=20", "--set", "training.log_every=10",
+        "--set", "training.eval_every=20", "--set", "training.checkpoint_every=null", "--device", "cpu",
+    ]
+    if not cpu_has_fast_bf16():
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and "bf16" in result.stderr
+        return
+    seqlm(*args)
+    final = json.loads((run / "metrics.json").read_text())
+    assert math.isfinite(final["val_loss"])
+    # Weights stay fp32 (autocast computes in bf16); the saved model is fp32 too.
+    assert transformers.AutoModelForCausalLM.from_pretrained(run / "model").lm_head.weight.dtype == torch.float32
+
+
+def test_mlm_with_nsp_model_fills_masks(bert_data: Path, tmp_path: Path) -> None:
+    run = bert_data.parent / "nsp"  # trained by test_mlm_with_next_sentence_prediction_reports_both_losses
+    if not (run / "model").is_dir():
+        seqlm("pretrain", "configs/tiny/bert_nsp_pretrain.yaml", "--set", f"output_dir={run}", "--set", f"data={bert_data}", "--set", "training.max_steps=20")
+    output = tmp_path / "fills.jsonl"
+    seqlm("predict", "configs/tiny/bert_predict.yaml", "--model", run / "model", "--output", output)
+    assert len(_records(output)) == len(Path("data/prompts/fill_mask.txt").read_text().splitlines())

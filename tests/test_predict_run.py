@@ -56,8 +56,21 @@ def clm_dir(tmp_path_factory: pytest.TempPathFactory, corpus_lines: list[str]) -
 
 
 def _save_bert(kind: str, root: Path, corpus_lines: list[str]) -> Path:
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import BertConfig, BertForMaskedLM, BertForPreTraining, PreTrainedTokenizerFast
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
+    from transformers import (
+        BertConfig,
+        BertForMaskedLM,
+        BertForPreTraining,
+        PreTrainedTokenizerFast,
+    )
 
     backend = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     backend.normalizer = normalizers.BertNormalizer(lowercase=True)

@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 
 from seqlm.errors import DataError, ExitCode
-from seqlm.token_store import FORMAT, SPLITS, SplitWriter, TokenDataset, TokenSplit, token_dtype
+from seqlm.token_store import (
+    FORMAT,
+    SPLITS,
+    SplitWriter,
+    TokenDataset,
+    TokenSplit,
+    token_dtype,
+)
 
 SEP = 3
 

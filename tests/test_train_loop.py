@@ -8,11 +8,11 @@ import pytest
 import torch
 import transformers
 
+from seqlm.config_schema import OptimConfig
 from seqlm.device import Precision
 from seqlm.masking import IGNORE_INDEX
 from seqlm.objectives import OBJECTIVES, Batch
 from seqlm.optim import build_scheduler, lr_multiplier, parameter_groups
-from seqlm.config_schema import OptimConfig
 from seqlm.train_loop import LoopHooks, LoopPlan, LoopState, train
 
 VOCAB = 50
