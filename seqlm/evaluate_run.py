@@ -44,7 +44,7 @@ def run(config: EvaluateConfig, console: Console, json_output: bool = False) -> 
     device = select_device(config.device)
     precision = Precision(device, resolve_precision(config.precision, device))
     loaded = load_for_inference(config.model, device)
-    split = load_split(config.data, config.split, loaded.tokenizer, loaded.objective)
+    split = load_split(config.data, config.split, loaded.tokenizer, loaded.objective, config.model)
     seq_len = _window_length(config.seq_len, loaded.max_positions)
     console.info(f"evaluate {loaded.objective}: {config.model} on {config.data} [{config.split}], windows of {seq_len}")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -59,6 +60,10 @@ def setup(config: PretrainConfig, console: Console) -> PretrainRun:
     precision = Precision(device, resolve_precision(training.precision, device))
     seed_everything(training.seed)
 
+    if config.model.from_pretrained is not None and _has_tokenizer(config.model.from_pretrained):
+        from transformers import AutoTokenizer
+
+        dataset.check_tokenizer(AutoTokenizer.from_pretrained(config.model.from_pretrained), config.model.from_pretrained)
     model = build_model(config.model, config.objective, config.nsp, tokenizer).to(device)
     positions = max_positions(model.config)
     if positions is not None and training.seq_len > positions:
@@ -140,6 +145,11 @@ def save(pretrain: PretrainRun, validation_metrics: dict[str, float], elapsed_s:
     pretrain.run_dir.write_metrics(metrics)
     pretrain.console.info(f"model saved to {pretrain.run_dir.model_dir}; metrics in {pretrain.run_dir.path / 'metrics.json'}")
     return metrics
+
+
+def _has_tokenizer(model: str) -> bool:
+    """A local model dir with tokenizer files (a hub id is checked by its vocabulary size only)."""
+    return (Path(model) / "tokenizer_config.json").is_file()
 
 
 def _log(pretrain: PretrainRun, record: dict[str, Any]) -> None:

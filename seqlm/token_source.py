@@ -17,15 +17,12 @@ from seqlm.errors import DataError
 from seqlm.token_store import TokenDataset, TokenSplit
 
 
-def load_split(data: Path, split: str, tokenizer: Any, objective: str) -> TokenSplit:
+def load_split(data: Path, split: str, tokenizer: Any, objective: str, model: str) -> TokenSplit:
+    """The tokens of `split` of a dataset dir, or of a text file tokenized with `tokenizer`."""
     data = Path(data)
     if data.is_dir():
         dataset = TokenDataset.open(data)
-        if dataset.load_tokenizer().get_vocab() != tokenizer.get_vocab():
-            raise DataError(
-                f"{data}: tokenized with a different tokenizer than the model's; "
-                "re-tokenize with tokenizer.pretrained: MODEL_DIR"
-            )
+        dataset.check_tokenizer(tokenizer, model)
         return dataset.split(split)
     if not data.is_file():
         raise DataError(f"{data}: not found; pass a `seqlm tokenize` dataset dir or a text file")

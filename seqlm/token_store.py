@@ -128,3 +128,11 @@ class TokenDataset:
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(str(self.path))
+
+    def check_tokenizer(self, tokenizer: Any, model: str) -> None:
+        """DataError unless the ids were written by `tokenizer` (the same vocabulary), the model's own."""
+        if self.load_tokenizer().get_vocab() != tokenizer.get_vocab():
+            raise DataError(
+                f"{self.path}: tokenized with a different tokenizer than the model {model}; "
+                f"re-tokenize with tokenizer.pretrained: {model}"
+            )

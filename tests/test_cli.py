@@ -25,19 +25,6 @@ from seqlm.errors import ConfigError, DataError
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny"
 HEAVY = ("torch", "transformers", "datasets")
-_CLI_ENV = ("HF_HUB_DISABLE_PROGRESS_BARS", "TOKENIZERS_PARALLELISM", "TRANSFORMERS_VERBOSITY", "DATASETS_VERBOSITY")
-
-
-@pytest.fixture(autouse=True)
-def _restore_cli_env():
-    """The CLI setdefaults these in os.environ; keep in-process runs from leaking them into other tests."""
-    saved = {key: os.environ.get(key) for key in _CLI_ENV}
-    yield
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
 
 
 def python(*args: str, **kwargs) -> subprocess.CompletedProcess:

@@ -7,7 +7,6 @@ which runs `seqlm pretrain` for real and must fail before training starts.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -24,20 +23,6 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 ALL_CONFIGS = sorted(CONFIGS.rglob("*.yaml"))
 TINY_GPT_PRETRAIN = CONFIGS / "tiny" / "gpt_pretrain.yaml"
-
-# Set with os.environ.setdefault by the CLI; restored so that in-process runs do not leak them.
-_CLI_ENV = ("HF_HUB_DISABLE_PROGRESS_BARS", "TOKENIZERS_PARALLELISM", "TRANSFORMERS_VERBOSITY", "DATASETS_VERBOSITY")
-
-
-@pytest.fixture(autouse=True)
-def _restore_cli_env():
-    saved = {key: os.environ.get(key) for key in _CLI_ENV}
-    yield
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
 
 
 def command_of(path: Path) -> str:

@@ -29,55 +29,14 @@ def corpus_lines() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def wordpiece() -> Any:
-    from tokenizers import (
-        Tokenizer,
-        decoders,
-        models,
-        normalizers,
-        pre_tokenizers,
-        trainers,
-    )
-    from transformers import PreTrainedTokenizerFast
-
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.decoder = decoders.WordPiece()
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+def wordpiece(tiny_tokenizer: Any) -> Any:
     # A small vocabulary: many words split into pieces, so whole-word masking has work to do.
-    tokenizer.train_from_iterator(corpus_lines(), trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials))
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-    )
+    return tiny_tokenizer("wordpiece", vocab_size=300, lowercase=True)
 
 
 @pytest.fixture(scope="module")
-def byte_bpe() -> Any:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=["<|endoftext|>", "<|pad|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tokenizer.train_from_iterator(corpus_lines(), trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        eos_token="<|endoftext|>",
-        bos_token="<|endoftext|>",
-        unk_token="<|endoftext|>",
-        pad_token="<|pad|>",
-    )
+def byte_bpe(tiny_tokenizer: Any) -> Any:
+    return tiny_tokenizer("bpe", vocab_size=400)
 
 
 def make_batch(tokenizer: Any, prefix: int | None, separator: int, pad: int) -> torch.Tensor:

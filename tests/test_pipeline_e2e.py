@@ -234,3 +234,15 @@ def test_mlm_with_nsp_model_fills_masks(bert_data: Path, tmp_path: Path) -> None
     output = tmp_path / "fills.jsonl"
     seqlm("predict", "configs/tiny/bert_predict.yaml", "--model", run / "model", "--output", output)
     assert len(_records(output)) == len(Path("data/prompts/fill_mask.txt").read_text().splitlines())
+
+
+def test_a_dataset_from_another_tokenizer_is_refused(gpt_run: Path, bert_data: Path) -> None:
+    model = gpt_run / "run" / "model"
+    evaluate = runner.invoke(app, ["evaluate", "--model", str(model), "--data", str(bert_data)])
+    assert evaluate.exit_code == 3 and "different tokenizer" in evaluate.stderr
+    pretrain = runner.invoke(app, [
+        "pretrain", "configs/tiny/gpt_pretrain.yaml", "--set", f"output_dir={gpt_run}/mismatch", "--set", f"data={bert_data}",
+        "--set", f"model.from_pretrained={model}",
+    ])
+    assert pretrain.exit_code == 3 and "different tokenizer" in pretrain.stderr
+    assert not (gpt_run / "mismatch" / "model").exists()

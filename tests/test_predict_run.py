@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import itertools
 import json
 import os
 import shlex
@@ -11,6 +10,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -19,31 +19,14 @@ from typer.testing import CliRunner
 from seqlm.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO / "data" / "corpus" / "train.txt"
 MAX_POSITIONS = 64
 
 
 @pytest.fixture(scope="session")
-def corpus_lines() -> list[str]:
-    with CORPUS.open(encoding="utf-8") as handle:
-        return [line.strip() for line in itertools.islice(handle, 400) if line.strip()]
+def clm_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer: Any) -> Path:
+    from transformers import GPT2Config, GPT2LMHeadModel
 
-
-@pytest.fixture(scope="session")
-def clm_dir(tmp_path_factory: pytest.TempPathFactory, corpus_lines: list[str]) -> Path:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=["<|endoftext|>", "<|pad|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    backend.train_from_iterator(corpus_lines, trainer)
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<|pad|>"
-    )
+    tok = tiny_tokenizer("bpe", vocab_size=400)
     torch.manual_seed(0)
     config = GPT2Config(
         n_layer=2, n_embd=32, n_head=2, vocab_size=len(tok), n_positions=MAX_POSITIONS,
@@ -55,37 +38,9 @@ def clm_dir(tmp_path_factory: pytest.TempPathFactory, corpus_lines: list[str]) -
     return path
 
 
-def _save_bert(kind: str, root: Path, corpus_lines: list[str]) -> Path:
-    from tokenizers import (
-        Tokenizer,
-        decoders,
-        models,
-        normalizers,
-        pre_tokenizers,
-        processors,
-        trainers,
-    )
-    from transformers import (
-        BertConfig,
-        BertForMaskedLM,
-        BertForPreTraining,
-        PreTrainedTokenizerFast,
-    )
+def _save_bert(kind: str, root: Path, tok: Any) -> Path:
+    from transformers import BertConfig, BertForMaskedLM, BertForPreTraining
 
-    backend = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    backend.decoder = decoders.WordPiece()
-    backend.train_from_iterator(
-        corpus_lines, trainers.WordPieceTrainer(vocab_size=400, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
-    )
-    cls_id, sep_id = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
-    backend.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
-    )
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]"
-    )
     torch.manual_seed(0)
     config = BertConfig(
         vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
@@ -99,9 +54,10 @@ def _save_bert(kind: str, root: Path, corpus_lines: list[str]) -> Path:
 
 
 @pytest.fixture(scope="session")
-def mlm_dirs(tmp_path_factory: pytest.TempPathFactory, corpus_lines: list[str]) -> dict[str, Path]:
+def mlm_dirs(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer: Any) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("mlm")
-    return {kind: _save_bert(kind, root, corpus_lines) for kind in ("mlm", "nsp")}
+    tok = tiny_tokenizer("wordpiece", vocab_size=400, lowercase=True)
+    return {kind: _save_bert(kind, root, tok) for kind in ("mlm", "nsp")}
 
 
 def predict(*args: str, stdin: bytes | None = None):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -336,24 +335,10 @@ def test_truncated_lengths_examples() -> None:
 
 
 @pytest.fixture(scope="module")
-def wordpiece() -> Any:
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    corpus = Path(__file__).resolve().parents[1] / "data" / "corpus" / "train.txt"
-    with corpus.open(encoding="utf-8") as handle:
-        lines = [line.strip() for line in islice(handle, 300) if line.strip()]
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tokenizer.train_from_iterator(lines, trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials))
-    wrapped = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
-        mask_token="[MASK]",
-    )  # fmt: skip
-    assert (wrapped.pad_token_id, wrapped.cls_token_id, wrapped.sep_token_id) == (PAD, CLS, SEP)
-    return wrapped
+def wordpiece(tiny_tokenizer: Any) -> Any:
+    tokenizer = tiny_tokenizer("wordpiece", vocab_size=300, lowercase=True)
+    assert (tokenizer.pad_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id) == (PAD, CLS, SEP)
+    return tokenizer
 
 
 @pytest.mark.parametrize("objective", ["clm", "mlm", "mlm+nsp"])
