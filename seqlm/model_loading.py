@@ -22,8 +22,8 @@ import torch
 
 from seqlm.errors import DataError
 
-Objective = Literal["clm", "mlm"]
-Task = Literal["auto", "clm", "mlm"]
+Objective = Literal["clm", "mlm", "classification"]
+Task = Literal["auto", "clm", "mlm", "classification"]
 
 SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")
 PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -33,6 +33,7 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model
 # Architecture name suffixes that say which objective a checkpoint was trained for.
 CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 MASKED_SUFFIXES = ("ForMaskedLM", "ForPreTraining")
+CLASSIFICATION_SUFFIXES = ("ForSequenceClassification",)
 
 
 @dataclass
@@ -52,12 +53,7 @@ class LoadedModel:
 
 def load_for_inference(model: str, device: torch.device | str, *, task: Task = "auto") -> LoadedModel:
     """Load `model` (a local HF-format dir or a hub id) for `task`; see the module docstring."""
-    from transformers import (
-        AutoConfig,
-        AutoModelForCausalLM,
-        AutoModelForMaskedLM,
-        AutoTokenizer,
-    )
+    from transformers import AutoConfig, AutoTokenizer
 
     local = Path(model).expanduser()
     load_kwargs: dict[str, Any] = {"trust_remote_code": False}
@@ -78,7 +74,7 @@ def load_for_inference(model: str, device: torch.device | str, *, task: Task = "
         except (OSError, ValueError, KeyError) as exc:
             raise DataError(_load_failure(model, local, "config", exc)) from exc
         objective = _resolve_objective(config, task, model)
-        auto_class = AutoModelForCausalLM if objective == "clm" else AutoModelForMaskedLM
+        auto_class = _auto_class(objective)
         try:
             loaded, info = auto_class.from_pretrained(
                 source, config=config, dtype=torch.float32, output_loading_info=True, **load_kwargs
@@ -99,7 +95,7 @@ def load_for_inference(model: str, device: torch.device | str, *, task: Task = "
             f"{model}: the checkpoint lacks weights the {objective} head needs ({shown}); "
             "pass a model trained as a language model (e.g. a `seqlm pretrain` run's model/ dir)"
         )
-    if objective == "clm" and tokenizer.pad_token is None and tokenizer.eos_token is not None:
+    if objective != "mlm" and tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token  # batching needs a pad id; it is masked out anyway
     if objective == "mlm" and tokenizer.mask_token is None:
         raise DataError(f"{model}: the tokenizer has no mask token; a masked LM needs one (e.g. [MASK])")
@@ -118,6 +114,8 @@ def max_positions(config: Any) -> int | None:
 def detect_objective(config: Any) -> Objective | None:
     """'clm' or 'mlm' from the config's `architectures`, else from the auto mappings; None if neither fits."""
     for name in getattr(config, "architectures", None) or []:
+        if name.endswith(CLASSIFICATION_SUFFIXES):
+            return "classification"
         if name.endswith(CAUSAL_SUFFIXES):
             return "clm"
         if name.endswith(MASKED_SUFFIXES):
@@ -145,10 +143,25 @@ def _supports(config: Any, objective: Objective) -> bool:
     from transformers.models.auto.modeling_auto import (
         MODEL_FOR_CAUSAL_LM_MAPPING,
         MODEL_FOR_MASKED_LM_MAPPING,
+        MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING,
     )
 
-    mapping = MODEL_FOR_CAUSAL_LM_MAPPING if objective == "clm" else MODEL_FOR_MASKED_LM_MAPPING
+    mapping = {
+        "clm": MODEL_FOR_CAUSAL_LM_MAPPING,
+        "mlm": MODEL_FOR_MASKED_LM_MAPPING,
+        "classification": MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING,
+    }[objective]
     return type(config) in mapping
+
+
+def _auto_class(objective: Objective) -> Any:
+    import transformers
+
+    return {
+        "clm": transformers.AutoModelForCausalLM,
+        "mlm": transformers.AutoModelForMaskedLM,
+        "classification": transformers.AutoModelForSequenceClassification,
+    }[objective]
 
 
 def check_model_dir(path: Path) -> bool:

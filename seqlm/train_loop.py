@@ -70,6 +70,8 @@ class LoopHooks:
     evaluate: Callable[[LoopState], dict[str, float]]
     checkpoint: Callable[[LoopState], None]
     progress: Callable[[LoopState, dict[str, float]], None] = field(default=lambda state, fields: None)
+    # Early stopping: called with each validation result; True ends training after this step.
+    should_stop: Callable[[LoopState, dict[str, float]], bool] = field(default=lambda state, metrics: False)
 
 
 def train(
@@ -82,7 +84,7 @@ def train(
     device: torch.device,
     hooks: LoopHooks,
 ) -> dict[str, float]:
-    """Train from `state.step` to `plan.max_steps`; returns the last validation metrics."""
+    """Train from `state.step` to `plan.max_steps` (or until `hooks.should_stop`); returns the last validation metrics."""
     model.train()
     window = _Window()
     last_eval: dict[str, float] = {}
@@ -98,11 +100,15 @@ def train(
         done = state.step == plan.max_steps
         if state.step % plan.log_every == 0 or done:
             hooks.log({"step": state.step, **window.flush(), "lr": lr, "tokens_seen": state.tokens_seen})
+        stop = False
         if state.step % plan.eval_every == 0 or done:
             last_eval = hooks.evaluate(state)
             hooks.log({"step": state.step, "split": "validation", **{f"val_{k}": v for k, v in last_eval.items()}})
-        if plan.checkpoint_every and state.step % plan.checkpoint_every == 0 and not done:
+            stop = hooks.should_stop(state, last_eval)
+        if plan.checkpoint_every and state.step % plan.checkpoint_every == 0 and not (done or stop):
             hooks.checkpoint(state)
+        if stop:
+            break
     return last_eval
 
 
