@@ -49,6 +49,11 @@ demo-bert: $(STAMP)
 	$(SEQLM) predict configs/small/bert_predict.yaml
 	@echo "--- BERT [MASK] fills (runs/small-bert/predictions.jsonl):"
 	@cat runs/small-bert/predictions.jsonl
+	$(SEQLM) finetune configs/small/bert_finetune.yaml
+	$(SEQLM) evaluate configs/small/bert_classifier_evaluate.yaml
+	$(SEQLM) predict configs/small/bert_classifier_predict.yaml
+	@echo "--- verse classifier, first predictions (runs/small-bert-classify/predictions.jsonl):"
+	@head -n 3 runs/small-bert-classify/predictions.jsonl
 
 clean:
 	rm -rf runs

@@ -19,7 +19,7 @@ from seqlm.errors import ExitCode, SeqlmError
 
 app = typer.Typer(
     name="seqlm",
-    help="Raw text to a trained, evaluated Transformer LM: tokenize → pretrain → evaluate → predict.",
+    help="Raw text to a trained, evaluated Transformer LM: tokenize → pretrain → finetune → evaluate → predict.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -66,10 +66,23 @@ def pretrain(
 
 
 @app.command()
+def finetune(
+    config: RequiredConfigArg,
+    set_: SetOpt = None,
+    device: DeviceOpt = None,
+    print_config: PrintConfigOpt = False,
+    debug: DebugOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Fine-tune a pretrained model as a text classifier (labelled JSONL / CSV / Parquet)."""
+    _dispatch("finetune", config, set_, _given(device=device), print_config, debug, quiet)
+
+
+@app.command()
 def evaluate(
     config: ConfigArg = None,
     model: Annotated[Optional[str], typer.Option(help="Model dir or hub id.", show_default=False)] = None,
-    data: Annotated[Optional[Path], typer.Option(help="Tokenized dataset dir or text file.", show_default=False)] = None,
+    data: Annotated[Optional[Path], typer.Option(help="LMs: tokenized dataset dir or text file; classifiers: labelled JSONL/CSV/Parquet.", show_default=False)] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print metrics as JSON on stdout.")] = False,
     set_: SetOpt = None,
     device: DeviceOpt = None,
@@ -77,7 +90,7 @@ def evaluate(
     debug: DebugOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Measure a model: perplexity (causal) or masked-token loss/accuracy/pseudo-perplexity (masked)."""
+    """Measure a model: perplexity (causal), masked-token loss/accuracy/pseudo-perplexity (masked), or accuracy/F1/confusion matrix (classifiers)."""
     given = _given(model=model, data=str(data) if data else None, device=device)
     _dispatch("evaluate", config, set_, given, print_config, debug, quiet, json_output=json_)
 
@@ -88,14 +101,21 @@ def predict(
     model: Annotated[Optional[str], typer.Option(help="Model dir or hub id.", show_default=False)] = None,
     input_: Annotated[Optional[str], typer.Option("--input", "-i", help="Input file, '-' for stdin.", show_default=False)] = None,
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Output file, '-' for stdout.", show_default=False)] = None,
+    top_k: Annotated[
+        Optional[int], typer.Option("--top-k", help="Candidates per [MASK] / classes listed per input.", show_default=False)
+    ] = None,
+    skip_bad_lines: Annotated[
+        bool, typer.Option("--skip-bad-lines", help="Skip (and list) lines that are not UTF-8 / valid JSON or CSV.")
+    ] = False,
     set_: SetOpt = None,
     device: DeviceOpt = None,
     print_config: PrintConfigOpt = False,
     debug: DebugOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Apply a model to a file of inputs: continuations (causal) or [MASK] fills (masked)."""
-    given = _given(model=model, input=input_, output=output, device=device)
+    """Apply a model to a file of inputs: continuations (causal), [MASK] fills (masked) or labels (classifiers)."""
+    # An unset flag is None, not False, so that it does not override skip_bad_lines: true in the YAML.
+    given = _given(model=model, input=input_, output=output, top_k=top_k, skip_bad_lines=skip_bad_lines or None, device=device)
     _dispatch("predict", config, set_, given, print_config, debug, quiet)
 
 

@@ -1,4 +1,5 @@
-"""`seqlm evaluate`: measure a causal or masked LM on held-out text.
+"""`seqlm evaluate`: measure a causal or masked LM on held-out text, or a classifier on a
+labelled file (see `seqlm.classification_eval`).
 
 Causal LM — token-level perplexity. The split's token stream (documents in order, each
 ending with the separator token) is cut into windows of `seq_len` tokens that start every
@@ -19,13 +20,13 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from seqlm.classification_eval import evaluate_classifier
 from seqlm.config_schema import EvaluateConfig
 from seqlm.console import Console
 from seqlm.device import Precision, resolve_precision, select_device
@@ -33,6 +34,7 @@ from seqlm.errors import ConfigError
 from seqlm.lm_scoring import score_batches
 from seqlm.masking import IGNORE_INDEX
 from seqlm.metrics import load_metric
+from seqlm.metrics_report import print_metrics
 from seqlm.model_loading import load_for_inference
 from seqlm.objectives import OBJECTIVES, Batch
 from seqlm.pretrain_batches import PretrainBatches
@@ -44,22 +46,30 @@ def run(config: EvaluateConfig, console: Console, json_output: bool = False) -> 
     device = select_device(config.device)
     precision = Precision(device, resolve_precision(config.precision, device))
     loaded = load_for_inference(config.model, device)
-    split = load_split(config.data, config.split, loaded.tokenizer, loaded.objective, config.model)
-    seq_len = _window_length(config.seq_len, loaded.max_positions)
-    console.info(f"evaluate {loaded.objective}: {config.model} on {config.data} [{config.split}], windows of {seq_len}")
-
-    if loaded.objective == "clm":
-        metrics = _causal_metrics(loaded.model, split, seq_len, config, precision, device)
+    if loaded.objective == "classification":
+        metrics = evaluate_classifier(loaded, config, precision, device, console)
     else:
-        metrics = _masked_metrics(loaded.model, loaded.tokenizer, split, seq_len, config, precision, device)
-    metrics = {"model": str(config.model), "data": str(config.data), "split": config.split, **metrics}
+        metrics = _language_model_metrics(loaded, config, precision, device, console)
 
     output_dir = config.output_dir or _default_output_dir(config.model)
     output_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     console.info(f"metrics written to {output_dir / 'metrics.json'}")
-    _print(metrics, json_output)
+    print_metrics(metrics, json_output)
     return metrics
+
+
+def _language_model_metrics(
+    loaded: Any, config: EvaluateConfig, precision: Precision, device: torch.device, console: Console
+) -> dict[str, Any]:
+    split = load_split(config.data, config.split, loaded.tokenizer, loaded.objective, config.model)
+    seq_len = _window_length(config.seq_len, loaded.max_positions)
+    console.info(f"evaluate {loaded.objective}: {config.model} on {config.data} [{config.split}], windows of {seq_len}")
+    if loaded.objective == "clm":
+        metrics = _causal_metrics(loaded.model, split, seq_len, config, precision, device)
+    else:
+        metrics = _masked_metrics(loaded.model, loaded.tokenizer, split, seq_len, config, precision, device)
+    return {"model": str(config.model), "data": str(config.data), "split": config.split, **metrics}
 
 
 def causal_windows(n_tokens: int, seq_len: int, stride: int) -> list[tuple[int, int, int]]:
@@ -185,17 +195,3 @@ def _default_output_dir(model: str) -> Path:
         return path.resolve().parent / "eval"
     return Path("eval") / model.replace("/", "--")
 
-
-def _print(metrics: dict[str, Any], json_output: bool) -> None:
-    if json_output:
-        sys.stdout.write(json.dumps(metrics, indent=2) + "\n")
-        return
-    from rich.console import Console as RichConsole
-    from rich.table import Table
-
-    table = Table(title="seqlm evaluate", show_header=True)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key, value in metrics.items():
-        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
-    RichConsole(file=sys.stdout).print(table)

@@ -2,8 +2,8 @@
 
 `load_for_inference(model, device, task=...)` accepts an HF-format directory (config.json,
 weights, tokenizer files — what `seqlm pretrain` writes) or a hub id, which is passed through to
-`from_pretrained` unchanged. It works out whether the model is causal ("clm") or masked ("mlm"),
-loads the matching head in fp32 (lower precision is applied by autocast, see `seqlm.device`),
+`from_pretrained` unchanged. It works out whether the model is causal ("clm"), masked ("mlm") or a
+sequence classifier ("classification"), loads the matching head in fp32 (lower precision is applied by autocast, see `seqlm.device`),
 moves it to `device` and puts it in eval mode. Remote code is never executed.
 
 Every user-fixable problem (missing dir, no config.json, no or corrupted weights, no tokenizer,
@@ -40,7 +40,7 @@ CLASSIFICATION_SUFFIXES = ("ForSequenceClassification",)
 class LoadedModel:
     """A model ready for inference: `model` is in eval mode on the requested device."""
 
-    model: Any  # a transformers PreTrainedModel (AutoModelForCausalLM / AutoModelForMaskedLM)
+    model: Any  # a transformers PreTrainedModel (AutoModelFor{CausalLM,MaskedLM,SequenceClassification})
     tokenizer: Any  # a transformers PreTrainedTokenizerBase
     objective: Objective
     path: str
@@ -91,12 +91,17 @@ def load_for_inference(model: str, device: torch.device | str, *, task: Task = "
     missing = sorted(info.get("missing_keys") or [])
     if missing:
         shown = ", ".join(missing[:3]) + (f" (+{len(missing) - 3} more)" if len(missing) > 3 else "")
+        trained = "fine-tuned as a classifier" if objective == "classification" else "trained as a language model"
         raise DataError(
             f"{model}: the checkpoint lacks weights the {objective} head needs ({shown}); "
-            "pass a model trained as a language model (e.g. a `seqlm pretrain` run's model/ dir)"
+            f"pass a model {trained} (e.g. a `seqlm pretrain` or `seqlm finetune` run's model/ dir)"
         )
     if objective != "mlm" and tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token  # batching needs a pad id; it is masked out anyway
+    if objective == "classification" and loaded.config.pad_token_id is None and tokenizer.pad_token_id is not None:
+        # GPT-style classifiers pool the last token that is not config.pad_token_id; without one they
+        # refuse batches of more than one input. Padding then uses this same id (see predict_classification).
+        loaded.config.pad_token_id = tokenizer.pad_token_id
     if objective == "mlm" and tokenizer.mask_token is None:
         raise DataError(f"{model}: the tokenizer has no mask token; a masked LM needs one (e.g. [MASK])")
 
@@ -112,7 +117,7 @@ def max_positions(config: Any) -> int | None:
 
 
 def detect_objective(config: Any) -> Objective | None:
-    """'clm' or 'mlm' from the config's `architectures`, else from the auto mappings; None if neither fits."""
+    """'classification', 'clm' or 'mlm' from the config's `architectures`, else 'clm'/'mlm' from the auto mappings; None if neither fits."""
     for name in getattr(config, "architectures", None) or []:
         if name.endswith(CLASSIFICATION_SUFFIXES):
             return "classification"
@@ -135,7 +140,7 @@ def _resolve_objective(config: Any, task: Task, model: str) -> Objective:
         return task
     objective = detect_objective(config)
     if objective is None:
-        raise DataError(f"{model}: {type(config).__name__} is neither a causal nor a masked language model")
+        raise DataError(f"{model}: {type(config).__name__} is neither a causal nor a masked language model nor a sequence classifier")
     return objective
 
 

@@ -32,7 +32,7 @@ class Batch:
 @dataclass(frozen=True)
 class Objective:
     name: str
-    target_counts: Callable[[Batch], dict[str, int]]
+    target_counts: Callable[[Batch], dict[str, float]]  # ints, except for weighted targets
     loss_sums: Callable[[Any, Batch], dict[str, torch.Tensor]]
     # Evaluation: "nll"/"tokens" sums for perplexity; "predicted"/"expected" ids for accuracy.
     score: Callable[[Any, Batch], dict[str, Any]]
@@ -112,8 +112,39 @@ def _nsp_score(outputs: Any, batch: Batch) -> dict[str, Any]:
     }
 
 
+# --------------------------------------------------------------------------- sequence classification
+
+
+def _classification_counts(batch: Batch) -> dict[str, float]:
+    # Examples; with class weights (targets["weights"], one per example) their sum, as
+    # torch's weighted cross-entropy normalises: the loss is then Σ w·nll / Σ w over the step.
+    weights = batch.targets.get("weights")
+    if weights is not None:
+        return {"classification": float(weights.sum())}
+    return {"classification": int(batch.targets["labels"].numel())}
+
+
+def _classification_losses(outputs: Any, batch: Batch) -> dict[str, torch.Tensor]:
+    nll = F.cross_entropy(outputs.logits.float(), batch.targets["labels"], reduction="none")
+    weights = batch.targets.get("weights")
+    return {"classification": (nll * weights).sum() if weights is not None else nll.sum()}
+
+
+def _classification_score(outputs: Any, batch: Batch) -> dict[str, Any]:
+    # Unweighted: validation reports the plain mean cross-entropy, whatever training weighted.
+    logits = outputs.logits.float()
+    labels = batch.targets["labels"]
+    return {
+        "nll": float(F.cross_entropy(logits, labels, reduction="sum")),
+        "tokens": int(labels.numel()),  # examples
+        "predicted": logits.argmax(dim=-1).cpu(),
+        "expected": labels.cpu(),
+    }
+
+
 OBJECTIVES: dict[str, Objective] = {
     "clm": Objective("clm", _clm_counts, _clm_losses, _clm_score),
     "mlm": Objective("mlm", _mlm_counts, _mlm_losses, _mlm_score),
     "mlm+nsp": Objective("mlm+nsp", _nsp_counts, _nsp_losses, _nsp_score),
+    "classification": Objective("classification", _classification_counts, _classification_losses, _classification_score),
 }

@@ -1,14 +1,8 @@
 """`seqlm predict`: apply a model to a file of inputs and write one record per input.
 
-Inputs (`config.input`, a file or '-' for stdin; bytes are decoded as strict UTF-8):
-  - text: every line is one input, empty lines included, so output record N always belongs to
-    input line N (a final newline does not start an extra input; a trailing '\\r' and a leading
-    BOM are dropped).
-  - jsonl: one JSON object per line; `text_field` holds the input, every other field is copied
-    into the output record (e.g. an "id"). Blank lines are skipped. `.jsonl`/`.json` files are
-    read as jsonl under input_format auto, everything else (and stdin) as text.
-A line that is not UTF-8, not a JSON object, or lacks the text field is a DataError naming the
-file and line; so is an input with no records at all.
+Inputs (text lines, JSONL, CSV or stdin; bad lines fail or, with `skip_bad_lines`, are skipped and
+listed at the end) are read by `seqlm.predict_inputs`; see its docstring for the rules. Fields passed
+through from jsonl/csv inputs come first in each record.
 
 Records, always in input order (batches are formed by length internally):
   - causal model: {"input", "generated" (the continuation only, special tokens removed),
@@ -18,13 +12,16 @@ Records, always in input order (batches are formed by length internally):
   - masked model: {"input", "masks": one list per [MASK], in text order, of top_k
     {"token", "token_id", "score" (softmax probability)} sorted by score, "filled": the input
     with each mask replaced by its top-1 token}. An input without a mask token is a DataError.
+    A passed-through field named like one of these output fields is a DataError.
+  - sequence classifier: {"input", "input_pair" (with text_pair_field), "label", "score", "scores"}
+    (see `seqlm.predict_classification`). A passed-through field named like an output field (e.g. a
+    gold "label" column) is kept as "input_<name>".
 Output is JSON Lines, or CSV with nested fields as JSON strings (`output_format`, or auto: .csv
 files are CSV). Files are written atomically; stdout carries only the records, logs go to stderr.
 """
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 import json
@@ -32,111 +29,94 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from seqlm import predict_classification
 from seqlm.config_schema import PredictConfig
 from seqlm.console import Console
 from seqlm.device import Precision, resolve_precision, seed_everything, select_device
 from seqlm.errors import ConfigError, DataError
 from seqlm.model_loading import LoadedModel, load_for_inference
+from seqlm.predict_inputs import InputRecord, Inputs, length_batches, read_inputs
 
-OUTPUT_FIELDS = frozenset({"input", "generated", "n_generated_tokens", "masks", "filled"})
+__all__ = ["InputRecord", "read_inputs", "run", "write_records"]
 
-
-@dataclass
-class InputRecord:
-    text: str
-    line: int  # 1-based line number in the input, for error messages
-    extra: dict[str, Any] = field(default_factory=dict)  # jsonl fields passed through to the output
+OUTPUT_FIELDS = frozenset({"input", "generated", "n_generated_tokens", "masks", "filled"})  # causal and masked LMs
 
 
 def run(config: PredictConfig, console: Console) -> dict[str, Any]:
     """Predict for every input of `config.input`, write the records, return a summary dict."""
     _check_output_target(config.output)
-    records = read_inputs(config.input, config.input_format, config.text_field, console)
+    inputs = read_inputs(config.input, config.input_format, config.text_field, console,
+                         text_pair_field=config.text_pair_field, skip_bad_lines=config.skip_bad_lines)
+    records = inputs.records
     device = select_device(config.device)
     precision = Precision(device, resolve_precision(config.precision, device))
     console.info(f"loading {config.model} on {device.type} ({precision.name})")
     loaded = load_for_inference(config.model, device)
+    limit = _check_objective_options(config, loaded)
+    _check_pass_through(inputs, loaded.objective, console)
     seed_everything(config.seed)
     start = time.monotonic()
     n_truncated = 0
     with console.progress("predict", total=len(records), unit="inputs") as progress:
         if loaded.objective == "clm":
             results, n_truncated = generate(loaded, records, config, precision, progress.update)
-        else:
+        elif loaded.objective == "mlm":
             results = fill_masks(loaded, records, config, precision, progress.update)
+        else:
+            results, n_truncated = predict_classification.classify(loaded, records, config, precision, limit, progress.update)
     elapsed = max(time.monotonic() - start, 1e-9)
     write_records([{**rec.extra, **res} for rec, res in zip(records, results)], config.output, config.output_format)
-    if n_truncated:
+    if n_truncated and loaded.objective == "clm":
         limit = (loaded.max_positions or 0) - config.generation.max_new_tokens
         console.warn(
             f"{n_truncated} input(s) were longer than {limit} tokens (the model's {loaded.max_positions} positions "
             f"minus generation.max_new_tokens) and kept only their last {limit} tokens"
         )
+    elif n_truncated:
+        why = "max_length" if config.max_length is not None else "the model's maximum; set max_length to change it"
+        console.warn(f"{n_truncated} input(s) were longer than {limit} tokens ({why}) and were cut to their first {limit}")
+    if inputs.skipped:
+        console.warn(inputs.skipped_message())
     rate = len(records) / elapsed
     console.info(f"predicted {len(records)} inputs in {elapsed:.1f}s ({rate:.1f} inputs/s) ({loaded.objective})")
-    return {"n_inputs": len(records), "n_truncated": n_truncated, "seconds": elapsed, "inputs_per_s": rate,
-            "objective": loaded.objective, "output": config.output}
+    return {"n_inputs": len(records), "n_truncated": n_truncated, "n_skipped": len(inputs.skipped), "seconds": elapsed,
+            "inputs_per_s": rate, "objective": loaded.objective, "output": config.output}
 
 
-def read_inputs(source: str, input_format: str, text_field: str, console: Console | None = None) -> list[InputRecord]:
-    """Parse `source` ('-' is stdin) into records; see the module docstring for the rules."""
-    name = "<stdin>" if source == "-" else source
-    if source == "-":
-        if console is not None and sys.stdin.isatty():
-            console.info("reading inputs from the terminal; end with Ctrl-D")
-        data = sys.stdin.buffer.read()
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise DataError(f"{source}: input file not found; pass a text or JSONL file, or '-' for stdin")
-        data = path.read_bytes()
-    if input_format == "auto":
-        input_format = "jsonl" if source != "-" and Path(source).suffix.lower() in (".jsonl", ".json") else "text"
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()  # the final newline ends the last line; it does not start an empty input
-    records = []
-    for number, raw in enumerate(lines, start=1):
-        raw = raw.removesuffix(b"\r")
-        if number == 1:
-            raw = raw.removeprefix(codecs.BOM_UTF8)
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{name}: line {number}: not valid UTF-8 (byte {exc.start + 1}); re-encode the file as UTF-8") from exc
-        if input_format == "text":
-            records.append(InputRecord(text=line, line=number))
-        elif line.strip():
-            records.append(_parse_json_line(line, number, name, text_field))
-    if not records:
-        raise DataError(f"{name}: no inputs; give one input per line (or one JSON object per line for jsonl)")
-    return records
+def _check_objective_options(config: PredictConfig, loaded: LoadedModel) -> int | None:
+    """Settings that only classifiers use; returns the classifier's token limit per input."""
+    if loaded.objective == "classification":
+        return predict_classification.length_limit(loaded, config.max_length)
+    if config.text_pair_field is not None:
+        raise ConfigError(f"text_pair_field is for sequence classifiers; {config.model} is a {loaded.objective} model")
+    if config.max_length is not None:
+        raise ConfigError(f"max_length is for sequence classifiers; {config.model} is a {loaded.objective} model "
+                          "(causal prompts are limited by the model's positions)")
+    return None
 
 
-def _parse_json_line(line: str, number: int, name: str, text_field: str) -> InputRecord:
-    where = f"{name}: line {number}"
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); expected one JSON object per line") from exc
-    if not isinstance(obj, dict):
-        raise DataError(f"{where}: a JSON {type(obj).__name__}, not an object; expected one JSON object per line")
-    if text_field not in obj:
-        keys = ", ".join(sorted(obj)) or "none"
-        raise DataError(f"{where}: no field '{text_field}' (fields: {keys}); set text_field to the field with the text")
-    if not isinstance(obj[text_field], str):
-        raise DataError(f"{where}: field '{text_field}' is {type(obj[text_field]).__name__}, not a string")
-    extra = {key: value for key, value in obj.items() if key != text_field}
-    clash = sorted(OUTPUT_FIELDS & extra.keys())
-    if clash:
-        raise DataError(f"{where}: field '{clash[0]}' would be overwritten by the output; rename it in the input")
-    return InputRecord(text=obj[text_field], line=number, extra=extra)
+def _check_pass_through(inputs: Inputs, objective: str, console: Console) -> None:
+    """Passed-through fields must not collide with the output's; a classifier's are renamed input_<name>."""
+    fields = set(predict_classification.OUTPUT_FIELDS) if objective == "classification" else OUTPUT_FIELDS
+    renamed: set[str] = set()
+    for record in inputs.records:
+        for key in sorted(fields & record.extra.keys()):
+            where = f"{inputs.name}: line {record.line}: field '{key}'"
+            new = f"input_{key}"
+            if objective != "classification":
+                raise DataError(f"{where} would be overwritten by the output; rename it in the input")
+            if new in record.extra or new in fields:
+                raise DataError(f"{where} clashes with the output, and '{new}' is taken too; rename it in the input")
+            record.extra[new] = record.extra.pop(key)
+            renamed.add(key)
+    if renamed:
+        names = ", ".join(f"'{key}' as 'input_{key}'" for key in sorted(renamed))
+        console.info(f"input fields named like output fields are passed through renamed: {names}")
 
 
 def generate(
@@ -173,7 +153,7 @@ def generate(
         # top_k=0 / top_p=1.0 switch the filters off; None would fall back to the model's defaults (top_k 50).
         options.update(temperature=gen.temperature, top_k=gen.top_k or 0, top_p=gen.top_p or 1.0)
     results: list[dict[str, Any]] = [{} for _ in records]
-    for done, batch in _length_batches(prompts, config.batch_size):
+    for done, batch in length_batches(prompts, config.batch_size):
         input_ids, mask = _pad([prompts[i] for i in batch], pad_id, left=True)
         with torch.inference_mode(), precision.autocast():
             output = model.generate(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device), **options)
@@ -201,7 +181,7 @@ def fill_masks(
     top_k = min(config.top_k, model.config.vocab_size)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     results: list[dict[str, Any]] = [{} for _ in records]
-    for done, batch in _length_batches(encoded, config.batch_size):
+    for done, batch in length_batches(encoded, config.batch_size):
         input_ids, attention = _pad([encoded[i] for i in batch], pad_id, left=False)
         with torch.inference_mode(), precision.autocast():
             logits = model(input_ids=input_ids.to(model.device), attention_mask=attention.to(model.device)).logits
@@ -229,14 +209,6 @@ def _fill(text: str, mask_token: str, tokens: list[str]) -> str:
     for token, rest in zip(tokens, parts[1:]):
         pieces += [token.strip().removeprefix("##"), rest]
     return "".join(pieces)
-
-
-def _length_batches(sequences: list[list[int]], batch_size: int) -> Any:
-    """Yield (inputs done so far, indices) with similar lengths batched together, longest first."""
-    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))  # stable: ties keep input order
-    for start in range(0, len(order), batch_size):
-        batch = order[start : start + batch_size]
-        yield start + len(batch), batch
 
 
 def _pad(batch: list[list[int]], pad_id: int, *, left: bool) -> tuple[torch.Tensor, torch.Tensor]:

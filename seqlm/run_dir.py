@@ -6,6 +6,7 @@
       metrics.json             final metrics, one flat JSON object
       checkpoints/step-NNNNNN/ periodic checkpoints (HF model + trainer_state.pt)
       model/                   the final model: HF format, loadable by plain transformers
+      best/                    finetune: the model of the best validation result (same format)
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ class RunDir:
     @property
     def model_dir(self) -> Path:
         return self.path / "model"
+
+    @property
+    def best_dir(self) -> Path:
+        """finetune: the model of the best validation result so far."""
+        return self.path / "best"
 
     @property
     def checkpoints_dir(self) -> Path:

@@ -123,10 +123,12 @@ def _optimizer_step(
 ) -> tuple[float, dict[str, float], int]:
     micro_batches = [next_batch(state.step, micro) for micro in range(plan.grad_accum)]
     # Normalise by the whole step's target counts so that k micro-batches of b == one batch of k*b.
-    totals: dict[str, int] = {}
+    # Counts are ints (targets) or floats (summed class weights); a term with none divides by 1.
+    totals: dict[str, float] = {}
     for batch in micro_batches:
         for term, count in objective.target_counts(batch).items():
             totals[term] = totals.get(term, 0) + count
+    totals = {term: count if count > 0 else 1 for term, count in totals.items()}
     term_losses = dict.fromkeys(totals, 0.0)
     tokens = 0
     for batch in micro_batches:
@@ -136,9 +138,9 @@ def _optimizer_step(
         with precision.autocast():
             outputs = model(**batch.inputs)
         sums = objective.loss_sums(outputs, batch)
-        loss = sum(sums[term] / max(totals[term], 1) for term in sums)
+        loss = sum(sums[term] / totals[term] for term in sums)
         for term, value in sums.items():
-            term_losses[term] += float(value.detach()) / max(totals[term], 1)
+            term_losses[term] += float(value.detach()) / totals[term]
         (state.scaler.scale(loss) if state.scaler is not None else loss).backward()
     if state.scaler is not None:
         state.scaler.unscale_(state.optimizer)

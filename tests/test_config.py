@@ -26,7 +26,9 @@ TINY_GPT_PRETRAIN = CONFIGS / "tiny" / "gpt_pretrain.yaml"
 
 
 def command_of(path: Path) -> str:
-    return path.stem.rsplit("_", 1)[-1]
+    """`bert_pretrain.yaml` → pretrain; a name may also lead with its command (`finetune_any_hf_model.yaml`)."""
+    parts = path.stem.split("_")
+    return next((part for part in reversed(parts) if part in COMMAND_SCHEMAS), parts[-1])
 
 
 def invoke(*args: str | Path):
@@ -72,7 +74,7 @@ def tiny_pretrain(tmp_path: Path, **changes: Any) -> dict[str, Any]:
 @pytest.mark.parametrize("path", ALL_CONFIGS, ids=lambda p: str(p.relative_to(CONFIGS)))
 def test_shipped_config_validates_against_its_command_schema(path: Path) -> None:
     command = command_of(path)
-    assert command in COMMAND_SCHEMAS, f"{path.name}: the name must end in _tokenize/_pretrain/_evaluate/_predict"
+    assert command in COMMAND_SCHEMAS, f"{path.name}: the name must hold its command (_tokenize, _pretrain, _finetune, ...)"
     config = load_config(COMMAND_SCHEMAS[command], path, [])
     assert isinstance(config, COMMAND_SCHEMAS[command])
 
@@ -94,9 +96,9 @@ def _pipeline(size: str, family: str) -> dict[str, Any]:
 @pytest.mark.parametrize("size", ["tiny", "small"])
 @pytest.mark.parametrize("family", ["gpt", "bert"])
 def test_configs_of_one_pipeline_chain_into_each_other(size: str, family: str) -> None:
-    """tokenize's output_dir is pretrain's data; pretrain's model/ is what evaluate and predict load."""
+    """tokenize's output_dir is pretrain's data; pretrain's model/ is what finetune, evaluate and predict load."""
     configs = _pipeline(size, family)
-    tokenize, pretrain, evaluate, predict = (configs[c] for c in ("tokenize", "pretrain", "evaluate", "predict"))
+    tokenize, pretrain, finetune, evaluate, predict = (configs[c] for c in ("tokenize", "pretrain", "finetune", "evaluate", "predict"))
     assert tokenize.tokenizer.kind == {"gpt": "bpe", "bert": "wordpiece"}[family]
     assert pretrain.objective == {"gpt": "clm", "bert": "mlm"}[family]
     assert pretrain.data == tokenize.output_dir
@@ -106,6 +108,10 @@ def test_configs_of_one_pipeline_chain_into_each_other(size: str, family: str) -
     for corpus_file in [*tokenize.corpus.train, *tokenize.corpus.validation]:
         assert (REPO / corpus_file).is_file(), corpus_file
     assert (REPO / predict.input).is_file(), predict.input
+    assert Path(finetune.model) == pretrain.output_dir / "model"
+    assert finetune.training.max_length <= pretrain.model.max_len
+    for labelled_file in (finetune.data.train, finetune.data.validation, finetune.data.test):
+        assert labelled_file is None or (REPO / labelled_file).is_file(), labelled_file
 
 
 # --------------------------------------------------------------------------- --print-config and --set

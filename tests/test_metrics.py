@@ -19,7 +19,7 @@ import evaluate
 import numpy as np
 import pytest
 
-from seqlm.metrics import METRICS, Accuracy, TokenPerplexity, load_metric
+from seqlm.metrics import METRICS, Accuracy, ClassificationReport, TokenPerplexity, load_metric
 
 
 def chunks(values: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
@@ -27,7 +27,7 @@ def chunks(values: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
 
 
 def test_registry() -> None:
-    assert METRICS == {"token_perplexity": TokenPerplexity, "accuracy": Accuracy}
+    assert METRICS == {"token_perplexity": TokenPerplexity, "accuracy": Accuracy, "classification_report": ClassificationReport}
     assert isinstance(load_metric("token_perplexity"), TokenPerplexity)
     assert isinstance(load_metric("accuracy"), Accuracy)
     assert isinstance(load_metric("accuracy"), evaluate.Metric)
