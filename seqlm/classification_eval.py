@@ -24,9 +24,10 @@ import torch
 from seqlm.config_schema import EvaluateConfig
 from seqlm.console import Console
 from seqlm.device import Precision
-from seqlm.errors import ConfigError, DataError
+from seqlm.errors import DataError
 from seqlm.labelled_data import label_ids, read_labelled
 from seqlm.metrics import load_metric
+from seqlm.model_loading import token_limit
 
 # The classification_report values reported at the top level of metrics.json.
 SUMMARY_KEYS = ("accuracy", "macro_f1", "macro_precision", "macro_recall", "weighted_f1", "weighted_precision", "weighted_recall")
@@ -63,7 +64,7 @@ def evaluate_classifier(
     if not texts:
         raise DataError(f"{config.data}: no labelled examples to evaluate")
 
-    max_length = _max_length(config.seq_len, loaded.max_positions, tokenizer)
+    max_length = token_limit(config.seq_len, loaded.model.config, tokenizer, "seq_len")
     encoded = _encode(tokenizer, model, texts, pairs, max_length)
     for index, ids in enumerate(encoded["input_ids"]):
         if not ids:
@@ -111,20 +112,6 @@ def model_label_names(model_config: Any, model: str) -> list[str]:
     if len(set(names)) != len(names):
         raise DataError(f"{model}: config.json's id2label names a class twice ({names}); give each class its own name")
     return names
-
-
-def _max_length(requested: int | None, positions: int | None, tokenizer: Any) -> int:
-    """`seq_len`, else the model's positions (or the tokenizer's limit when lower, e.g. RoBERTa's 512 of 514)."""
-    if requested is None:
-        limit = getattr(tokenizer, "model_max_length", None)
-        if isinstance(limit, int) and 0 < limit < (positions or 1_000_000):
-            return limit
-        if positions is None:
-            raise ConfigError("the model's config sets no position limit; set seq_len")
-        return positions
-    if positions is not None and requested > positions:
-        raise ConfigError(f"seq_len ({requested}) exceeds the model's {positions} positions; lower seq_len")
-    return requested
 
 
 def _encode(tokenizer: Any, model: Any, texts: list[str], pairs: list[str] | None, max_length: int) -> dict[str, list]:

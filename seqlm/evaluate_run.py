@@ -30,12 +30,11 @@ from seqlm.classification_eval import evaluate_classifier
 from seqlm.config_schema import EvaluateConfig
 from seqlm.console import Console
 from seqlm.device import Precision, resolve_precision, select_device
-from seqlm.errors import ConfigError
 from seqlm.lm_scoring import score_batches
 from seqlm.masking import IGNORE_INDEX
 from seqlm.metrics import load_metric
 from seqlm.metrics_report import print_metrics
-from seqlm.model_loading import load_for_inference
+from seqlm.model_loading import load_for_inference, token_limit
 from seqlm.objectives import OBJECTIVES, Batch
 from seqlm.pretrain_batches import PretrainBatches
 from seqlm.run_dir import write_text_atomic
@@ -63,7 +62,7 @@ def _language_model_metrics(
     loaded: Any, config: EvaluateConfig, precision: Precision, device: torch.device, console: Console
 ) -> dict[str, Any]:
     split = load_split(config.data, config.split, loaded.tokenizer, loaded.objective, config.model)
-    seq_len = _window_length(config.seq_len, loaded.max_positions)
+    seq_len = token_limit(config.seq_len, loaded.model.config, loaded.tokenizer, "seq_len")
     console.info(f"evaluate {loaded.objective}: {config.model} on {config.data} [{config.split}], windows of {seq_len}")
     if loaded.objective == "clm":
         metrics = _causal_metrics(loaded.model, split, seq_len, config, precision, device)
@@ -175,17 +174,6 @@ def _pseudo_perplexity(
         return {"perplexity": float("nan"), "tokens": 0}
     result = metric.compute()
     return {"perplexity": result["perplexity"], "tokens": result["tokens"]}
-
-
-def _window_length(requested: int | None, positions: int | None) -> int:
-    """`seq_len`, defaulting to the model's positions; more than the model takes is an error."""
-    if requested is None:
-        if positions is None:
-            raise ConfigError("the model's config sets no position limit; set seq_len")
-        return positions
-    if positions is not None and requested > positions:
-        raise ConfigError(f"seq_len ({requested}) exceeds the model's {positions} positions; lower seq_len")
-    return requested
 
 
 def _default_output_dir(model: str) -> Path:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,7 @@ from seqlm.errors import ConfigError, DataError
 from seqlm.labelled_data import LabelledExamples, load_splits
 from seqlm.lm_scoring import ScoreAccumulator
 from seqlm.metrics import load_metric
-from seqlm.model_loading import check_model_dir, max_positions, plausible_hub_id
+from seqlm.model_loading import check_model_dir, max_positions, plausible_hub_id, quiet_transformers
 from seqlm.objectives import OBJECTIVES, Batch, Objective
 from seqlm.optim import build_optimizer, build_scheduler
 from seqlm.run_dir import RunDir
@@ -276,7 +274,7 @@ def load_classifier(model: str, names: list[str], max_length: int) -> tuple[Any,
     from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
 
     source, load_kwargs = _model_source(model)
-    with _quiet_transformers():
+    with quiet_transformers():
         try:
             config = AutoConfig.from_pretrained(
                 source,
@@ -320,7 +318,7 @@ def load_saved_classifier(directory: Path) -> Any:
     """A classifier this command saved (best/ or model/), as plain transformers loads it."""
     from transformers import AutoModelForSequenceClassification
 
-    with _quiet_transformers():
+    with quiet_transformers():
         return AutoModelForSequenceClassification.from_pretrained(directory, dtype=torch.float32)
 
 
@@ -377,22 +375,6 @@ def _from_pretrained(auto_class: Any, source: str, config: Any, load_kwargs: dic
         if "sdpa" not in str(exc).lower() and "scaled_dot_product" not in str(exc).lower():
             raise
         return auto_class.from_pretrained(source, **kwargs)  # an architecture without SDPA support: its default
-
-
-@contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """transformers' load report would list the new head's weights (setup() warns about them itself); no progress bars."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 def _first_line(exc: Exception) -> str:

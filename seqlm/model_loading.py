@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import torch
 
-from seqlm.errors import DataError
+from seqlm.errors import ConfigError, DataError
 
 Objective = Literal["clm", "mlm", "classification"]
 Task = Literal["auto", "clm", "mlm", "classification"]
@@ -68,7 +68,7 @@ def load_for_inference(model: str, device: torch.device | str, *, task: Task = "
     else:
         source = model
 
-    with _quiet_transformers():
+    with quiet_transformers():
         try:
             config = AutoConfig.from_pretrained(source, trust_remote_code=False)
         except (OSError, ValueError, KeyError) as exc:
@@ -114,6 +114,23 @@ def max_positions(config: Any) -> int | None:
     """The model's position limit from its config (GPT-2 `n_positions` is aliased to this name)."""
     value = getattr(config, "max_position_embeddings", None)
     return int(value) if isinstance(value, int) and value > 0 else None
+
+
+def token_limit(requested: int | None, model_config: Any, tokenizer: Any, key: str) -> int:
+    """Tokens per input/window: `requested` (never more than the model's positions), else the
+    model's positions or the tokenizer's limit when lower (e.g. RoBERTa: 514 positions, 512 usable).
+    `key` names the setting in messages."""
+    positions = max_positions(model_config)
+    if requested is not None:
+        if positions is not None and requested > positions:
+            raise ConfigError(f"{key} ({requested}) exceeds the model's {positions} positions; set it to {positions} or less")
+        return requested
+    tokenizer_limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < (positions or 1_000_000):
+        return tokenizer_limit
+    if positions is None:
+        raise ConfigError(f"the model's config sets no position limit; set {key}")
+    return positions
 
 
 def detect_objective(config: Any) -> Objective | None:
@@ -212,7 +229,7 @@ def _load_failure(model: str, local: Path, what: str, exc: Exception) -> str:
 
 
 @contextmanager
-def _quiet_transformers() -> Iterator[None]:
+def quiet_transformers() -> Iterator[None]:
     """Hide transformers' load report and progress bars: this module reports problems itself."""
     from transformers.utils import logging as hf_logging
 

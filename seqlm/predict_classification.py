@@ -26,24 +26,16 @@ import torch
 
 from seqlm.config_schema import PredictConfig
 from seqlm.device import Precision
-from seqlm.errors import ConfigError, DataError
-from seqlm.model_loading import LoadedModel
+from seqlm.errors import DataError
+from seqlm.model_loading import LoadedModel, token_limit
 from seqlm.predict_inputs import InputRecord, length_batches
 
 OUTPUT_FIELDS = ("input", "input_pair", "label", "score", "scores")
 
 
-def length_limit(loaded: LoadedModel, max_length: int | None) -> int | None:
+def length_limit(loaded: LoadedModel, max_length: int | None) -> int:
     """Tokens per input: `max_length`, else the model's positions (or the tokenizer's limit, if lower)."""
-    positions = loaded.max_positions
-    if max_length is not None:
-        if positions is not None and max_length > positions:
-            raise ConfigError(f"max_length ({max_length}) is more than the model's {positions} positions; lower it or leave it unset")
-        return max_length
-    tokenizer_limit = getattr(loaded.tokenizer, "model_max_length", None)
-    if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < (positions or 1_000_000):
-        return tokenizer_limit  # e.g. RoBERTa: 514 positions, 512 usable tokens
-    return positions
+    return token_limit(max_length, loaded.model.config, loaded.tokenizer, "max_length")
 
 
 def classify(
