@@ -180,8 +180,9 @@ class LabelledDataConfig(Section):
 
 
 class EarlyStoppingConfig(Section):
-    metric: str = Field(default="accuracy", description="Validation metric that picks best/ (accuracy, macro_f1, loss, ...).")
-    mode: Literal["max", "min"] = Field(default="max", description="max: higher is better (use min for loss).")
+    metric: str = Field(
+        default="accuracy", description="Validation metric that picks best/: accuracy or macro_f1 (higher is better), loss (lower)."
+    )
     patience: int | None = Field(default=None, ge=1, description="Stop after this many evaluations without improvement; null: never.")
 
 

@@ -99,11 +99,6 @@ def setup(config: FinetuneConfig, console: Console) -> FinetuneRun:
         raise ConfigError(
             f"training.early_stopping.metric: {stopping.metric!r} is not a validation metric; use one of {', '.join(METRIC_MODES)}"
         )
-    if stopping.mode != METRIC_MODES[stopping.metric]:
-        raise ConfigError(
-            f"training.early_stopping.mode: {stopping.metric} is better when {'lower' if stopping.mode == 'max' else 'higher'}; "
-            f"set mode: {METRIC_MODES[stopping.metric]}"
-        )
     splits, names = load_splits(config.data)
     device = select_device(config.device)
     precision = Precision(device, resolve_precision(training.precision, device))
@@ -155,7 +150,7 @@ def setup(config: FinetuneConfig, console: Console) -> FinetuneRun:
         f"{device.type}/{precision.name}; examples: {counts}; {training.batch_size}x{training.grad_accum} per step, "
         f"{max_steps} steps ({max_steps / batches.steps_per_epoch:.3g} epochs), validation every {plan.eval_every}"
     )
-    best = BestTracker(stopping.metric, stopping.mode, stopping.patience)
+    best = BestTracker(stopping.metric, METRIC_MODES[stopping.metric], stopping.patience)
     return FinetuneRun(
         config, console, run_dir, splits, names, tokenizer, model, OBJECTIVES["classification"],
         batches, batches.evaluation("validation"), plan, state, best, precision, device,
