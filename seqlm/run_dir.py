@@ -78,13 +78,18 @@ def replace_dir_atomic(temporary: Path, final: Path) -> None:
         if file.is_file():
             with open(file, "rb") as handle:
                 os.fsync(handle.fileno())
-    if final.exists():
-        retired = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, retired)
+    if not final.exists():
         os.replace(temporary, final)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
+        return
+    retired = final.with_name(f".{final.name}.old-{os.getpid()}")
+    shutil.rmtree(retired, ignore_errors=True)
+    os.replace(final, retired)
+    try:
         os.replace(temporary, final)
+    except BaseException:
+        os.replace(retired, final)  # put the previous one back
+        raise
+    shutil.rmtree(retired, ignore_errors=True)
 
 
 def _finite(record: dict[str, Any]) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from seqlm.config_schema import TokenizeConfig
 from seqlm.console import Console
 from seqlm.corpus import Corpus
 from seqlm.errors import ConfigError
+from seqlm.run_dir import replace_dir_atomic
 from seqlm.token_store import FORMAT, SPLITS, SplitWriter, token_dtype
 from seqlm.tokenizer_factory import TokenizerBundle, build_tokenizer, special_token_ids
 
@@ -96,7 +97,7 @@ def run(config: TokenizeConfig, console: Console) -> dict[str, Any]:
         (staging / "config.yaml").write_text(to_yaml(config), encoding="utf-8")
         # meta.json last: a directory with meta.json is complete.
         (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        _replace(staging, output_dir)
+        replace_dir_atomic(staging, output_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -266,20 +267,3 @@ def _fingerprint(config: TokenizeConfig, tokenizer_fp: str, data_fp: str) -> str
         settings.update(validation_ratio=corpus.validation_ratio, seed=config.seed)
     payload = json.dumps({"tokenizer": tokenizer_fp, "data": data_fp, "settings": settings}, sort_keys=True)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
-
-
-def _replace(staging: Path, output_dir: Path) -> None:
-    """Move the finished `staging` dir to `output_dir`, replacing a previous dataset there."""
-    previous = None
-    if output_dir.exists():
-        previous = output_dir.with_name(f"{output_dir.name}.old-{os.getpid()}")
-        shutil.rmtree(previous, ignore_errors=True)
-        os.replace(output_dir, previous)
-    try:
-        os.replace(staging, output_dir)
-    except BaseException:
-        if previous is not None:
-            os.replace(previous, output_dir)  # put the old dataset back
-        raise
-    if previous is not None:
-        shutil.rmtree(previous, ignore_errors=True)
