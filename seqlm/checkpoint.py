@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,30 +23,34 @@ from seqlm.train_loop import LoopState
 TRAINER_STATE = "trainer_state.pt"
 
 
-def save_model(directory: Path, model: Any, tokenizer: Any, extra_files: dict[str, str] | None = None) -> None:
+def save_model(directory: Path, model: Any, tokenizer: Any) -> None:
     """Write an HF-format model dir atomically (a temporary sibling renamed into place)."""
-    temporary = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-    shutil.rmtree(temporary, ignore_errors=True)
-    try:
-        model.save_pretrained(temporary)
-        tokenizer.save_pretrained(temporary)
-        for name, text in (extra_files or {}).items():
-            (temporary / name).write_text(text, encoding="utf-8")
-        replace_dir_atomic(temporary, directory)
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
+    _write_atomically(directory, lambda temporary: _save_hf(temporary, model, tokenizer))
 
 
 def save_checkpoint(directory: Path, model: Any, tokenizer: Any, state: LoopState) -> None:
+    """The model dir plus the loop state (`trainer_state.pt`, `trainer_state.json`), atomically."""
+
+    def write(temporary: Path) -> None:
+        _save_hf(temporary, model, tokenizer)
+        torch.save(state.state_dict(), temporary / TRAINER_STATE)
+        summary = {"step": state.step, "tokens_seen": state.tokens_seen}
+        (temporary / "trainer_state.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+
+    _write_atomically(directory, write)
+
+
+def _save_hf(directory: Path, model: Any, tokenizer: Any) -> None:
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+
+
+def _write_atomically(directory: Path, write: Callable[[Path], None]) -> None:
     directory.parent.mkdir(parents=True, exist_ok=True)
-    summary = json.dumps({"step": state.step, "tokens_seen": state.tokens_seen}, indent=2) + "\n"
     temporary = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
     shutil.rmtree(temporary, ignore_errors=True)
     try:
-        model.save_pretrained(temporary)
-        tokenizer.save_pretrained(temporary)
-        torch.save(state.state_dict(), temporary / TRAINER_STATE)
-        (temporary / "trainer_state.json").write_text(summary, encoding="utf-8")
+        write(temporary)
         replace_dir_atomic(temporary, directory)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)

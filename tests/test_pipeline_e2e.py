@@ -246,3 +246,21 @@ def test_a_dataset_from_another_tokenizer_is_refused(gpt_run: Path, bert_data: P
     ])
     assert pretrain.exit_code == 3 and "different tokenizer" in pretrain.stderr
     assert not (gpt_run / "mismatch" / "model").exists()
+
+
+def test_checkpoint_loop_state_loads_with_weights_only_and_restores(gpt_run: Path) -> None:
+    from seqlm.checkpoint import load_trainer_state
+    from seqlm.config_schema import OptimConfig
+    from seqlm.optim import build_optimizer, build_scheduler
+    from seqlm.train_loop import LoopState
+
+    checkpoint = gpt_run / "run" / "checkpoints" / "step-000150"
+    saved = load_trainer_state(checkpoint)  # torch.load(weights_only=True): no pickled code
+    assert saved["step"] == 150 and saved["tokens_seen"] == 150 * 16 * 64
+    assert json.loads((checkpoint / "trainer_state.json").read_text())["step"] == 150
+    model = transformers.AutoModelForCausalLM.from_pretrained(checkpoint)
+    optimizer = build_optimizer(model, OptimConfig(), torch.device("cpu"))
+    state = LoopState(optimizer, build_scheduler(optimizer, 300, OptimConfig()))
+    state.load_state_dict(saved)
+    assert state.step == 150 and state.scheduler.last_epoch == 150
+    assert all("exp_avg" in s for s in state.optimizer.state.values()) and state.optimizer.state
