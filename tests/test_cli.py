@@ -266,3 +266,17 @@ def test_bad_option_is_a_usage_error(tokenize_args) -> None:
     assert result.exit_code == 2
     assert result.stdout == ""
     assert "Traceback" not in result.output
+
+
+def test_run_modules_load_the_evaluate_library_only_when_a_metric_is_needed() -> None:
+    """`evaluate` imports transformers' pipelines (~3 s): a command failing on a bad path must not pay for it."""
+    code = (
+        "import sys\n"
+        "import seqlm.evaluate_run, seqlm.pretrain_run, seqlm.finetune_run, seqlm.predict_run\n"
+        "assert 'evaluate' not in sys.modules, 'evaluate imported at module import'\n"
+        "from seqlm.metrics import load_metric\n"
+        "load_metric('accuracy')\n"
+        "assert 'evaluate' in sys.modules\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
