@@ -57,12 +57,15 @@ def pretrain(
     config: RequiredConfigArg,
     set_: SetOpt = None,
     device: DeviceOpt = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the newest complete checkpoint in output_dir (resume: always).")
+    ] = False,
     print_config: PrintConfigOpt = False,
     debug: DebugOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Pretrain a causal (GPT-style) or masked (BERT-style) language model."""
-    _dispatch("pretrain", config, set_, _given(device=device), print_config, debug, quiet)
+    _dispatch("pretrain", config, set_, _given(device=device, resume="always" if resume else None), print_config, debug, quiet)
 
 
 @app.command()

@@ -146,6 +146,10 @@ class PretrainConfig(Section):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     device: Device = Field(default="auto", description="auto: cuda, then mps, then cpu.")
+    resume: Literal["never", "auto", "always"] = Field(
+        default="never",
+        description="auto: continue from output_dir's newest complete checkpoint if it has one; always (--resume): require one.",
+    )
 
     @model_validator(mode="after")
     def _objective_fits_family(self) -> PretrainConfig:

@@ -12,19 +12,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
-from seqlm.checkpoint import save_checkpoint, save_model
+from seqlm.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, save_model
 from seqlm.config_loading import to_yaml
 from seqlm.config_schema import PretrainConfig
 from seqlm.console import Console
 from seqlm.device import Precision, resolve_precision, seed_everything, select_device
 from seqlm.errors import ConfigError
 from seqlm.lm_scoring import score_batches
-from seqlm.model_builder import build_model, resolve_family
+from seqlm.model_builder import build_model, head_for, load_pretrained, resolve_family
 from seqlm.model_loading import max_positions
 from seqlm.objectives import OBJECTIVES, Batch, Objective
 from seqlm.optim import build_optimizer, build_scheduler
 from seqlm.pretrain_batches import PretrainBatches, objective_name
+from seqlm.resume import check_resumable
 from seqlm.run_dir import RunDir
 from seqlm.token_store import TokenDataset
 from seqlm.train_loop import LoopHooks, LoopPlan, LoopState, train
@@ -64,7 +66,12 @@ def setup(config: PretrainConfig, console: Console) -> PretrainRun:
         from transformers import AutoTokenizer
 
         dataset.check_tokenizer(AutoTokenizer.from_pretrained(config.model.from_pretrained), config.model.from_pretrained)
-    model = build_model(config.model, config.objective, config.nsp, tokenizer).to(device)
+    run_dir = RunDir(config.output_dir)
+    checkpoint = _resume_checkpoint(config, run_dir, console)
+    if checkpoint is None:
+        model = build_model(config.model, config.objective, config.nsp, tokenizer).to(device)
+    else:
+        model = load_pretrained(str(checkpoint), head_for(config.objective, config.nsp)).to(device)
     positions = max_positions(model.config)
     if positions is not None and training.seq_len > positions:
         raise ConfigError(f"training.seq_len ({training.seq_len}) exceeds the model's {positions} positions")
@@ -85,8 +92,15 @@ def setup(config: PretrainConfig, console: Console) -> PretrainRun:
     scaler = torch.amp.GradScaler(device.type) if precision.needs_grad_scaler else None
     state = LoopState(optimizer, build_scheduler(optimizer, training.max_steps, config.optim), scaler)
 
-    run_dir = RunDir(config.output_dir)
-    run_dir.start(to_yaml(config))
+    if checkpoint is None:
+        run_dir.start(to_yaml(config))
+    else:
+        state.load_state_dict(load_trainer_state(checkpoint))
+        run_dir.resume(to_yaml(config), state.step)
+        console.info(
+            f"resumed from {checkpoint}: step {state.step}, {state.tokens_seen:,} tokens seen; restored the weights, "
+            "optimizer, LR schedule, grad scaler and RNG states (python, numpy, torch); data continues at that step"
+        )
     n_params = sum(p.numel() for p in model.parameters())
     origin = config.model.from_pretrained or "scratch"
     family = resolve_family(config.model, config.objective) if origin == "scratch" else model.config.model_type
@@ -113,7 +127,7 @@ def fit(pretrain: PretrainRun) -> dict[str, float]:
             log=lambda record: _log(pretrain, record),
             evaluate=lambda state: validate(pretrain),
             checkpoint=lambda state: save_checkpoint(
-                pretrain.run_dir.checkpoint_dir(state.step), pretrain.model, pretrain.tokenizer, state
+                pretrain.run_dir.checkpoint_dir(state.step), pretrain.model, pretrain.tokenizer, state, to_yaml(pretrain.config)
             ),
             progress=lambda state, fields: bar.update(state.step, **fields),
         )
@@ -145,6 +159,22 @@ def save(pretrain: PretrainRun, validation_metrics: dict[str, float], elapsed_s:
     pretrain.run_dir.write_metrics(metrics)
     pretrain.console.info(f"model saved to {pretrain.run_dir.model_dir}; metrics in {pretrain.run_dir.path / 'metrics.json'}")
     return metrics
+
+
+def _resume_checkpoint(config: PretrainConfig, run_dir: RunDir, console: Console) -> Path | None:
+    """The checkpoint to continue from (`resume: auto|always`), after checking the config still matches."""
+    if config.resume == "never":
+        return None
+    checkpoint = latest_checkpoint(run_dir.checkpoints_dir, console.warn)
+    if checkpoint is None:
+        if config.resume == "always":
+            raise ConfigError(f"{run_dir.path}: no complete checkpoint to resume from; start the run without --resume")
+        console.info(f"{run_dir.path}: no complete checkpoint yet; starting a new run (resume: auto)")
+        return None
+    saved = yaml.safe_load((checkpoint / "config.yaml").read_text(encoding="utf-8"))
+    for change in check_resumable(saved, config.model_dump(mode="json"), str(checkpoint)):
+        console.info(f"resume: accepted config change {change}")
+    return checkpoint
 
 
 def _has_tokenizer(model: str) -> bool:

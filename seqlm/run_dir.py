@@ -54,6 +54,15 @@ class RunDir:
             (self.path / stale).unlink(missing_ok=True)
         write_text_atomic(self.path / "config.yaml", config_yaml)
 
+    def resume(self, config_yaml: str, step: int) -> None:
+        """Continue a run at `step`: log records past it (written after that checkpoint) are dropped."""
+        log = self.path / "metrics.jsonl"
+        if log.is_file():
+            kept = [line for line in log.read_text(encoding="utf-8").splitlines() if _step_of(line) <= step]
+            write_text_atomic(log, "".join(line + "\n" for line in kept))
+        (self.path / "metrics.json").unlink(missing_ok=True)
+        write_text_atomic(self.path / "config.yaml", config_yaml)
+
     def log(self, record: dict[str, Any]) -> None:
         with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps(_finite(record)) + "\n")
@@ -90,6 +99,14 @@ def replace_dir_atomic(temporary: Path, final: Path) -> None:
         os.replace(retired, final)  # put the previous one back
         raise
     shutil.rmtree(retired, ignore_errors=True)
+
+
+def _step_of(line: str) -> float:
+    """The step of a metrics.jsonl line; a torn last line (the process was killed mid-write) sorts last."""
+    try:
+        return float(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 def _finite(record: dict[str, Any]) -> dict[str, Any]:
