@@ -15,6 +15,7 @@ class ExitCode(IntEnum):
     USAGE = 2  # bad command line, bad YAML, config that fails validation
     DATA = 3  # input files missing, empty, malformed, or inconsistent with the model
     INTERRUPTED = 130  # SIGINT / Ctrl-C
+    TERMINATED = 143  # SIGTERM (128 + 15), e.g. a scheduler preempting the job
 
 
 class SeqlmError(Exception):
@@ -33,3 +34,11 @@ class DataError(SeqlmError):
     """An input file or dataset is missing, empty, malformed or mismatched (exit 3)."""
 
     exit_code = ExitCode.DATA
+
+
+class TrainingInterrupted(SeqlmError):
+    """Training stopped on a signal after writing a checkpoint (exit 130 for SIGINT, 143 for SIGTERM)."""
+
+    def __init__(self, message: str, exit_code: ExitCode):
+        super().__init__(message)
+        self.exit_code = exit_code

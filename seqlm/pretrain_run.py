@@ -6,6 +6,9 @@ from scratch or continued from an HF checkpoint, on packed blocks of a tokenized
 
 from __future__ import annotations
 
+import shlex
+import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +22,7 @@ from seqlm.config_loading import to_yaml
 from seqlm.config_schema import PretrainConfig
 from seqlm.console import Console
 from seqlm.device import Precision, resolve_precision, seed_everything, select_device
-from seqlm.errors import ConfigError
+from seqlm.errors import ConfigError, ExitCode, TrainingInterrupted
 from seqlm.lm_scoring import score_batches
 from seqlm.model_builder import build_model, head_for, load_pretrained, resolve_family
 from seqlm.model_loading import max_positions
@@ -28,6 +31,7 @@ from seqlm.optim import build_optimizer, build_scheduler
 from seqlm.pretrain_batches import PretrainBatches, objective_name
 from seqlm.resume import check_resumable
 from seqlm.run_dir import RunDir
+from seqlm.stop_signals import graceful_stop
 from seqlm.token_store import TokenDataset
 from seqlm.train_loop import LoopHooks, LoopPlan, LoopState, train
 
@@ -122,7 +126,7 @@ def fit(pretrain: PretrainRun) -> dict[str, float]:
         eval_every=training.eval_every,
         checkpoint_every=training.checkpoint_every,
     )
-    with pretrain.console.progress("pretrain", total=training.max_steps, unit="steps") as bar:
+    with graceful_stop() as stop_request, pretrain.console.progress("pretrain", total=training.max_steps, unit="steps") as bar:
         hooks = LoopHooks(
             log=lambda record: _log(pretrain, record),
             evaluate=lambda state: validate(pretrain),
@@ -130,6 +134,8 @@ def fit(pretrain: PretrainRun) -> dict[str, float]:
                 pretrain.run_dir.checkpoint_dir(state.step), pretrain.model, pretrain.tokenizer, state, to_yaml(pretrain.config)
             ),
             progress=lambda state, fields: bar.update(state.step, **fields),
+            stop_signal=stop_request,
+            interrupted=lambda state, signum: _interrupted(pretrain, state, signum),
         )
         return train(
             pretrain.model,
@@ -159,6 +165,18 @@ def save(pretrain: PretrainRun, validation_metrics: dict[str, float], elapsed_s:
     pretrain.run_dir.write_metrics(metrics)
     pretrain.console.info(f"model saved to {pretrain.run_dir.model_dir}; metrics in {pretrain.run_dir.path / 'metrics.json'}")
     return metrics
+
+
+def _interrupted(pretrain: PretrainRun, state: LoopState, signum: signal.Signals) -> None:
+    """After the checkpoint of the step in progress: say how to continue, exit 130 (SIGINT) / 143 (SIGTERM)."""
+    argv = ["seqlm", *sys.argv[1:]]
+    command = shlex.join(argv if "--resume" in argv else [*argv, "--resume"])
+    code = ExitCode.TERMINATED if signum == signal.SIGTERM else ExitCode.INTERRUPTED
+    raise TrainingInterrupted(
+        f"{signum.name} at step {state.step}: checkpoint {pretrain.run_dir.checkpoint_dir(state.step)} is complete; "
+        f"resume with: {command}",
+        code,
+    )
 
 
 def _resume_checkpoint(config: PretrainConfig, run_dir: RunDir, console: Console) -> Path | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ class LoopState:
     scaler: torch.amp.GradScaler | None = None
     step: int = 0
     tokens_seen: int = 0
+    # The steps since the last log line: part of the state so a resumed run logs the same averages.
+    window: LogWindow = field(default_factory=lambda: LogWindow())
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -40,6 +43,7 @@ class LoopState:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
             "rng": _rng_state(),
+            "log_window": {"losses": list(self.window.losses), "terms": dict(self.window.terms), "tokens": self.window.tokens},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -50,6 +54,8 @@ class LoopState:
         if self.scaler is not None and state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
         _set_rng_state(state["rng"])
+        window = state["log_window"]
+        self.window.restore(window["losses"], window["terms"], window["tokens"])
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,9 @@ class LoopHooks:
     progress: Callable[[LoopState, dict[str, float]], None] = field(default=lambda state, fields: None)
     # Early stopping: called with each validation result; True ends training after this step.
     should_stop: Callable[[LoopState, dict[str, float]], bool] = field(default=lambda state, metrics: False)
+    # A stop signal received (SIGTERM/SIGINT), checked after every step: checkpoint, then `interrupted`.
+    stop_signal: Callable[[], signal.Signals | None] = field(default=lambda: None)
+    interrupted: Callable[[LoopState, signal.Signals], None] = field(default=lambda state, signum: None)
 
 
 def train(
@@ -86,7 +95,6 @@ def train(
 ) -> dict[str, float]:
     """Train from `state.step` to `plan.max_steps` (or until `hooks.should_stop`); returns the last validation metrics."""
     model.train()
-    window = _Window()
     last_eval: dict[str, float] = {}
     while state.step < plan.max_steps:
         step_started = time.perf_counter()
@@ -94,19 +102,25 @@ def train(
         step_seconds = time.perf_counter() - step_started
         state.step += 1
         state.tokens_seen += tokens
-        window.add(step_loss, terms, tokens)
+        state.window.add(step_loss, terms, tokens)
         lr = state.scheduler.get_last_lr()[0]
         hooks.progress(state, {"loss": step_loss, "lr": lr, "tok/s": round(tokens / max(step_seconds, 1e-9))})
         done = state.step == plan.max_steps
         if state.step % plan.log_every == 0 or done:
-            hooks.log({"step": state.step, **window.flush(), "lr": lr, "tokens_seen": state.tokens_seen})
+            hooks.log({"step": state.step, **state.window.flush(), "lr": lr, "tokens_seen": state.tokens_seen})
         stop = False
         if state.step % plan.eval_every == 0 or done:
             last_eval = hooks.evaluate(state)
             hooks.log({"step": state.step, "split": "validation", **{f"val_{k}": v for k, v in last_eval.items()}})
             stop = hooks.should_stop(state, last_eval)
-        if plan.checkpoint_every and state.step % plan.checkpoint_every == 0 and not (done or stop):
+        checkpointed = bool(plan.checkpoint_every) and state.step % plan.checkpoint_every == 0 and not (done or stop)
+        if checkpointed:
             hooks.checkpoint(state)
+        received = hooks.stop_signal()
+        if received is not None and not done:
+            if not checkpointed:
+                hooks.checkpoint(state)
+            hooks.interrupted(state, received)
         if stop:
             break
     return last_eval
@@ -156,11 +170,15 @@ def _optimizer_step(
     return sum(term_losses.values()), term_losses, tokens
 
 
-class _Window:
+class LogWindow:
     """Running averages between two log lines."""
 
     def __init__(self) -> None:
         self._reset()
+
+    def restore(self, losses: list[float], terms: dict[str, list[float]], tokens: int) -> None:
+        self._reset()
+        self.losses, self.terms, self.tokens = list(losses), {k: list(v) for k, v in terms.items()}, int(tokens)
 
     def _reset(self) -> None:
         self.started = time.perf_counter()

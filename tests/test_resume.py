@@ -116,3 +116,38 @@ def test_harmless_changes_are_accepted_and_logged(data: Path, uninterrupted: Pat
     assert result.exit_code == 0, result.output
     assert "accepted config change training.log_every: 5 -> 10" in result.stderr
     assert "resumed from" in result.stderr and "step-000100" in result.stderr
+
+
+def _start_and_wait_for_training(data: Path, run: Path) -> subprocess.Popen:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "seqlm", *_pretrain_args(data, run)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    marker = run / "checkpoints" / "step-000020" / "COMPLETE"  # training is under way
+    deadline = time.monotonic() + 300
+    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert marker.exists(), process.communicate()[1]
+    return process
+
+
+@pytest.mark.parametrize(("signum", "exit_code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stop_signal_checkpoints_the_current_step_and_resume_is_bit_identical(
+    data: Path, uninterrupted: Path, tmp_path: Path, signum: signal.Signals, exit_code: int
+) -> None:
+    run = tmp_path / "signalled"
+    process = _start_and_wait_for_training(data, run)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == exit_code, stderr
+    last_line = stderr.strip().splitlines()[-1]
+    assert f"{signum.name} at step" in last_line and "resume with: seqlm pretrain" in last_line and "--resume" in last_line
+    step = int(last_line.split(" at step ")[1].split(":")[0])
+    assert (run / "checkpoints" / f"step-{step:06d}" / "COMPLETE").is_file(), "the interrupted step's checkpoint is complete"
+    assert not (run / "model").exists()
+
+    result = runner.invoke(app, [*_pretrain_args(data, run), "--resume"])
+    assert result.exit_code == 0, result.output
+    assert f"step-{step:06d}" in result.stderr
+    expected, got = load_file(uninterrupted / "model" / "model.safetensors"), load_file(run / "model" / "model.safetensors")
+    assert all((expected[name] == got[name]).all() for name in expected)
+    assert _losses(run) == _losses(uninterrupted)
