@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from seqlm.model_loading import check_model_dir, max_positions, plausible_hub_id
 from seqlm.objectives import OBJECTIVES, Batch, Objective
 from seqlm.optim import build_optimizer, build_scheduler
 from seqlm.run_dir import RunDir
+from seqlm.run_lock import run_lock
 from seqlm.train_loop import LoopHooks, LoopPlan, LoopState, train
 
 # The validation metrics and which way is better; early_stopping.metric must be one of them.
@@ -86,13 +88,14 @@ class FinetuneRun:
 
 
 def run(config: FinetuneConfig, console: Console) -> dict[str, Any]:
-    finetune = setup(config, console)
-    started = time.perf_counter()
-    validation_metrics = fit(finetune)
-    return save(finetune, validation_metrics, time.perf_counter() - started)
+    with ExitStack() as held:  # the run dir's lock, from setup() until the run ends
+        finetune = setup(config, console, held)
+        started = time.perf_counter()
+        validation_metrics = fit(finetune)
+        return save(finetune, validation_metrics, time.perf_counter() - started)
 
 
-def setup(config: FinetuneConfig, console: Console) -> FinetuneRun:
+def setup(config: FinetuneConfig, console: Console, held: ExitStack) -> FinetuneRun:
     training = config.training
     stopping = training.early_stopping
     if stopping.metric not in METRIC_MODES:
@@ -141,6 +144,7 @@ def setup(config: FinetuneConfig, console: Console) -> FinetuneRun:
     state = LoopState(optimizer, build_scheduler(optimizer, max_steps, config.optim), scaler)
 
     run_dir = RunDir(config.output_dir)
+    held.enter_context(run_lock(run_dir.path, console.warn))
     run_dir.start(to_yaml(config))
     shutil.rmtree(run_dir.best_dir, ignore_errors=True)  # a previous run's best/ must not pass for this one's
     counts = ", ".join(f"{name} {len(examples)}" for name, examples in splits.items())

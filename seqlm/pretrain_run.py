@@ -10,6 +10,7 @@ import shlex
 import signal
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from seqlm.optim import build_optimizer, build_scheduler
 from seqlm.pretrain_batches import PretrainBatches, objective_name
 from seqlm.resume import check_resumable
 from seqlm.run_dir import RunDir
+from seqlm.run_lock import run_lock
 from seqlm.stop_signals import graceful_stop
 from seqlm.token_store import TokenDataset
 from seqlm.train_loop import LoopHooks, LoopPlan, LoopState, train
@@ -52,13 +54,14 @@ class PretrainRun:
 
 
 def run(config: PretrainConfig, console: Console) -> dict[str, Any]:
-    pretrain = setup(config, console)
-    started = time.perf_counter()
-    validation_metrics = fit(pretrain)
-    return save(pretrain, validation_metrics, time.perf_counter() - started)
+    with ExitStack() as held:  # the run dir's lock, from setup() until the run ends
+        pretrain = setup(config, console, held)
+        started = time.perf_counter()
+        validation_metrics = fit(pretrain)
+        return save(pretrain, validation_metrics, time.perf_counter() - started)
 
 
-def setup(config: PretrainConfig, console: Console) -> PretrainRun:
+def setup(config: PretrainConfig, console: Console, held: ExitStack) -> PretrainRun:
     training = config.training
     dataset = TokenDataset.open(config.data)
     tokenizer = dataset.load_tokenizer()
@@ -71,6 +74,7 @@ def setup(config: PretrainConfig, console: Console) -> PretrainRun:
 
         dataset.check_tokenizer(AutoTokenizer.from_pretrained(config.model.from_pretrained), config.model.from_pretrained)
     run_dir = RunDir(config.output_dir)
+    held.enter_context(run_lock(run_dir.path, console.warn))
     checkpoint = _resume_checkpoint(config, run_dir, console)
     if checkpoint is None:
         model = build_model(config.model, config.objective, config.nsp, tokenizer).to(device)

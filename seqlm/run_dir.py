@@ -18,8 +18,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from seqlm.errors import ConfigError
-
 
 class RunDir:
     def __init__(self, path: Path):
@@ -42,14 +40,7 @@ class RunDir:
         return self.checkpoints_dir / f"step-{step:06d}"
 
     def start(self, config_yaml: str) -> None:
-        """Create the directory for a fresh run: previous logs and final outputs are cleared."""
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            probe = self.path / ".write-test"
-            probe.write_text("")
-            probe.unlink()
-        except OSError as exc:
-            raise ConfigError(f"{self.path}: output_dir is not writable ({exc.strerror}); choose another") from exc
+        """Start a fresh run in the (locked, so existing and writable) directory: previous logs and final outputs are cleared."""
         for stale in ("metrics.jsonl", "metrics.json"):
             (self.path / stale).unlink(missing_ok=True)
         write_text_atomic(self.path / "config.yaml", config_yaml)

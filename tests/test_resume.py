@@ -151,3 +151,19 @@ def test_a_stop_signal_checkpoints_the_current_step_and_resume_is_bit_identical(
     expected, got = load_file(uninterrupted / "model" / "model.safetensors"), load_file(run / "model" / "model.safetensors")
     assert all((expected[name] == got[name]).all() for name in expected)
     assert _losses(run) == _losses(uninterrupted)
+
+
+def test_a_second_pretrain_on_a_locked_run_dir_is_refused(data: Path, tmp_path: Path) -> None:
+    import socket
+
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        run = tmp_path / "busy"
+        run.mkdir()
+        (run / ".seqlm.lock").write_text(f"{holder.pid} {socket.gethostname()}\n")
+        result = runner.invoke(app, _pretrain_args(data, run))
+        assert result.exit_code == 2 and f"in use by seqlm process {holder.pid}" in result.stderr
+        assert not (run / "config.yaml").exists()
+    finally:
+        holder.kill()
+        holder.wait()
