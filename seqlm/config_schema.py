@@ -133,6 +133,9 @@ class TrainingConfig(Section):
     eval_every: int = Field(default=100, ge=1, description="Validate every N steps (and at the end).")
     eval_batches: int = Field(default=20, ge=1, description="Validation micro-batches per evaluation.")
     checkpoint_every: int | None = Field(default=None, ge=1, description="Save checkpoints/step-N every N steps.")
+    on_nan: Literal["stop", "skip"] = Field(
+        default="stop", description="A NaN/inf loss or gradient: stop with an error (stop), or skip that batch and count it (skip)."
+    )
 
 
 class PretrainConfig(Section):
@@ -204,6 +207,9 @@ class FinetuneTrainingConfig(Section):
     precision: Precision = Field(default="auto", description="auto: bf16 autocast on CUDA, fp32 on CPU; bf16, fp16 (CUDA), fp32.")
     seed: int = Field(default=0, description="Seeds the head's initialisation, data order and dropout.")
     log_every: int = Field(default=10, ge=1, description="Steps between metrics.jsonl records / log lines.")
+    on_nan: Literal["stop", "skip"] = Field(
+        default="stop", description="A NaN/inf loss or gradient: stop with an error (stop), or skip that batch and count it (skip)."
+    )
 
 
 class FinetuneConfig(Section):

@@ -42,3 +42,9 @@ class TrainingInterrupted(SeqlmError):
     def __init__(self, message: str, exit_code: ExitCode):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class TrainingDiverged(SeqlmError):
+    """A NaN/inf loss or gradient under `on_nan: stop` (exit 1: the run, not the input, went wrong)."""
+
+    exit_code = ExitCode.UNEXPECTED

@@ -138,6 +138,7 @@ def setup(config: FinetuneConfig, console: Console, held: ExitStack) -> Finetune
         log_every=training.log_every,
         eval_every=training.eval_every or batches.steps_per_epoch,
         checkpoint_every=None,
+        on_nan=training.on_nan,
     )
     optimizer = build_optimizer(model, config.optim, device)
     scaler = torch.amp.GradScaler(device.type) if precision.needs_grad_scaler else None
@@ -207,6 +208,7 @@ def save(finetune: FinetuneRun, validation_metrics: dict[str, float], elapsed_s:
         "task": "classification",
         "n_labels": len(finetune.names),
         "steps": state.step,
+        "skipped_steps": state.skipped_steps,
         "epochs": round(state.step * finetune.plan.grad_accum / finetune.batches.batches_per_epoch, 3),
         "stopped_early": state.step < finetune.plan.max_steps,
         "train_time_s": round(elapsed_s, 3),

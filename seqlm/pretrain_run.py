@@ -129,6 +129,7 @@ def fit(pretrain: PretrainRun) -> dict[str, float]:
         log_every=training.log_every,
         eval_every=training.eval_every,
         checkpoint_every=training.checkpoint_every,
+        on_nan=training.on_nan,
     )
     with graceful_stop() as stop_request, pretrain.console.progress("pretrain", total=training.max_steps, unit="steps") as bar:
         hooks = LoopHooks(
@@ -163,6 +164,7 @@ def save(pretrain: PretrainRun, validation_metrics: dict[str, float], elapsed_s:
         "objective": pretrain.objective.name,
         "steps": pretrain.state.step,
         "tokens_seen": pretrain.state.tokens_seen,
+        "skipped_steps": pretrain.state.skipped_steps,
         "train_time_s": round(elapsed_s, 3),
         **{f"val_{key}": value for key, value in validation_metrics.items()},
     }

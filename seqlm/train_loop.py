@@ -14,12 +14,13 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from seqlm.device import Precision
+from seqlm.errors import TrainingDiverged
 from seqlm.objectives import Batch, Objective
 
 
@@ -32,6 +33,7 @@ class LoopState:
     scaler: torch.amp.GradScaler | None = None
     step: int = 0
     tokens_seen: int = 0
+    skipped_steps: int = 0  # batches skipped for a NaN/inf loss or gradient (on_nan: skip)
     # The steps since the last log line: part of the state so a resumed run logs the same averages.
     window: LogWindow = field(default_factory=lambda: LogWindow())
 
@@ -39,6 +41,7 @@ class LoopState:
         return {
             "step": self.step,
             "tokens_seen": self.tokens_seen,
+            "skipped_steps": self.skipped_steps,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
@@ -49,6 +52,7 @@ class LoopState:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
         self.tokens_seen = int(state["tokens_seen"])
+        self.skipped_steps = int(state["skipped_steps"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state["scaler"]:
@@ -66,6 +70,7 @@ class LoopPlan:
     log_every: int
     eval_every: int
     checkpoint_every: int | None
+    on_nan: Literal["stop", "skip"] = "stop"
 
 
 @dataclass
@@ -156,10 +161,21 @@ def _optimizer_step(
         for term, value in sums.items():
             term_losses[term] += float(value.detach()) / totals[term]
         (state.scaler.scale(loss) if state.scaler is not None else loss).backward()
+    step_loss = sum(term_losses.values())
     if state.scaler is not None:
         state.scaler.unscale_(state.optimizer)
-    if plan.grad_clip is not None:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), plan.grad_clip)
+    # Clipping at inf only measures the global gradient norm.
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), plan.grad_clip or math.inf))
+    # With fp16 the grad scaler itself skips steps whose gradients overflow.
+    if not math.isfinite(step_loss) or (state.scaler is None and not math.isfinite(grad_norm)):
+        state.optimizer.zero_grad(set_to_none=True)
+        if plan.on_nan == "stop":
+            raise TrainingDiverged(
+                f"step {state.step + 1}: the loss or a gradient is NaN/inf (loss {step_loss}, gradient norm {grad_norm}); "
+                "lower optim.lr or raise warmup_steps, or set training.on_nan: skip; the last complete checkpoint is intact"
+            )
+        state.skipped_steps += 1
+        return step_loss, term_losses, tokens
     if state.scaler is not None:
         state.scaler.step(state.optimizer)
         state.scaler.update()
@@ -167,7 +183,7 @@ def _optimizer_step(
         state.optimizer.step()
     state.scheduler.step()
     state.optimizer.zero_grad(set_to_none=True)
-    return sum(term_losses.values()), term_losses, tokens
+    return step_loss, term_losses, tokens
 
 
 class LogWindow:

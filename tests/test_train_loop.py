@@ -115,3 +115,45 @@ def test_schedule_warms_up_then_decays_to_min_ratio(schedule: str) -> None:
     else:
         assert values[100] == pytest.approx(0.1)
         assert all(a >= b - 1e-12 for a, b in zip(values[10:], values[11:]))
+
+
+def _poisoned_objective(bad_steps: set[int]):
+    """clm, but the loss of the given (0-based) steps is NaN."""
+    clm = OBJECTIVES["clm"]
+    calls = {"step": 0}
+
+    def loss_sums(outputs, batch):
+        sums = clm.loss_sums(outputs, batch)
+        step = calls["step"]
+        calls["step"] += 1
+        return {k: v * float("nan") for k, v in sums.items()} if step in bad_steps else sums
+
+    from seqlm.objectives import Objective
+
+    return Objective("clm", clm.target_counts, loss_sums, clm.score)
+
+
+def _run_with_nan(on_nan: str) -> tuple[LoopState, torch.nn.Module]:
+    """Four steps whose third loss is NaN."""
+    model = _tiny("clm")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    state = LoopState(optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0))
+    plan = LoopPlan(max_steps=4, grad_accum=1, grad_clip=1.0, log_every=1, eval_every=10, checkpoint_every=None, on_nan=on_nan)
+    hooks = LoopHooks(log=lambda record: None, evaluate=lambda state: {}, checkpoint=lambda state: None)
+    batch = _batches("clm")[0]
+    train(model, _poisoned_objective({2}), lambda step, micro: batch, state, plan, Precision(CPU, "fp32"), CPU, hooks)
+    return state, model
+
+
+def test_a_nan_loss_stops_training_with_an_error_naming_the_step() -> None:
+    from seqlm.errors import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged, match=r"^step 3: the loss or a gradient is NaN/inf"):
+        _run_with_nan("stop")
+
+
+def test_on_nan_skip_skips_the_batch_counts_it_and_goes_on() -> None:
+    state, model = _run_with_nan("skip")
+    assert state.step == 4 and state.skipped_steps == 1
+    assert all(torch.isfinite(p).all() for p in model.parameters()), "no NaN reached the weights"
+    assert state.state_dict()["skipped_steps"] == 1
