@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from seqlm.config_schema import CorpusConfig
-from seqlm.errors import DataError, SeqlmError
+from seqlm.errors import DataError, SeqlmError, first_line
 
 _COMPRESSION_SUFFIXES = {".gz", ".bz2", ".xz", ".zst", ".zstd"}
 _EXTENSION_FORMATS = {
@@ -202,7 +202,7 @@ def stream_source(source: Source, config: CorpusConfig) -> Iterator[str]:
     except FileNotFoundError as exc:
         raise DataError(f"{source.location}: file not found ({exc}); check corpus.train/validation") from exc
     except Exception as exc:  # a parse error of the user's file, raised from inside the reader
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise DataError(
             f"{source.location}: cannot read it as {source.format} ({first}); check the file or set corpus.format"
         ) from exc
@@ -259,7 +259,7 @@ def _column_batches(source: Source, config: CorpusConfig) -> Iterator[dict[str, 
         try:
             stream = load_dataset(source.location, split=config.hub_split, streaming=True)
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise DataError(
                 f"{source.location}: not a local file or directory, and not loadable as a hub dataset ({first}); "
                 "check the path, or the hub id, split and network"

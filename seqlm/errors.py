@@ -18,6 +18,12 @@ class ExitCode(IntEnum):
     TERMINATED = 143  # SIGTERM (128 + 15), e.g. a scheduler preempting the job
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's message cut to its first line (its type name when it has none), for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class SeqlmError(Exception):
     """Base class: a problem the user can fix; `message` says what and how."""
 

@@ -26,11 +26,11 @@ from seqlm.config_loading import to_yaml
 from seqlm.config_schema import FinetuneConfig
 from seqlm.console import Console
 from seqlm.device import Precision, resolve_precision, seed_everything, select_device
-from seqlm.errors import ConfigError, DataError
+from seqlm.errors import ConfigError, DataError, first_line
 from seqlm.labelled_data import LabelledExamples, load_splits
 from seqlm.lm_scoring import ScoreAccumulator
 from seqlm.metrics import load_metric
-from seqlm.model_loading import check_model_dir, max_positions, plausible_hub_id, quiet_transformers
+from seqlm.model_loading import max_positions, model_source, quiet_transformers
 from seqlm.objectives import OBJECTIVES, Batch, Objective
 from seqlm.optim import build_optimizer, build_scheduler
 from seqlm.run_dir import RunDir
@@ -274,7 +274,7 @@ def load_classifier(model: str, names: list[str], max_length: int) -> tuple[Any,
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
     from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
 
-    source, load_kwargs = _model_source(model)
+    source, load_kwargs = model_source(model)
     with quiet_transformers():
         try:
             config = AutoConfig.from_pretrained(
@@ -286,7 +286,7 @@ def load_classifier(model: str, names: list[str], max_length: int) -> tuple[Any,
                 trust_remote_code=False,
             )
         except (OSError, ValueError, KeyError) as exc:
-            raise DataError(f"{model}: could not load the model config ({_first_line(exc)}); check the path or hub id") from exc
+            raise DataError(f"{model}: could not load the model config ({first_line(exc)}); check the path or hub id") from exc
         if type(config) not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING:
             raise DataError(f"{model}: a {type(config).__name__} model has no sequence-classification head in transformers")
         positions = max_positions(config)
@@ -297,7 +297,7 @@ def load_classifier(model: str, names: list[str], max_length: int) -> tuple[Any,
         try:
             tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
         except (OSError, ValueError, KeyError) as exc:
-            raise DataError(f"{model}: could not load the tokenizer ({_first_line(exc)}); the dir needs tokenizer files") from exc
+            raise DataError(f"{model}: could not load the tokenizer ({first_line(exc)}); the dir needs tokenizer files") from exc
         if tokenizer.pad_token is None:
             if tokenizer.eos_token is None:
                 raise DataError(f"{model}: the tokenizer has neither a pad nor an eos token; add a pad token to it")
@@ -309,7 +309,7 @@ def load_classifier(model: str, names: list[str], max_length: int) -> tuple[Any,
             loaded, info = _from_pretrained(AutoModelForSequenceClassification, source, config, load_kwargs)
         except Exception as exc:  # safetensors, torch and hub errors share no base class; all mean "unloadable"
             raise DataError(
-                f"{model}: could not load the weights ({_first_line(exc)}); re-save the model with save_pretrained"
+                f"{model}: could not load the weights ({first_line(exc)}); re-save the model with save_pretrained"
             ) from exc
     new_weights = sorted(set(info.get("missing_keys") or []) | {key[0] for key in info.get("mismatched_keys") or []})
     return loaded, tokenizer, new_weights
@@ -350,17 +350,6 @@ def freeze(model: Any, mode: str, new_weights: list[str]) -> tuple[int, int]:
     return trainable, sum(param.numel() for param in model.parameters())
 
 
-def _model_source(model: str) -> tuple[str, dict[str, Any]]:
-    local = Path(model).expanduser()
-    if local.is_dir():
-        return str(local), {"use_safetensors": check_model_dir(local)}
-    if local.exists():
-        raise DataError(f"{model}: is a file, not a model directory; pass the directory holding config.json")
-    if not plausible_hub_id(model):
-        raise DataError(f"{model}: model directory not found; pass a `seqlm pretrain` run's model/ dir or a hub id")
-    return model, {}
-
-
 def _from_pretrained(auto_class: Any, source: str, config: Any, load_kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     kwargs = {
         "config": config,
@@ -376,14 +365,6 @@ def _from_pretrained(auto_class: Any, source: str, config: Any, load_kwargs: dic
         if "sdpa" not in str(exc).lower() and "scaled_dot_product" not in str(exc).lower():
             raise
         return auto_class.from_pretrained(source, **kwargs)  # an architecture without SDPA support: its default
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-# --------------------------------------------------------------------------- logging
 
 
 def _log(finetune: FinetuneRun, record: dict[str, Any]) -> None:

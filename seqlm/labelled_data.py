@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from seqlm.config_schema import LabelledDataConfig
-from seqlm.errors import DataError, SeqlmError
+from seqlm.errors import DataError, SeqlmError, first_line
 
 _EXTENSION_FORMATS = {
     ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
@@ -342,7 +342,7 @@ def _dataset_rows(location: str, format: str, fields: _Fields) -> Iterator[Row]:
     except SeqlmError:
         raise
     except Exception as exc:  # the readers' parse and hub errors share no base class
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise DataError(f"{location}: cannot read it as {format} ({first}); check the file, or {_format_fix(fields.section)}") from exc
     columns = list(dataset.column_names)
     for name in (fields.text, fields.pair, fields.label):

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from seqlm.config_schema import ModelConfig
-from seqlm.errors import ConfigError, DataError
+from seqlm.errors import ConfigError, DataError, first_line
 from seqlm.model_loading import check_model_dir, plausible_hub_id
 
 Family = Literal["gpt2", "llama", "bert"]
@@ -56,7 +56,7 @@ def load_pretrained(name_or_path: str, head: Head) -> Any:
     try:
         return _auto_class(head).from_pretrained(str(path) if path.is_dir() else name_or_path, attn_implementation="sdpa")
     except (OSError, ValueError) as exc:
-        raise DataError(f"{name_or_path}: cannot load a {head} model: {str(exc).splitlines()[0]}") from exc
+        raise DataError(f"{name_or_path}: cannot load a {head} model: {first_line(exc)}") from exc
 
 
 def _auto_class(head: Head) -> Any:

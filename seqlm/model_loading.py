@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import torch
 
-from seqlm.errors import ConfigError, DataError
+from seqlm.errors import ConfigError, DataError, first_line
 
 Objective = Literal["clm", "mlm", "classification"]
 Task = Literal["auto", "clm", "mlm", "classification"]
@@ -56,17 +56,8 @@ def load_for_inference(model: str, device: torch.device | str, *, task: Task = "
     from transformers import AutoConfig, AutoTokenizer
 
     local = Path(model).expanduser()
-    load_kwargs: dict[str, Any] = {"trust_remote_code": False}
-    if local.is_dir():
-        use_safetensors = check_model_dir(local)
-        load_kwargs["use_safetensors"] = use_safetensors
-        source = str(local)
-    elif local.exists():
-        raise DataError(f"{model}: is a file, not a model directory; pass the directory holding config.json")
-    elif not plausible_hub_id(model):
-        raise DataError(f"{model}: model directory not found; pass a dir written by `seqlm pretrain` (its model/) or a hub id")
-    else:
-        source = model
+    source, load_kwargs = model_source(model)
+    load_kwargs["trust_remote_code"] = False
 
     with quiet_transformers():
         try:
@@ -108,6 +99,18 @@ def load_for_inference(model: str, device: torch.device | str, *, task: Task = "
     loaded.to(device)
     loaded.eval()
     return LoadedModel(model=loaded, tokenizer=tokenizer, objective=objective, path=model)
+
+
+def model_source(model: str) -> tuple[str, dict[str, Any]]:
+    """What to pass to `from_pretrained`: a checked local model dir (with `use_safetensors`) or a hub id."""
+    local = Path(model).expanduser()
+    if local.is_dir():
+        return str(local), {"use_safetensors": check_model_dir(local)}
+    if local.exists():
+        raise DataError(f"{model}: is a file, not a model directory; pass the directory holding config.json")
+    if not plausible_hub_id(model):
+        raise DataError(f"{model}: model directory not found; pass a dir written by `seqlm pretrain` (its model/) or a hub id")
+    return model, {}
 
 
 def max_positions(config: Any) -> int | None:
@@ -219,7 +222,7 @@ def plausible_hub_id(name: str) -> bool:
 
 
 def _load_failure(model: str, local: Path, what: str, exc: Exception) -> str:
-    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    detail = first_line(exc)
     if local.is_dir():
         return f"{model}: could not load the {what} ({detail}); re-save the model dir with save_pretrained"
     return (

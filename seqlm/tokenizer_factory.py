@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from seqlm.config_schema import TokenizerConfig
-from seqlm.errors import ConfigError, DataError
+from seqlm.errors import ConfigError, DataError, first_line
 
 BPE_EOS = "<|endoftext|>"
 BPE_PAD = "<|pad|>"
@@ -100,7 +100,7 @@ def load_pretrained(name: str) -> Any:
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(local) if local.is_dir() else name)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         where = "local directory" if local.is_dir() else "local directory or hub id"
         raise DataError(f"tokenizer.pretrained {name!r}: cannot load a tokenizer from this {where} ({first})") from exc
     if not getattr(tokenizer, "is_fast", False) or getattr(tokenizer, "backend_tokenizer", None) is None:
