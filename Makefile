@@ -11,7 +11,7 @@ SEQLM := $(BIN)/seqlm
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: install test test-fast lint demo demo-gpt demo-bert clean
+.PHONY: install test test-fast lint demo demo-gpt demo-bert bench bench-quick clean
 
 install: $(STAMP)
 
@@ -36,7 +36,7 @@ demo: demo-gpt demo-bert
 
 demo-gpt: $(STAMP)
 	$(SEQLM) tokenize configs/small/gpt_tokenize.yaml
-	$(SEQLM) pretrain configs/small/gpt_pretrain.yaml
+	$(SEQLM) pretrain configs/small/gpt_pretrain.yaml --overwrite
 	$(SEQLM) evaluate configs/small/gpt_evaluate.yaml
 	$(SEQLM) predict configs/small/gpt_predict.yaml
 	@echo "--- GPT continuations (runs/small-gpt/predictions.jsonl):"
@@ -44,16 +44,28 @@ demo-gpt: $(STAMP)
 
 demo-bert: $(STAMP)
 	$(SEQLM) tokenize configs/small/bert_tokenize.yaml
-	$(SEQLM) pretrain configs/small/bert_pretrain.yaml
+	$(SEQLM) pretrain configs/small/bert_pretrain.yaml --overwrite
 	$(SEQLM) evaluate configs/small/bert_evaluate.yaml
 	$(SEQLM) predict configs/small/bert_predict.yaml
 	@echo "--- BERT [MASK] fills (runs/small-bert/predictions.jsonl):"
 	@cat runs/small-bert/predictions.jsonl
-	$(SEQLM) finetune configs/small/bert_finetune.yaml
+	$(SEQLM) finetune configs/small/bert_finetune.yaml --overwrite
 	$(SEQLM) evaluate configs/small/bert_classifier_evaluate.yaml
 	$(SEQLM) predict configs/small/bert_classifier_predict.yaml
 	@echo "--- verse classifier, first predictions (runs/small-bert-classify/predictions.jsonl):"
 	@head -n 3 runs/small-bert-classify/predictions.jsonl
+
+# seqlm against the Hugging Face path (Trainer, datasets.map, pipeline) on the same models and data:
+# one table of throughput and peak RSS (scripts/bench.py). About 10 minutes on a 2-core CPU;
+# bench-quick is a 2-minute smoke check whose figures mean nothing. HF's Trainer needs accelerate,
+# which seqlm itself does not: the `bench` extra, installed here when missing.
+bench: $(STAMP)
+	$(BIN)/python -c "import accelerate" 2>/dev/null || $(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(BIN)/python scripts/bench.py --json runs/bench/bench.json
+
+bench-quick: $(STAMP)
+	$(BIN)/python -c "import accelerate" 2>/dev/null || $(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(BIN)/python scripts/bench.py --quick
 
 clean:
 	rm -rf runs

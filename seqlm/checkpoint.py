@@ -9,6 +9,7 @@ loads with `torch.load(weights_only=True)`.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from collections.abc import Callable
@@ -17,6 +18,8 @@ from typing import Any
 
 import torch
 
+from seqlm.errors import OutputError
+from seqlm.output_paths import write_failure
 from seqlm.run_dir import replace_dir_atomic
 from seqlm.train_loop import LoopState
 
@@ -26,25 +29,37 @@ COMPLETE = "COMPLETE"  # written last: a checkpoint without it is incomplete
 
 def save_model(directory: Path, model: Any, tokenizer: Any) -> None:
     """Write an HF-format model dir atomically (a temporary sibling renamed into place)."""
-    _write_atomically(directory, lambda temporary: _save_hf(temporary, model, tokenizer))
-
-
-def save_checkpoint(directory: Path, model: Any, tokenizer: Any, state: LoopState, config_yaml: str) -> None:
-    """The model dir plus the loop state (`trainer_state.pt`, `trainer_state.json`) and the run's
-    config, written atomically; the `COMPLETE` marker is written last, after the rename."""
 
     def write(temporary: Path) -> None:
-        _save_hf(temporary, model, tokenizer)
-        torch.save(state.state_dict(), temporary / TRAINER_STATE)
-        summary = {"step": state.step, "tokens_seen": state.tokens_seen}
-        (temporary / "trainer_state.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        (temporary / "config.yaml").write_text(config_yaml, encoding="utf-8")
+        _write_part("model", lambda: model.save_pretrained(temporary))
+        _write_part("tokenizer", lambda: tokenizer.save_pretrained(temporary))
 
     _write_atomically(directory, write)
-    with open(directory / COMPLETE, "w", encoding="utf-8") as handle:
-        handle.write(f"{state.step}\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+
+
+def save_checkpoint(
+    directory: Path, model: Any, tokenizer: Any, state: LoopState, config_yaml: str, summary: dict[str, Any] | None = None
+) -> None:
+    """The model dir plus the loop state (`trainer_state.pt`), a JSON summary (`trainer_state.json`:
+    step, tokens seen, and `summary`, e.g. the step's validation result) and the run's config,
+    written into a temporary sibling, fsynced and renamed into place; the `COMPLETE` marker is
+    written last. A failed write raises OutputError (disk full, no permission) and leaves the
+    previous checkpoints as they were."""
+
+    def write(temporary: Path) -> None:
+        _write_part("model", lambda: model.save_pretrained(temporary))
+        _write_part("tokenizer", lambda: tokenizer.save_pretrained(temporary))
+        _write_part(TRAINER_STATE, lambda: torch.save(state.state_dict(), temporary / TRAINER_STATE))
+        described = {"step": state.step, "tokens_seen": state.tokens_seen, **(summary or {})}
+        text = json.dumps(_finite(described), indent=2) + "\n"
+        _write_part("trainer_state.json", lambda: (temporary / "trainer_state.json").write_text(text, encoding="utf-8"))
+        _write_part("config.yaml", lambda: (temporary / "config.yaml").write_text(config_yaml, encoding="utf-8"))
+
+    _write_atomically(directory, write)
+    try:
+        _write_part(COMPLETE, lambda: _write_synced(directory / COMPLETE, f"{state.step}\n"))
+    except OSError as exc:
+        raise _as_output_error(exc, directory) from exc
 
 
 def latest_checkpoint(checkpoints_dir: Path, warn: Callable[[str], None]) -> Path | None:
@@ -64,7 +79,7 @@ def _checkpoint_problem(directory: Path) -> str | None:
 
     if not (directory / COMPLETE).is_file():
         return "incomplete (no COMPLETE marker: the run stopped while writing it)"
-    for name in (TRAINER_STATE, "config.yaml"):
+    for name in (TRAINER_STATE, "trainer_state.json", "config.yaml"):
         if not (directory / name).is_file():
             return f"no {name}"
     try:
@@ -74,20 +89,44 @@ def _checkpoint_problem(directory: Path) -> str | None:
     return None
 
 
-def _save_hf(directory: Path, model: Any, tokenizer: Any) -> None:
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
+def _write_part(name: str, write: Callable[[], object]) -> None:
+    """Write one part of a model dir or checkpoint (one seam, so tests can fail each part in turn)."""
+    write()
+
+
+def _write_synced(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def _write_atomically(directory: Path, write: Callable[[Path], None]) -> None:
-    directory.parent.mkdir(parents=True, exist_ok=True)
     temporary = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-    shutil.rmtree(temporary, ignore_errors=True)
     try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(temporary, ignore_errors=True)
         write(temporary)
         replace_dir_atomic(temporary, directory)
+    except OSError as exc:
+        raise _as_output_error(exc, directory) from exc
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
+
+
+def _as_output_error(exc: OSError, directory: Path) -> OSError | OutputError:
+    """Disk full / permission denied as a one-line OutputError naming `directory`; other OSErrors unchanged."""
+    failure = write_failure(exc, directory)
+    return OutputError(f"{failure}; earlier checkpoints are intact") if failure is not None else exc
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN/inf: write them as null."""
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def load_trainer_state(directory: Path) -> dict[str, Any]:

@@ -35,6 +35,12 @@ SetOpt = Annotated[
 PrintConfigOpt = Annotated[bool, typer.Option("--print-config", help="Print the resolved config and exit.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors on stderr.")]
+ResumeOpt = Annotated[
+    bool, typer.Option("--resume", help="Continue from the newest complete checkpoint in output_dir (resume: always).")
+]
+OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Delete the run already in output_dir and start afresh (else such a start is refused).")
+]
 DeviceOpt = Annotated[
     Optional[str], typer.Option("--device", help="auto (cuda → mps → cpu), cpu, cuda or mps.", show_default=False)
 ]
@@ -57,15 +63,14 @@ def pretrain(
     config: RequiredConfigArg,
     set_: SetOpt = None,
     device: DeviceOpt = None,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue from the newest complete checkpoint in output_dir (resume: always).")
-    ] = False,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
     print_config: PrintConfigOpt = False,
     debug: DebugOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Pretrain a causal (GPT-style) or masked (BERT-style) language model."""
-    _dispatch("pretrain", config, set_, _given(device=device, resume="always" if resume else None), print_config, debug, quiet)
+    _dispatch("pretrain", config, set_, _run_options(device, resume, overwrite), print_config, debug, quiet)
 
 
 @app.command()
@@ -73,12 +78,20 @@ def finetune(
     config: RequiredConfigArg,
     set_: SetOpt = None,
     device: DeviceOpt = None,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
     print_config: PrintConfigOpt = False,
     debug: DebugOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Fine-tune a pretrained model as a text classifier (labelled JSONL / CSV / Parquet)."""
-    _dispatch("finetune", config, set_, _given(device=device), print_config, debug, quiet)
+    _dispatch("finetune", config, set_, _run_options(device, resume, overwrite), print_config, debug, quiet)
+
+
+def _run_options(device: Optional[str], resume: bool, overwrite: bool) -> dict[str, Any]:
+    if resume and overwrite:
+        _fail("--resume continues the run in output_dir and --overwrite deletes it; pass one of them", ExitCode.USAGE)
+    return _given(device=device, resume="always" if resume else None, overwrite=True if overwrite else None)
 
 
 @app.command()
@@ -122,7 +135,7 @@ def predict(
     _dispatch("predict", config, set_, given, print_config, debug, quiet)
 
 
-def _given(**options: Optional[str]) -> dict[str, str]:
+def _given(**options: Any) -> dict[str, Any]:
     """Command-line options that were actually passed (they override the YAML file)."""
     return {key: value for key, value in options.items() if value is not None}
 
@@ -161,6 +174,16 @@ def _dispatch(
         _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted", ExitCode.INTERRUPTED)
+    except OSError as exc:  # a disk that fills up anywhere in a run: exit 4, not a "bug"
+        from seqlm.errors import SPACE_ERRNOS
+        from seqlm.output_paths import write_failure
+
+        if debug:
+            traceback.print_exc()
+        known = write_failure(exc, exc.filename or "an output file") if exc.errno in SPACE_ERRNOS else None
+        if known is None:
+            _fail(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", ExitCode.UNEXPECTED)
+        _fail(str(known), ExitCode.OUTPUT)
     except Exception as exc:  # a bug, not a user error: say so, keep the traceback behind --debug
         if debug:
             traceback.print_exc()

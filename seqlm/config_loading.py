@@ -13,9 +13,13 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from seqlm.errors import ConfigError, DataError
+from seqlm.errors import ConfigError, DataError, first_line
 
 Schema = TypeVar("Schema", bound=BaseModel)
+
+# What PyYAML's constructors raise besides YAMLError: a timestamp-like `2024-13-45`, `!!int x`,
+# an integer past Python's digit limit (ValueError); nesting deeper than the recursion limit.
+_CONSTRUCTOR_ERRORS = (ValueError, OverflowError, RecursionError)
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -32,7 +36,12 @@ def read_yaml(path: Path) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}{where}: invalid YAML: {problem}") from exc
+        raise ConfigError(
+            f"{path}{where}: invalid YAML: {problem}; fix the syntax there (indentation with spaces, "
+            "closed brackets and quotes, `key: value`)"
+        ) from exc
+    except _CONSTRUCTOR_ERRORS as exc:  # `a: 2024-13-45`, `a: !!int x`, 5000 digits, [[[[...
+        raise ConfigError(f"{path}: invalid YAML value ({_reason(exc)}); quote it to make it a string") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -50,15 +59,23 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         value = yaml.safe_load(raw_value) if raw_value.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {assignment!r}: the value is not valid YAML") from exc
+    except _CONSTRUCTOR_ERRORS as exc:
+        raise ConfigError(f"--set {assignment!r}: the value is not valid YAML ({_reason(exc)}); quote it to make it a string") from exc
     node = data
     for depth, key in enumerate(keys[:-1]):
         child = node.get(key)
         if child is None:  # an absent section, or one left empty in the YAML (`training:`)
             child = node[key] = {}
         if not isinstance(child, dict):
-            raise ConfigError(f"--set {assignment!r}: {'.'.join(keys[: depth + 1])} is a value, not a section")
+            raise ConfigError(f"--set {assignment!r}: {'.'.join(keys[: depth + 1])!r} is a value, not a section")
         node = child
     node[keys[-1]] = value
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return first_line(exc)
 
 
 def validate(schema: type[Schema], data: dict[str, Any], source: str) -> Schema:
@@ -87,7 +104,20 @@ def load_config(
 
 def to_yaml(config: BaseModel) -> str:
     """The resolved config as YAML text that `load_config` reads back to the same config."""
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    return yaml.dump(config.model_dump(mode="json"), Dumper=_Dumper, sort_keys=False, allow_unicode=True)
+
+
+class _Dumper(yaml.SafeDumper):
+    """SafeDumper whose strings read back as written: with allow_unicode, PyYAML writes a NEL
+    (U+0085) raw inside a plain or single-quoted scalar, and reading folds it into a space."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    style = '"' if any(char in text for char in "\x85\u2028\u2029") else None  # double quotes escape them
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
 
 
 def _describe(schema: type[BaseModel], error: dict[str, Any]) -> str:
@@ -97,7 +127,7 @@ def _describe(schema: type[BaseModel], error: dict[str, Any]) -> str:
         known = _fields_at(schema, location[:-1])
         hint = difflib.get_close_matches(location[-1], known, n=1, cutoff=0.6)
         suggestion = f"; did you mean '{hint[0]}'?" if hint else f"; known keys here: {', '.join(sorted(known))}"
-        return f"unknown key '{key}'{suggestion}"
+        return f"unknown key {key!r}{suggestion}"  # repr: one line, whatever the key holds
     if error["type"] == "missing":
         return f"missing required key '{key}'"
     message = error["msg"].removeprefix("Value error, ")

@@ -7,8 +7,10 @@ Contract:
   is a file, a glob, a directory of data files, a directory written by
   `Dataset.save_to_disk`, or (when it is not an existing path) a hub dataset id.
 - `Corpus.documents()` streams the documents in corpus order, each tagged "train" or
-  "validation". Files are read with `datasets.load_dataset(..., streaming=True)` (nothing is
-  cached, memory stays flat); save_to_disk directories are memory-mapped Arrow.
+  "validation". Text files are read line by line, each line in bounded chunks (a line over
+  `seqlm.line_reader.MAX_LINE_BYTES` is a DataError at its line); JSONL/CSV/Parquet with
+  `datasets.load_dataset(..., streaming=True)` (nothing is cached, memory stays flat);
+  save_to_disk directories are memory-mapped Arrow.
 - Documents are non-blank strings: empty lines (format text, `documents: line`), blank
   paragraphs and empty/null cells are skipped.
 - Without validation files, each document goes to validation with probability
@@ -17,9 +19,9 @@ Contract:
   validation, the last train document becomes validation (`validation_fallback` says so).
 - `max_documents` caps the documents read: in total when splitting by ratio, per split
   when validation files are given.
-- Errors are one-line `DataError`s naming the file and the fix: missing file, missing text
-  column (listing the columns there are), bytes that are not UTF-8 (with the line), a file
-  that does not parse, no documents at all.
+- Errors are one-line `DataError`s naming the file and the fix: missing or unreadable file,
+  missing text column (listing the columns there are), bytes that are not UTF-8 (with the
+  line), a line over 100 MiB, a file that does not parse, no documents at all.
 """
 
 from __future__ import annotations
@@ -35,8 +37,10 @@ from typing import Any
 
 from seqlm.config_schema import CorpusConfig
 from seqlm.errors import DataError, SeqlmError, first_line
+from seqlm.line_reader import raw_lines
 
-_COMPRESSION_SUFFIXES = {".gz", ".bz2", ".xz", ".zst", ".zstd"}
+_COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd", ".zstd": "zstd"}
+_COMPRESSION_SUFFIXES = set(_COMPRESSIONS)
 _EXTENSION_FORMATS = {
     ".txt": "text", ".text": "text", ".md": "text",
     ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
@@ -201,6 +205,8 @@ def stream_source(source: Source, config: CorpusConfig) -> Iterator[str]:
         raise DataError(f"{source.location}: not UTF-8 text ({where}); re-encode it as UTF-8") from exc
     except FileNotFoundError as exc:
         raise DataError(f"{source.location}: file not found ({exc}); check corpus.train/validation") from exc
+    except PermissionError as exc:
+        raise DataError(f"{source.location}: permission denied; make the file readable (chmod a+r) or copy it") from exc
     except Exception as exc:  # a parse error of the user's file, raised from inside the reader
         first = first_line(exc)
         raise DataError(
@@ -209,17 +215,54 @@ def stream_source(source: Source, config: CorpusConfig) -> Iterator[str]:
 
 
 def _text_documents(source: Source, config: CorpusConfig) -> Iterator[str]:
-    from datasets import load_dataset
+    """The lines, or blank-line-separated paragraphs, of a text file, as datasets' "text" builder
+    splits them ("\r\n" and "\r" end lines too), but read with a bounded line length."""
+    if config.documents == "line":
+        for line in _text_lines(source):
+            if line.strip():
+                yield line
+        return
+    block: list[str] = []
+    for line in _text_lines(source):
+        if line.strip():  # a whitespace-only line is blank, as in `documents: line`
+            block.append(line)
+        elif block:  # an empty line ends a paragraph
+            yield from _paragraph(block)
+            block = []
+    yield from _paragraph(block)
 
-    sample_by = "paragraph" if config.documents == "blank_line" else "line"
-    # Errors must surface (not be replaced by U+FFFD): the user should fix the encoding, not train on mojibake.
-    stream = load_dataset("text", data_files=[source.location], split="train", streaming=True, sample_by=sample_by)
-    for batch in stream.iter(batch_size=_ROWS_PER_READ):
-        for text in batch["text"]:
-            # Paragraph mode splits on "\n\n", so a run of 3+ newlines leaves newlines at the edges.
-            text = text.strip("\n") if sample_by == "paragraph" else text
-            if text.strip():
-                yield text
+
+def _paragraph(lines: list[str]) -> Iterator[str]:
+    text = "\n".join(lines)
+    if text.strip():  # a paragraph of whitespace-only lines is not a document
+        yield text
+
+
+def _text_lines(source: Source) -> Iterator[str]:
+    """Each line of a (possibly compressed) text file, decoded strictly as UTF-8, without its line break."""
+    with _open_binary(source.path) as handle:
+        for number, raw in raw_lines(handle, source.location):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(
+                    f"{source.location}: not UTF-8 text (line {number}, byte {exc.start + 1} of the line: {exc.reason}); "
+                    "re-encode it as UTF-8"
+                ) from exc
+            if number == 1:
+                text = text.removeprefix("\ufeff")  # a byte-order mark is not part of the text
+            text = text.removesuffix("\n").removesuffix("\r")
+            yield from text.split("\r")  # a lone "\r" (old Mac files) ends a line too
+
+
+def _open_binary(path: Path) -> Any:
+    """A context manager giving the file's (decompressed) bytes."""
+    compression = _COMPRESSIONS.get(path.suffix.lower())
+    if compression is None:
+        return open(path, "rb")  # noqa: SIM115 - used in a with statement
+    import fsspec
+
+    return fsspec.open(str(path), "rb", compression=compression)
 
 
 def _column_documents(source: Source, config: CorpusConfig) -> Iterator[str]:
@@ -268,6 +311,9 @@ def _column_batches(source: Source, config: CorpusConfig) -> Iterator[dict[str, 
         return
     builder = _BUILDERS[source.format]
     options: dict[str, Any] = {}
+    if builder == "csv":
+        # Every cell of the text column is text: no "NA"/"null"/"nan" -> missing, no "1" -> int.
+        options.update(keep_default_na=False, na_filter=False, converters={config.text_column: str})
     if builder == "csv" and _strip_compression(source.path).suffix.lower() == ".tsv":
         options["sep"] = "\t"
     stream = load_dataset(builder, data_files=[source.location], split="train", streaming=True, **options)

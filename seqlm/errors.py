@@ -6,6 +6,7 @@ is a bug (exit 1) and gets a traceback only with `--debug`.
 
 from __future__ import annotations
 
+import errno
 from enum import IntEnum
 
 
@@ -14,6 +15,7 @@ class ExitCode(IntEnum):
     UNEXPECTED = 1
     USAGE = 2  # bad command line, bad YAML, config that fails validation
     DATA = 3  # input files missing, empty, malformed, or inconsistent with the model
+    OUTPUT = 4  # outputs cannot be written: disk full, permission denied, read-only file system
     INTERRUPTED = 130  # SIGINT / Ctrl-C
     TERMINATED = 143  # SIGTERM (128 + 15), e.g. a scheduler preempting the job
 
@@ -40,6 +42,28 @@ class DataError(SeqlmError):
     """An input file or dataset is missing, empty, malformed or mismatched (exit 3)."""
 
     exit_code = ExitCode.DATA
+
+
+class OutputError(SeqlmError):
+    """An output cannot be written: no space left, no permission, read-only (exit 4).
+    Whatever was being written is removed; earlier complete outputs are left as they were."""
+
+    exit_code = ExitCode.OUTPUT
+
+
+# errno values that mean "the output cannot be written here", whatever the write was.
+OUTPUT_ERRNOS = {
+    errno.ENOSPC: "no space left on the device; free some space or choose another output_dir",
+    errno.EDQUOT: "disk quota exceeded; free some space or choose another output_dir",
+    errno.EFBIG: "file too large for this file system or ulimit; choose another output_dir",
+    errno.EACCES: "permission denied; choose a writable output_dir",
+    errno.EPERM: "permission denied; choose a writable output_dir",
+    errno.EROFS: "read-only file system; choose a writable output_dir",
+}
+
+
+# Of those, the ones that can only mean a write failed (a read never runs out of space).
+SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 class TrainingInterrupted(SeqlmError):

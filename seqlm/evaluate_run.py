@@ -34,25 +34,35 @@ from seqlm.lm_scoring import score_batches
 from seqlm.masking import IGNORE_INDEX
 from seqlm.metrics import load_metric
 from seqlm.metrics_report import print_metrics
-from seqlm.model_loading import load_for_inference, token_limit
+from seqlm.model_loading import load_for_inference, remote_code_warning, token_limit
 from seqlm.objectives import OBJECTIVES, Batch
+from seqlm.output_paths import check_output_dir, write_failure
 from seqlm.pretrain_batches import PretrainBatches
 from seqlm.run_dir import write_text_atomic
 from seqlm.token_source import load_split
 
 
 def run(config: EvaluateConfig, console: Console, json_output: bool = False) -> dict[str, Any]:
+    output_dir = config.output_dir or _default_output_dir(config.model)
+    check_output_dir(output_dir)  # before the model runs: an unwritable output_dir is exit 4 at once
     device = select_device(config.device)
     precision = Precision(device, resolve_precision(config.precision, device))
-    loaded = load_for_inference(config.model, device)
+    if config.trust_remote_code:
+        console.warn(remote_code_warning(config.model))
+    loaded = load_for_inference(config.model, device, trust_remote_code=config.trust_remote_code)
     if loaded.objective == "classification":
         metrics = evaluate_classifier(loaded, config, precision, device, console)
     else:
         metrics = _language_model_metrics(loaded, config, precision, device, console)
 
-    output_dir = config.output_dir or _default_output_dir(config.model)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    except OSError as exc:
+        failure = write_failure(exc, output_dir / "metrics.json")
+        if failure is None:
+            raise
+        raise failure from exc
     console.info(f"metrics written to {output_dir / 'metrics.json'}")
     print_metrics(metrics, json_output)
     return metrics

@@ -11,31 +11,31 @@ evaluations without one end training. The test file, when given, is scored with 
 
 from __future__ import annotations
 
-import shutil
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from seqlm.checkpoint import save_model
 from seqlm.classification_batches import ClassificationBatches
+from seqlm.classifier_model import freeze, load_classifier, load_saved_classifier
 from seqlm.config_loading import to_yaml
 from seqlm.config_schema import FinetuneConfig
 from seqlm.console import Console
-from seqlm.device import Precision, resolve_precision, seed_everything, select_device
-from seqlm.errors import ConfigError, DataError, first_line
+from seqlm.device import Precision, compile_body, resolve_compile, resolve_precision, seed_everything, select_device
+from seqlm.errors import ConfigError
 from seqlm.labelled_data import LabelledExamples, load_splits
 from seqlm.lm_scoring import ScoreAccumulator
 from seqlm.metrics import load_metric
-from seqlm.model_loading import max_positions, model_source, quiet_transformers
+from seqlm.model_loading import remote_code_warning
 from seqlm.objectives import OBJECTIVES, Batch, Objective
 from seqlm.optim import build_optimizer, build_scheduler
 from seqlm.run_dir import RunDir
-from seqlm.run_lock import run_lock
+from seqlm.stop_signals import graceful_stop
 from seqlm.train_loop import LoopHooks, LoopPlan, LoopState, train
+from seqlm.training_session import Checkpointer, begin, load_run_state, open_run, stopped
 
 # The validation metrics and which way is better; early_stopping.metric must be one of them.
 METRIC_MODES = {"loss": "min", "accuracy": "max", "macro_f1": "max"}
@@ -52,6 +52,13 @@ class BestTracker:
     step: int | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     evaluations_since: int = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "step": self.step, "metrics": self.metrics, "evaluations_since": self.evaluations_since}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.value, self.step = state["value"], state["step"]
+        self.metrics, self.evaluations_since = dict(state["metrics"]), int(state["evaluations_since"])
 
     def update(self, step: int, metrics: dict[str, float]) -> bool:
         """Record one validation; True when it is a new best (ties keep the earlier model)."""
@@ -85,6 +92,8 @@ class FinetuneRun:
     best: BestTracker
     precision: Precision
     device: torch.device
+    checkpointer: Checkpointer
+    new_weights: list[str]  # initialised by this run, not the pretrained model: saved so a resume can freeze the same
 
 
 def run(config: FinetuneConfig, console: Console) -> dict[str, Any]:
@@ -105,10 +114,18 @@ def setup(config: FinetuneConfig, console: Console, held: ExitStack) -> Finetune
     splits, names = load_splits(config.data)
     device = select_device(config.device)
     precision = Precision(device, resolve_precision(training.precision, device))
-    seed_everything(training.seed)  # the new head's initialisation, then dropout
+    run_dir = RunDir(config.output_dir)
+    checkpoint = open_run(run_dir, config, console, held)
+    seed_everything(training.seed)  # the new head's initialisation, then dropout (a resume restores the RNG)
 
-    model, tokenizer, new_weights = load_classifier(config.model, names, training.max_length)
-    if new_weights:
+    if config.trust_remote_code:
+        console.warn(remote_code_warning(config.model))
+    model, tokenizer, new_weights = load_classifier(
+        str(checkpoint or config.model), names, training.max_length, config.trust_remote_code
+    )
+    if checkpoint is not None:  # weights the checkpoint has were new at the start: `freeze: body` still trains them
+        new_weights = load_run_state(checkpoint)["new_weights"]
+    elif new_weights:
         shown = ", ".join(new_weights[:6]) + (f" (+{len(new_weights) - 6} more)" if len(new_weights) > 6 else "")
         console.warn(f"{config.model}: newly initialised weights, trained from scratch here: {shown}")
     trainable, total = freeze(model, training.freeze, new_weights)
@@ -137,17 +154,18 @@ def setup(config: FinetuneConfig, console: Console, held: ExitStack) -> Finetune
         grad_clip=config.optim.grad_clip,
         log_every=training.log_every,
         eval_every=training.eval_every or batches.steps_per_epoch,
-        checkpoint_every=None,
+        checkpoint_every=training.checkpoint_every,
         on_nan=training.on_nan,
     )
+    if resolve_compile(training.compile, device, max_steps):
+        compile_body(model)  # compiled lazily, at the first step
     optimizer = build_optimizer(model, config.optim, device)
     scaler = torch.amp.GradScaler(device.type) if precision.needs_grad_scaler else None
     state = LoopState(optimizer, build_scheduler(optimizer, max_steps, config.optim), scaler)
-
-    run_dir = RunDir(config.output_dir)
-    held.enter_context(run_lock(run_dir.path, console.warn))
-    run_dir.start(to_yaml(config))
-    shutil.rmtree(run_dir.best_dir, ignore_errors=True)  # a previous run's best/ must not pass for this one's
+    best = BestTracker(stopping.metric, METRIC_MODES[stopping.metric], stopping.patience)
+    run_state = begin(run_dir, config, state, checkpoint, console)
+    if checkpoint is not None:
+        best.load_state_dict(run_state["best"])
     counts = ", ".join(f"{name} {len(examples)}" for name, examples in splits.items())
     console.info(
         f"finetune classification: {model.config.model_type} from {config.model}, {len(names)} labels, "
@@ -155,21 +173,28 @@ def setup(config: FinetuneConfig, console: Console, held: ExitStack) -> Finetune
         f"{device.type}/{precision.name}; examples: {counts}; {training.batch_size}x{training.grad_accum} per step, "
         f"{max_steps} steps ({max_steps / batches.steps_per_epoch:.3g} epochs), validation every {plan.eval_every}"
     )
-    best = BestTracker(stopping.metric, METRIC_MODES[stopping.metric], stopping.patience)
+    checkpointer = Checkpointer(
+        run_dir, model, tokenizer, to_yaml(config), training.keep_last, best.metric, best.mode, checkpoint, console.info
+    )
     return FinetuneRun(
         config, console, run_dir, splits, names, tokenizer, model, OBJECTIVES["classification"],
-        batches, batches.evaluation("validation"), plan, state, best, precision, device,
+        batches, batches.evaluation("validation"), plan, state, best, precision, device, checkpointer, new_weights,
     )  # fmt: skip
 
 
 def fit(finetune: FinetuneRun) -> dict[str, float]:
-    with finetune.console.progress("finetune", total=finetune.plan.max_steps, unit="steps") as bar:
+    progress = finetune.console.progress("finetune", total=finetune.plan.max_steps, unit="steps")
+    with graceful_stop() as stop_request, progress as bar:
         hooks = LoopHooks(
             log=lambda record: _log(finetune, record),
             evaluate=lambda state: validate_and_keep_best(finetune, state),
-            checkpoint=lambda state: None,
+            checkpoint=lambda state, validation: finetune.checkpointer.save(
+                state, validation, run_state={"best": finetune.best.state_dict(), "new_weights": finetune.new_weights}
+            ),
             progress=lambda state, fields: bar.update(state.step, **fields),
             should_stop=lambda state, metrics: finetune.best.exhausted,
+            stop_signal=stop_request,
+            interrupted=lambda state, signum: stopped(finetune.run_dir, state, signum),
         )
         metrics = train(
             finetune.model,
@@ -263,108 +288,6 @@ def score(
     loss = sums.compute()
     classes = report.compute(num_labels=len(names), label_names=names)
     return {"loss": loss["loss"], "accuracy": classes["accuracy"], "macro_f1": classes["macro_f1"], "examples": loss["tokens"]}
-
-
-# --------------------------------------------------------------------------- the model
-
-
-def load_classifier(model: str, names: list[str], max_length: int) -> tuple[Any, Any, list[str]]:
-    """`model` with a sequence-classification head for `names`, its tokenizer (with a pad token),
-    and the names of the weights that were newly initialised (the head, and any the checkpoint lacks)."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
-    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
-
-    source, load_kwargs = model_source(model)
-    with quiet_transformers():
-        try:
-            config = AutoConfig.from_pretrained(
-                source,
-                num_labels=len(names),
-                id2label=dict(enumerate(names)),
-                label2id={name: i for i, name in enumerate(names)},
-                problem_type="single_label_classification",
-                trust_remote_code=False,
-            )
-        except (OSError, ValueError, KeyError) as exc:
-            raise DataError(f"{model}: could not load the model config ({first_line(exc)}); check the path or hub id") from exc
-        if type(config) not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING:
-            raise DataError(f"{model}: a {type(config).__name__} model has no sequence-classification head in transformers")
-        positions = max_positions(config)
-        if positions is not None and max_length > positions:
-            raise ConfigError(
-                f"training.max_length ({max_length}) exceeds the model's {positions} positions; set it to {positions} or less"
-            )
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
-        except (OSError, ValueError, KeyError) as exc:
-            raise DataError(f"{model}: could not load the tokenizer ({first_line(exc)}); the dir needs tokenizer files") from exc
-        if tokenizer.pad_token is None:
-            if tokenizer.eos_token is None:
-                raise DataError(f"{model}: the tokenizer has neither a pad nor an eos token; add a pad token to it")
-            tokenizer.pad_token = tokenizer.eos_token  # padding is masked, and pooling skips it (pad_token_id below)
-        config.pad_token_id = tokenizer.pad_token_id  # GPT-style last-token pooling finds the last non-pad token
-        if positions is not None and tokenizer.model_max_length > positions:
-            tokenizer.model_max_length = positions  # so `truncation=True` (e.g. in a pipeline) fits the model
-        try:
-            loaded, info = _from_pretrained(AutoModelForSequenceClassification, source, config, load_kwargs)
-        except Exception as exc:  # safetensors, torch and hub errors share no base class; all mean "unloadable"
-            raise DataError(
-                f"{model}: could not load the weights ({first_line(exc)}); re-save the model with save_pretrained"
-            ) from exc
-    new_weights = sorted(set(info.get("missing_keys") or []) | {key[0] for key in info.get("mismatched_keys") or []})
-    return loaded, tokenizer, new_weights
-
-
-def load_saved_classifier(directory: Path) -> Any:
-    """A classifier this command saved (best/ or model/), as plain transformers loads it."""
-    from transformers import AutoModelForSequenceClassification
-
-    with quiet_transformers():
-        return AutoModelForSequenceClassification.from_pretrained(directory, dtype=torch.float32)
-
-
-def freeze(model: Any, mode: str, new_weights: list[str]) -> tuple[int, int]:
-    """Stop gradients per `training.freeze`; returns (trainable, total) parameter counts.
-
-    embeddings: the base model's embeddings (BERT's embeddings block; else its nn.Embedding
-    layers). body: every pretrained weight, so only the head — and any weight the checkpoint
-    lacked, e.g. BERT's pooler after masked-LM pretraining — is trained.
-    """
-    if mode == "embeddings":
-        base = model.base_model
-        blocks = (
-            [base.embeddings]
-            if isinstance(getattr(base, "embeddings", None), torch.nn.Module)
-            else [module for module in base.modules() if isinstance(module, torch.nn.Embedding)]
-        )
-        for block in blocks:
-            block.requires_grad_(False)
-    elif mode == "body":
-        new = set(new_weights)
-        body = {id(param) for param in model.base_model.parameters()}
-        for name, param in model.named_parameters():
-            param.requires_grad_(id(param) not in body or name in new)
-    trainable = sum(param.numel() for param in model.parameters() if param.requires_grad)
-    if trainable == 0:
-        raise ConfigError(f"training.freeze {mode}: no parameter is left to train; use freeze: none or embeddings")
-    return trainable, sum(param.numel() for param in model.parameters())
-
-
-def _from_pretrained(auto_class: Any, source: str, config: Any, load_kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    kwargs = {
-        "config": config,
-        "dtype": torch.float32,
-        "ignore_mismatched_sizes": True,
-        "output_loading_info": True,
-        "trust_remote_code": False,
-        **load_kwargs,
-    }
-    try:
-        return auto_class.from_pretrained(source, attn_implementation="sdpa", **kwargs)
-    except ValueError as exc:
-        if "sdpa" not in str(exc).lower() and "scaled_dot_product" not in str(exc).lower():
-            raise
-        return auto_class.from_pretrained(source, **kwargs)  # an architecture without SDPA support: its default
 
 
 def _log(finetune: FinetuneRun, record: dict[str, Any]) -> None:

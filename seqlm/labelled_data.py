@@ -36,12 +36,14 @@ import numpy as np
 
 from seqlm.config_schema import LabelledDataConfig
 from seqlm.errors import DataError, SeqlmError, first_line
+from seqlm.line_reader import raw_lines
 
 _EXTENSION_FORMATS = {
     ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
     ".csv": "csv", ".tsv": "csv",
     ".parquet": "parquet", ".pq": "parquet",
 }  # fmt: skip
+_SAVED_DATASET_FILES = ("state.json", "dataset_dict.json")  # what save_to_disk writes at the top
 _SHOWN_LABELS = 20  # an error lists at most this many known labels
 
 
@@ -204,6 +206,10 @@ def _resolve_format(location: str, format: str, section: str) -> str:
     if format == "hub":
         return "hub"
     if path.is_dir():
+        if not any((path / name).is_file() for name in _SAVED_DATASET_FILES):
+            raise DataError(
+                f"{location}: a directory, but not one written by Dataset.save_to_disk; pass a JSONL, CSV or Parquet file"
+            )
         return "disk"
     if path.is_file():
         if format != "auto":
@@ -236,8 +242,10 @@ def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
         handle = open(path, "rb")
     except FileNotFoundError as exc:
         raise DataError(f"{path}: file not found; check data.train/validation/test") from exc
+    except PermissionError as exc:
+        raise DataError(f"{path}: permission denied; make the file readable (chmod a+r) or copy it") from exc
     with handle:
-        for number, raw in enumerate(handle, start=1):
+        for number, raw in raw_lines(handle, str(path), "put one example per line (JSONL) or per CSV row"):
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
@@ -258,6 +266,9 @@ def _jsonl_rows(path: Path, fields: _Fields) -> Iterator[Row]:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataError(f"{where}: not valid JSON ({exc.msg}, column {exc.colno}); one JSON object per line") from exc
+        except (ValueError, RecursionError) as exc:  # an integer over 4300 digits; nesting past the recursion limit
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else "a number too long to read"
+            raise DataError(f"{where}: not valid JSON ({reason}); one JSON object per line") from exc
         if not isinstance(record, dict):
             raise DataError(f"{where}: a JSON {type(record).__name__}, not an object; one JSON object per line")
         yield _row(where, number, record, fields)

@@ -34,7 +34,7 @@ def build_model(model: ModelConfig, objective: str, nsp: bool, tokenizer: Any) -
     """A model for `objective` whose vocabulary covers `tokenizer`, from scratch or a checkpoint."""
     head = head_for(objective, nsp)
     if model.from_pretrained is not None:
-        built = load_pretrained(model.from_pretrained, head)
+        built = load_pretrained(model.from_pretrained, head, model.trust_remote_code)
     else:
         built = _auto_class(head).from_config(_scratch_config(model, objective, tokenizer), attn_implementation="sdpa")
     model_vocab = built.get_input_embeddings().weight.shape[0]
@@ -46,7 +46,7 @@ def build_model(model: ModelConfig, objective: str, nsp: bool, tokenizer: Any) -
     return built
 
 
-def load_pretrained(name_or_path: str, head: Head) -> Any:
+def load_pretrained(name_or_path: str, head: Head, trust_remote_code: bool = False) -> Any:
     """Continue from an HF-format checkpoint dir (or a hub id for online users)."""
     path = Path(name_or_path).expanduser()
     if path.is_dir():
@@ -54,7 +54,9 @@ def load_pretrained(name_or_path: str, head: Head) -> Any:
     elif path.exists() or not plausible_hub_id(name_or_path):
         raise DataError(f"{name_or_path}: model.from_pretrained must be an HF-format model directory or a hub id")
     try:
-        return _auto_class(head).from_pretrained(str(path) if path.is_dir() else name_or_path, attn_implementation="sdpa")
+        return _auto_class(head).from_pretrained(
+            str(path) if path.is_dir() else name_or_path, attn_implementation="sdpa", trust_remote_code=trust_remote_code
+        )
     except (OSError, ValueError) as exc:
         raise DataError(f"{name_or_path}: cannot load a {head} model: {first_line(exc)}") from exc
 

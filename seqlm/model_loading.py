@@ -4,7 +4,7 @@
 weights, tokenizer files — what `seqlm pretrain` writes) or a hub id, which is passed through to
 `from_pretrained` unchanged. It works out whether the model is causal ("clm"), masked ("mlm") or a
 sequence classifier ("classification"), loads the matching head in fp32 (lower precision is applied by autocast, see `seqlm.device`),
-moves it to `device` and puts it in eval mode. Remote code is never executed.
+moves it to `device` and puts it in eval mode. Remote code runs only with `trust_remote_code=True`.
 
 Every user-fixable problem (missing dir, no config.json, no or corrupted weights, no tokenizer,
 weights that do not fit the architecture) is a `DataError` with one line naming the path and the fix.
@@ -51,17 +51,17 @@ class LoadedModel:
         return max_positions(self.model.config)
 
 
-def load_for_inference(model: str, device: torch.device | str, *, task: Task = "auto") -> LoadedModel:
+def load_for_inference(model: str, device: torch.device | str, *, task: Task = "auto", trust_remote_code: bool = False) -> LoadedModel:
     """Load `model` (a local HF-format dir or a hub id) for `task`; see the module docstring."""
     from transformers import AutoConfig, AutoTokenizer
 
     local = Path(model).expanduser()
     source, load_kwargs = model_source(model)
-    load_kwargs["trust_remote_code"] = False
+    load_kwargs["trust_remote_code"] = trust_remote_code
 
     with quiet_transformers():
         try:
-            config = AutoConfig.from_pretrained(source, trust_remote_code=False)
+            config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
         except (OSError, ValueError, KeyError) as exc:
             raise DataError(_load_failure(model, local, "config", exc)) from exc
         objective = _resolve_objective(config, task, model)
@@ -73,7 +73,7 @@ def load_for_inference(model: str, device: torch.device | str, *, task: Task = "
         except Exception as exc:  # safetensors, torch and hub errors share no base class; all mean "unloadable"
             raise DataError(_load_failure(model, local, "weights", exc)) from exc
         try:
-            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
         except (OSError, ValueError, KeyError) as exc:
             raise DataError(_load_failure(model, local, "tokenizer", exc)) from exc
 
@@ -111,6 +111,11 @@ def model_source(model: str) -> tuple[str, dict[str, Any]]:
     if not plausible_hub_id(model):
         raise DataError(f"{model}: model directory not found; pass a dir written by `seqlm pretrain` (its model/) or a hub id")
     return model, {}
+
+
+def remote_code_warning(model: str) -> str:
+    """The warning every command prints when a config sets trust_remote_code: true."""
+    return f"trust_remote_code: true: Python code shipped with {model} may run on this machine; use it only for sources you trust"
 
 
 def max_positions(config: Any) -> int | None:
@@ -207,7 +212,7 @@ def check_model_dir(path: Path) -> bool:
             with safe_open(str(single), framework="pt") as handle:
                 handle.keys()
         except Exception as exc:  # SafetensorError is not exported under a stable name
-            raise DataError(f"{single}: unreadable or corrupted weights ({exc}); re-copy or re-save the model") from exc
+            raise DataError(f"{single}: unreadable or corrupted weights ({first_line(exc)}); re-copy or re-save the model") from exc
     return has_safetensors
 
 

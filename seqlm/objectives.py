@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from seqlm.lm_head_loss import causal_lm_loss_sums, masked_lm_loss_sums
 from seqlm.masking import IGNORE_INDEX
 
 
@@ -36,6 +37,10 @@ class Objective:
     loss_sums: Callable[[Any, Batch], dict[str, torch.Tensor]]
     # Evaluation: "nll"/"tokens" sums for perplexity; "predicted"/"expected" ids for accuracy.
     score: Callable[[Any, Batch], dict[str, Any]]
+    # Training: forward pass and `loss_sums` in one, computing the output layer only where needed
+    # (equal to `loss_sums(model(**inputs), batch)` within float tolerance); returns None for an
+    # architecture it does not cover, and the loop then takes the reference path.
+    fast_loss_sums: Callable[[Any, Batch], dict[str, torch.Tensor] | None] | None = None
 
 
 def _shifted(labels: torch.Tensor) -> torch.Tensor:
@@ -142,9 +147,17 @@ def _classification_score(outputs: Any, batch: Batch) -> dict[str, Any]:
     }
 
 
+def _clm_fast(model: Any, batch: Batch) -> dict[str, torch.Tensor] | None:
+    return causal_lm_loss_sums(model, batch.inputs, batch.targets["labels"])
+
+
+def _mlm_fast(model: Any, batch: Batch) -> dict[str, torch.Tensor] | None:
+    return masked_lm_loss_sums(model, batch.inputs, batch.targets)
+
+
 OBJECTIVES: dict[str, Objective] = {
-    "clm": Objective("clm", _clm_counts, _clm_losses, _clm_score),
-    "mlm": Objective("mlm", _mlm_counts, _mlm_losses, _mlm_score),
-    "mlm+nsp": Objective("mlm+nsp", _nsp_counts, _nsp_losses, _nsp_score),
+    "clm": Objective("clm", _clm_counts, _clm_losses, _clm_score, _clm_fast),
+    "mlm": Objective("mlm", _mlm_counts, _mlm_losses, _mlm_score, _mlm_fast),
+    "mlm+nsp": Objective("mlm+nsp", _nsp_counts, _nsp_losses, _nsp_score, _mlm_fast),
     "classification": Objective("classification", _classification_counts, _classification_losses, _classification_score),
 }

@@ -9,9 +9,11 @@ Bytes are decoded line by line as strict UTF-8 (a leading BOM and each line's tr
     columns, the other columns are passed through (as strings). Blank rows are skipped.
 Under input_format auto, `.jsonl`/`.json` files are jsonl, `.csv` files csv, everything else (and stdin) text.
 
-A bad line — not UTF-8, not a JSON object (jsonl), not a well-formed row (csv) — is a DataError naming the file
-and line; with `skip_bad_lines` it is skipped instead, produces no record, and is listed in `Inputs.skipped`
-(so with text input, record numbers no longer match line numbers after a skipped line). A record that parses
+Lines are read in bounded chunks: one longer than 100 MiB (`seqlm.line_reader.MAX_LINE_BYTES`) is always a
+DataError, even with `skip_bad_lines`. A bad line — not UTF-8, not a JSON object (jsonl), not a well-formed row
+(csv) — is a DataError naming the file and line; with `skip_bad_lines` it is skipped instead, produces no
+record, and is listed in `Inputs.skipped` (so with text input, record numbers no longer match line numbers
+after a skipped line). A record that parses
 but lacks the text field (or holds a non-string there) is always an error: it usually means a wrong text_field.
 An input with no records at all is a DataError too.
 """
@@ -28,8 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from seqlm.errors import ConfigError, DataError
+from seqlm.line_reader import raw_lines
 
 SKIP_HINT = "or pass --skip-bad-lines (skip_bad_lines: true) to skip such lines"
+_ONE_PER_LINE = "give one input per line"
 
 
 @dataclass
@@ -80,7 +84,7 @@ def read_inputs(
         name = "<stdin>" if source == "-" else source
         raise ConfigError(f"text_pair_field ({text_pair_field!r}) needs jsonl or csv input (input_format); {name} is read as text lines")
     inputs = Inputs(name="<stdin>" if source == "-" else source, skip_bad_lines=skip_bad_lines)
-    lines = _decoded_lines(_read_bytes(source, console), inputs)
+    lines = _decoded_lines(_raw_lines(source, inputs.name, console), inputs, keep_cr=input_format == "csv")
     if input_format == "text":
         inputs.records = [InputRecord(text=line, line=number) for number, line in lines]
     elif input_format == "jsonl":
@@ -98,28 +102,37 @@ def read_inputs(
     return inputs
 
 
-def _read_bytes(source: str, console: Any) -> bytes:
+def _raw_lines(source: str, name: str, console: Any) -> Iterator[tuple[int, bytes]]:
+    """(number, bytes) of every line of `source` ('-' is stdin), each read with a bounded length."""
     if source == "-":
         if console is not None and sys.stdin.isatty():
             console.info("reading inputs from the terminal; end with Ctrl-D")
-        return sys.stdin.buffer.read()
+        yield from raw_lines(sys.stdin.buffer, name, _ONE_PER_LINE)
+        return
     path = Path(source)
+    if path.is_dir():
+        raise DataError(f"{source}: is a directory; pass a text, JSONL or CSV file, or '-' for stdin")
     if not path.is_file():
         raise DataError(f"{source}: input file not found; pass a text, JSONL or CSV file, or '-' for stdin")
-    return path.read_bytes()
+    try:
+        handle = open(path, "rb")
+    except PermissionError as exc:
+        raise DataError(f"{source}: permission denied; make the file readable (chmod a+r) or copy it") from exc
+    with handle:
+        yield from raw_lines(handle, name, _ONE_PER_LINE)
 
 
-def _decoded_lines(data: bytes, inputs: Inputs) -> Iterator[tuple[int, str]]:
-    """(line number, text) of every line that decodes; the others go through `inputs.bad`."""
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()  # the final newline ends the last line; it does not start an empty input
-    for number, raw in enumerate(lines, start=1):
-        raw = raw.removesuffix(b"\r")
+def _decoded_lines(raw: Iterator[tuple[int, bytes]], inputs: Inputs, keep_cr: bool = False) -> Iterator[tuple[int, str]]:
+    """(line number, text) of every line that decodes; the others go through `inputs.bad`.
+    A final newline ends the last line; it does not start an empty input."""
+    for number, line in raw:
+        line = line.removesuffix(b"\n")
+        if not keep_cr:  # csv keeps it: inside a quoted cell "\r\n" is data, and csv.reader ends rows on "\r\n" itself
+            line = line.removesuffix(b"\r")
         if number == 1:
-            raw = raw.removeprefix(codecs.BOM_UTF8)
+            line = line.removeprefix(codecs.BOM_UTF8)
         try:
-            yield number, raw.decode("utf-8")
+            yield number, line.decode("utf-8")
         except UnicodeDecodeError as exc:
             inputs.bad(number, f"not valid UTF-8 (byte {exc.start + 1})", "re-encode the file as UTF-8")
 
@@ -132,6 +145,10 @@ def _parse_json_line(
     except json.JSONDecodeError as exc:
         inputs.bad(number, f"not valid JSON ({exc.msg} at column {exc.colno})", "expected one JSON object per line")
         return None
+    except (ValueError, RecursionError) as exc:  # an integer over 4300 digits; nesting past the recursion limit
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else "a number too long to read"
+        inputs.bad(number, f"not valid JSON ({reason})", "expected one JSON object per line")
+        return None
     if not isinstance(obj, dict):
         inputs.bad(number, f"a JSON {type(obj).__name__}, not an object", "expected one JSON object per line")
         return None
@@ -140,7 +157,7 @@ def _parse_json_line(
         if name is None:
             continue
         if name not in obj:
-            keys = ", ".join(sorted(obj)) or "none"
+            keys = ", ".join(map(repr, sorted(obj))) or "none"
             setting = "text_field" if name == text_field else "text_pair_field"
             raise DataError(f"{where}: no field '{name}' (fields: {keys}); set {setting} to the field with the text")
         if not isinstance(obj[name], str):
@@ -181,7 +198,7 @@ def _csv_records(
             for name, setting in ((text_field, "text_field"), (pair_field, "text_pair_field")):
                 if name is not None and name not in header:
                     raise DataError(f"{inputs.name}: line {number}: no column '{name}' in the header "
-                                    f"(columns: {', '.join(header)}); set {setting} to the column with the text")
+                                    f"(columns: {', '.join(map(repr, header))}); set {setting} to the column with the text")
             continue
         if len(row) != len(header):
             inputs.bad(number, f"{len(row)} fields, the header has {len(header)}", "quote fields that hold commas")

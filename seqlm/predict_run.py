@@ -18,6 +18,8 @@ Records, always in input order (batches are formed by length internally):
     gold "label" column) is kept as "input_<name>".
 Output is JSON Lines, or CSV with nested fields as JSON strings (`output_format`, or auto: .csv
 files are CSV). Files are written atomically; stdout carries only the records, logs go to stderr.
+An output that cannot be written (a directory, under a file, not writable, disk full) is an OutputError
+(exit 4), checked before the inputs are read when possible; no partial file is left.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ from seqlm.config_schema import PredictConfig
 from seqlm.console import Console
 from seqlm.device import Precision, resolve_precision, seed_everything, select_device
 from seqlm.errors import ConfigError, DataError
-from seqlm.model_loading import LoadedModel, load_for_inference
+from seqlm.model_loading import LoadedModel, load_for_inference, remote_code_warning
+from seqlm.output_paths import check_output_file, write_failure
 from seqlm.predict_inputs import InputRecord, Inputs, length_batches, read_inputs
 
 __all__ = ["InputRecord", "read_inputs", "run", "write_records"]
@@ -56,7 +59,9 @@ def run(config: PredictConfig, console: Console) -> dict[str, Any]:
     device = select_device(config.device)
     precision = Precision(device, resolve_precision(config.precision, device))
     console.info(f"loading {config.model} on {device.type} ({precision.name})")
-    loaded = load_for_inference(config.model, device)
+    if config.trust_remote_code:
+        console.warn(remote_code_warning(config.model))
+    loaded = load_for_inference(config.model, device, trust_remote_code=config.trust_remote_code)
     limit = _check_objective_options(config, loaded)
     _check_pass_through(inputs, loaded.objective, console)
     seed_everything(config.seed)
@@ -222,9 +227,9 @@ def _pad(batch: list[list[int]], pad_id: int, *, left: bool) -> tuple[torch.Tens
 
 
 def _check_output_target(output: str) -> None:
-    """Fail before the (slow) model run when the output cannot be written."""
-    if output != "-" and Path(output).is_dir():
-        raise DataError(f"{output}: is a directory; pass an output file name (e.g. predictions.jsonl) or '-'")
+    """Fail (OutputError, exit 4) before the inputs are read and the model runs when the output cannot be written."""
+    if output != "-":
+        check_output_file(Path(output), "output")
 
 
 def write_records(records: list[dict[str, Any]], output: str, output_format: str) -> None:
@@ -243,14 +248,23 @@ def write_records(records: list[dict[str, Any]], output: str, output_format: str
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return
     path = Path(output)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        failure = write_failure(exc, path, "output")
+        if failure is None:
+            raise
+        raise failure from exc
     try:
         with open(handle, "w", encoding="utf-8", newline="") as stream:
             _serialize(records, output_format, stream)
         os.replace(temp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(temp).unlink(missing_ok=True)
+        failure = write_failure(exc, path, "output") if isinstance(exc, OSError) else None
+        if failure is not None:
+            raise failure from exc  # e.g. disk full: exit 4, no partial file left
         raise
 
 

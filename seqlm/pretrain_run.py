@@ -6,9 +6,6 @@ from scratch or continued from an HF checkpoint, on packed blocks of a tokenized
 
 from __future__ import annotations
 
-import shlex
-import signal
-import sys
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -16,26 +13,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-from seqlm.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, save_model
+from seqlm.checkpoint import save_model
 from seqlm.config_loading import to_yaml
 from seqlm.config_schema import PretrainConfig
 from seqlm.console import Console
-from seqlm.device import Precision, resolve_precision, seed_everything, select_device
-from seqlm.errors import ConfigError, ExitCode, TrainingInterrupted
+from seqlm.device import Precision, compile_body, resolve_compile, resolve_precision, seed_everything, select_device
+from seqlm.errors import ConfigError
 from seqlm.lm_scoring import score_batches
 from seqlm.model_builder import build_model, head_for, load_pretrained, resolve_family
-from seqlm.model_loading import max_positions
+from seqlm.model_loading import max_positions, remote_code_warning
 from seqlm.objectives import OBJECTIVES, Batch, Objective
 from seqlm.optim import build_optimizer, build_scheduler
 from seqlm.pretrain_batches import PretrainBatches, objective_name
-from seqlm.resume import check_resumable
 from seqlm.run_dir import RunDir
-from seqlm.run_lock import run_lock
 from seqlm.stop_signals import graceful_stop
 from seqlm.token_store import TokenDataset
 from seqlm.train_loop import LoopHooks, LoopPlan, LoopState, train
+from seqlm.training_session import Checkpointer, begin, open_run, stopped
 
 
 @dataclass
@@ -51,6 +46,7 @@ class PretrainRun:
     state: LoopState
     precision: Precision
     device: torch.device
+    checkpointer: Checkpointer
 
 
 def run(config: PretrainConfig, console: Console) -> dict[str, Any]:
@@ -69,20 +65,22 @@ def setup(config: PretrainConfig, console: Console, held: ExitStack) -> Pretrain
     precision = Precision(device, resolve_precision(training.precision, device))
     seed_everything(training.seed)
 
-    if config.model.from_pretrained is not None and _has_tokenizer(config.model.from_pretrained):
+    source, trust = config.model.from_pretrained, config.model.trust_remote_code
+    if source is not None and trust:
+        console.warn(remote_code_warning(source))
+    if source is not None and _has_tokenizer(source):
         from transformers import AutoTokenizer
 
-        dataset.check_tokenizer(AutoTokenizer.from_pretrained(config.model.from_pretrained), config.model.from_pretrained)
+        dataset.check_tokenizer(AutoTokenizer.from_pretrained(source, trust_remote_code=trust), source)
     run_dir = RunDir(config.output_dir)
-    held.enter_context(run_lock(run_dir.path, console.warn))
-    checkpoint = _resume_checkpoint(config, run_dir, console)
+    checkpoint = open_run(run_dir, config, console, held)
     if checkpoint is None:
         model = build_model(config.model, config.objective, config.nsp, tokenizer).to(device)
     else:
-        model = load_pretrained(str(checkpoint), head_for(config.objective, config.nsp)).to(device)
+        model = load_pretrained(str(checkpoint), head_for(config.objective, config.nsp), config.model.trust_remote_code).to(device)
     positions = max_positions(model.config)
     if positions is not None and training.seq_len > positions:
-        raise ConfigError(f"training.seq_len ({training.seq_len}) exceeds the model's {positions} positions")
+        raise ConfigError(f"training.seq_len ({training.seq_len}) exceeds the model's {positions} positions; set it to {positions} or less")
 
     name = objective_name(config.objective, config.nsp)
     batches = PretrainBatches(
@@ -96,19 +94,13 @@ def setup(config: PretrainConfig, console: Console, held: ExitStack) -> Pretrain
         mlm_probability=config.mlm_probability,
         whole_word_mask=config.whole_word_mask,
     )
+    if resolve_compile(training.compile, device, training.max_steps):
+        compile_body(model)  # compiled lazily, at the first step
     optimizer = build_optimizer(model, config.optim, device)
     scaler = torch.amp.GradScaler(device.type) if precision.needs_grad_scaler else None
     state = LoopState(optimizer, build_scheduler(optimizer, training.max_steps, config.optim), scaler)
 
-    if checkpoint is None:
-        run_dir.start(to_yaml(config))
-    else:
-        state.load_state_dict(load_trainer_state(checkpoint))
-        run_dir.resume(to_yaml(config), state.step)
-        console.info(
-            f"resumed from {checkpoint}: step {state.step}, {state.tokens_seen:,} tokens seen; restored the weights, "
-            "optimizer, LR schedule, grad scaler and RNG states (python, numpy, torch); data continues at that step"
-        )
+    begin(run_dir, config, state, checkpoint, console)
     n_params = sum(p.numel() for p in model.parameters())
     origin = config.model.from_pretrained or "scratch"
     family = resolve_family(config.model, config.objective) if origin == "scratch" else model.config.model_type
@@ -117,7 +109,12 @@ def setup(config: PretrainConfig, console: Console, held: ExitStack) -> Pretrain
         f"{training.batch_size}x{training.grad_accum}x{training.seq_len} tokens per step, {training.max_steps} steps"
     )
     validation = batches.validation(training.eval_batches)
-    return PretrainRun(config, console, run_dir, tokenizer, model, OBJECTIVES[name], batches, validation, state, precision, device)
+    checkpointer = Checkpointer(
+        run_dir, model, tokenizer, to_yaml(config), training.keep_last, "loss", "min", checkpoint, console.info
+    )
+    return PretrainRun(
+        config, console, run_dir, tokenizer, model, OBJECTIVES[name], batches, validation, state, precision, device, checkpointer
+    )
 
 
 def fit(pretrain: PretrainRun) -> dict[str, float]:
@@ -130,17 +127,16 @@ def fit(pretrain: PretrainRun) -> dict[str, float]:
         eval_every=training.eval_every,
         checkpoint_every=training.checkpoint_every,
         on_nan=training.on_nan,
+        fast_loss=training.fast_loss,
     )
     with graceful_stop() as stop_request, pretrain.console.progress("pretrain", total=training.max_steps, unit="steps") as bar:
         hooks = LoopHooks(
             log=lambda record: _log(pretrain, record),
             evaluate=lambda state: validate(pretrain),
-            checkpoint=lambda state: save_checkpoint(
-                pretrain.run_dir.checkpoint_dir(state.step), pretrain.model, pretrain.tokenizer, state, to_yaml(pretrain.config)
-            ),
+            checkpoint=lambda state, validation: pretrain.checkpointer.save(state, validation, run_state={}),
             progress=lambda state, fields: bar.update(state.step, **fields),
             stop_signal=stop_request,
-            interrupted=lambda state, signum: _interrupted(pretrain, state, signum),
+            interrupted=lambda state, signum: stopped(pretrain.run_dir, state, signum),
         )
         return train(
             pretrain.model,
@@ -171,34 +167,6 @@ def save(pretrain: PretrainRun, validation_metrics: dict[str, float], elapsed_s:
     pretrain.run_dir.write_metrics(metrics)
     pretrain.console.info(f"model saved to {pretrain.run_dir.model_dir}; metrics in {pretrain.run_dir.path / 'metrics.json'}")
     return metrics
-
-
-def _interrupted(pretrain: PretrainRun, state: LoopState, signum: signal.Signals) -> None:
-    """After the checkpoint of the step in progress: say how to continue, exit 130 (SIGINT) / 143 (SIGTERM)."""
-    argv = ["seqlm", *sys.argv[1:]]
-    command = shlex.join(argv if "--resume" in argv else [*argv, "--resume"])
-    code = ExitCode.TERMINATED if signum == signal.SIGTERM else ExitCode.INTERRUPTED
-    raise TrainingInterrupted(
-        f"{signum.name} at step {state.step}: checkpoint {pretrain.run_dir.checkpoint_dir(state.step)} is complete; "
-        f"resume with: {command}",
-        code,
-    )
-
-
-def _resume_checkpoint(config: PretrainConfig, run_dir: RunDir, console: Console) -> Path | None:
-    """The checkpoint to continue from (`resume: auto|always`), after checking the config still matches."""
-    if config.resume == "never":
-        return None
-    checkpoint = latest_checkpoint(run_dir.checkpoints_dir, console.warn)
-    if checkpoint is None:
-        if config.resume == "always":
-            raise ConfigError(f"{run_dir.path}: no complete checkpoint to resume from; start the run without --resume")
-        console.info(f"{run_dir.path}: no complete checkpoint yet; starting a new run (resume: auto)")
-        return None
-    saved = yaml.safe_load((checkpoint / "config.yaml").read_text(encoding="utf-8"))
-    for change in check_resumable(saved, config.model_dump(mode="json"), str(checkpoint)):
-        console.info(f"resume: accepted config change {change}")
-    return checkpoint
 
 
 def _has_tokenizer(model: str) -> bool:

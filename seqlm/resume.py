@@ -15,10 +15,13 @@ from seqlm.errors import ConfigError
 HARMLESS_KEYS = frozenset(
     {
         "training.max_steps",
+        "training.epochs",
         "training.log_every",
         "training.eval_every",
         "training.checkpoint_every",
+        "training.keep_last",
         "resume",
+        "overwrite",
         "device",
         "output_dir",  # the run directory may have been moved
     }
@@ -28,7 +31,7 @@ HARMLESS_KEYS = frozenset(
 def check_resumable(saved: dict[str, Any], current: dict[str, Any], checkpoint: str) -> list[str]:
     """The accepted (harmless) differences, as `key: old -> new`; ConfigError listing any other."""
     differences = _differences(_flatten(saved), _flatten(current))
-    refused = [line for key, line in differences if key not in HARMLESS_KEYS]
+    refused = [line for key, line in differences if key not in HARMLESS_KEYS and not key.startswith("version:")]
     if refused:
         raise ConfigError(
             f"cannot resume from {checkpoint}: the config differs in what the run computes ({'; '.join(refused)}); "
@@ -48,5 +51,13 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _differences(saved: dict[str, Any], current: dict[str, Any]) -> list[tuple[str, str]]:
-    keys = sorted(set(saved) | set(current))
-    return [(key, f"{key}: {saved.get(key)!r} -> {current.get(key)!r}") for key in keys if saved.get(key) != current.get(key)]
+    """(key, description) of each difference. A key only one side has comes from another seqlm
+    version (a setting added or removed since): it is reported but never refused."""
+    differences = []
+    for key in sorted(set(saved) | set(current)):
+        if key not in saved or key not in current:
+            shown = f"{current[key]!r} (new setting)" if key in current else f"{saved[key]!r} (no longer a setting)"
+            differences.append((f"version:{key}", f"{key}: {shown}"))
+        elif saved[key] != current[key]:
+            differences.append((key, f"{key}: {saved[key]!r} -> {current[key]!r}"))
+    return differences

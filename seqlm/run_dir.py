@@ -65,11 +65,15 @@ class RunDir:
 def write_text_atomic(path: Path, text: str) -> None:
     """Write via a temporary sibling and rename, so readers never see a half-written file."""
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def replace_dir_atomic(temporary: Path, final: Path) -> None:
@@ -80,6 +84,7 @@ def replace_dir_atomic(temporary: Path, final: Path) -> None:
                 os.fsync(handle.fileno())
     if not final.exists():
         os.replace(temporary, final)
+        _sync_dir(final.parent)
         return
     retired = final.with_name(f".{final.name}.old-{os.getpid()}")
     shutil.rmtree(retired, ignore_errors=True)
@@ -89,7 +94,17 @@ def replace_dir_atomic(temporary: Path, final: Path) -> None:
     except BaseException:
         os.replace(retired, final)  # put the previous one back
         raise
+    _sync_dir(final.parent)
     shutil.rmtree(retired, ignore_errors=True)
+
+
+def _sync_dir(directory: Path) -> None:
+    """Make a rename in `directory` durable (a crash right after must not undo it)."""
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _step_of(line: str) -> float:

@@ -3,7 +3,8 @@
 `<output_dir>/.seqlm.lock` is created exclusively (O_EXCL) and holds "PID HOST". A second
 seqlm process on the same directory is refused with the holder's PID; a lock whose process
 is gone (same host, PID not running) is stale and taken over with a warning. The lock is
-removed when the run ends, however it ends (a SIGKILL leaves it stale, to be taken over).
+removed when the run ends, however it ends (a SIGKILL leaves it stale, to be taken over), and so
+is the directory if the lock created it and the run wrote nothing (e.g. it failed on its config).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from seqlm.errors import ConfigError
+from seqlm.output_paths import check_output_dir, write_failure
 
 LOCK_NAME = ".seqlm.lock"
 
@@ -22,15 +24,22 @@ LOCK_NAME = ".seqlm.lock"
 @contextmanager
 def run_lock(directory: Path, warn: Callable[[str], None]) -> Iterator[Path]:
     lock = directory / LOCK_NAME
+    check_output_dir(directory)  # a file, under a file, not writable: OutputError (exit 4) before anything is written
+    created = not directory.exists()
     try:
         directory.mkdir(parents=True, exist_ok=True)
         _acquire(lock, warn)
-    except PermissionError as exc:
-        raise ConfigError(f"{directory}: output_dir is not writable ({exc.strerror}); choose another") from exc
+    except OSError as exc:
+        failure = write_failure(exc, directory)
+        if failure is None:
+            raise
+        raise failure from exc
     try:
         yield lock
     finally:
         lock.unlink(missing_ok=True)
+        if created and not any(directory.iterdir()):
+            directory.rmdir()  # a run that failed before writing anything leaves no trace
 
 
 def _acquire(lock: Path, warn: Callable[[str], None]) -> None:

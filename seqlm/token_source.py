@@ -8,12 +8,14 @@ held-out sets, not corpora.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from seqlm.errors import DataError
+from seqlm.line_reader import raw_lines
 from seqlm.token_store import TokenDataset, TokenSplit
 
 
@@ -30,12 +32,7 @@ def load_split(data: Path, split: str, tokenizer: Any, objective: str, model: st
 
 
 def _tokenize_text_file(path: Path, tokenizer: Any, objective: str) -> TokenSplit:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: not valid UTF-8; convert the file to UTF-8") from exc
-    documents = [line.strip() for line in lines if line.strip()]
+    documents = [line.strip() for line in _lines(path) if line.strip()]
     if not documents:
         raise DataError(f"{path}: no text (empty or blank lines only)")
     separator = tokenizer.eos_token_id if objective == "clm" else tokenizer.sep_token_id
@@ -46,3 +43,17 @@ def _tokenize_text_file(path: Path, tokenizer: Any, objective: str) -> TokenSpli
     lengths = np.array([len(document) + 1 for document in encoded], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     return TokenSplit(tokens=np.asarray(ids, dtype=np.int64), doc_offsets=offsets)
+
+
+def _lines(path: Path) -> Iterator[str]:
+    """The file's lines, each checked for UTF-8 and bounded in length (see seqlm.line_reader)."""
+    try:
+        handle = open(path, "rb")
+    except PermissionError as exc:
+        raise DataError(f"{path}: permission denied; make the file readable (chmod a+r) or copy it") from exc
+    with handle:
+        for number, raw in raw_lines(handle, str(path), "put one document per line"):
+            try:
+                yield from raw.decode("utf-8").splitlines()
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path}:{number}: not valid UTF-8 (byte {exc.start + 1} of the line); convert the file to UTF-8") from exc

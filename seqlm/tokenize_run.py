@@ -2,8 +2,9 @@
 
 Contract of `run(config, console) -> dict`:
 
-1. Refuse (`ConfigError`) an `output_dir` that is a file or a non-empty directory that is not
-   a seqlm dataset; a previous dataset there is replaced.
+1. Refuse an `output_dir` that cannot be written (`OutputError`, exit 4: a file, under a file,
+   not writable) or that is a non-empty directory but not a seqlm dataset (`ConfigError`, exit 2);
+   a previous dataset there is replaced.
 2. Train the tokenizer on the train documents (streamed; `max_training_documents` caps it)
    or load `tokenizer.pretrained`.
 3. Encode the documents `batch_size` at a time with the Rust backend (no special tokens),
@@ -11,7 +12,8 @@ Contract of `run(config, console) -> dict`:
 4. Save the tokenizer files, `config.yaml` (the resolved config) and, last, `meta.json`.
 
 Everything is built in a sibling `<output_dir>.tmp-<pid>` that replaces `output_dir` only
-when complete; on any error (or Ctrl-C) it is removed, so no half-written dataset remains.
+when complete; on any error (or Ctrl-C) it is removed, so no half-written dataset remains
+(a write that fails, e.g. on a full disk, is an `OutputError`, exit 4; the previous dataset stays).
 The corpus is streamed, never held in memory: read once to train a bpe tokenizer (twice for
 wordpiece, see `seqlm.tokenizer_factory`), once to encode, and once as raw bytes for the data
 fingerprint. The returned dict summarises the run (splits, vocab size, fingerprint, seconds, MB/s).
@@ -31,12 +33,13 @@ from typing import Any
 
 import numpy as np
 
-from seqlm import __version__
+from seqlm import __version__, output_paths
 from seqlm.config_loading import to_yaml
 from seqlm.config_schema import TokenizeConfig
 from seqlm.console import Console
 from seqlm.corpus import Corpus
-from seqlm.errors import ConfigError
+from seqlm.errors import SPACE_ERRNOS, ConfigError
+from seqlm.output_paths import write_failure
 from seqlm.run_dir import replace_dir_atomic
 from seqlm.token_store import FORMAT, SPLITS, SplitWriter, token_dtype
 from seqlm.tokenizer_factory import TokenizerBundle, build_tokenizer, special_token_ids
@@ -59,10 +62,14 @@ def run(config: TokenizeConfig, console: Console) -> dict[str, Any]:
     vocab_size = max(len(tokenizer), max(tokenizer.get_vocab().values()) + 1)  # ids may have holes (pretrained)
     dtype = token_dtype(vocab_size)
 
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = output_dir.with_name(f"{output_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)  # left by an earlier process that had our pid
-    staging.mkdir()
+    try:
+        output_dir.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)  # left by an earlier process that had our pid
+        staging.mkdir()
+    except OSError as exc:
+        _raise_output_failure(exc, output_dir)
+        raise
     try:
         saved = tokenizer.save_pretrained(str(staging))
         tokenizer_fp = _tokenizer_fingerprint(staging, saved)
@@ -98,8 +105,10 @@ def run(config: TokenizeConfig, console: Console) -> dict[str, Any]:
         # meta.json last: a directory with meta.json is complete.
         (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         replace_dir_atomic(staging, output_dir)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OSError) and _about_output(exc, output_dir, staging):
+            _raise_output_failure(exc, output_dir)  # e.g. disk full: exit 4, the previous dataset intact
         raise
     seconds = time.monotonic() - started
     mb_per_s = n_bytes / _MB / encode_seconds if encode_seconds > 0 else 0.0
@@ -121,14 +130,32 @@ def run(config: TokenizeConfig, console: Console) -> dict[str, Any]:
 
 
 def check_output_dir(output_dir: Path) -> None:
-    """ConfigError unless `output_dir` is absent, empty, or a previous seqlm dataset (to be replaced)."""
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ConfigError(f"output_dir {output_dir} is a file; pick another output_dir")
+    """OutputError (exit 4) if `output_dir` cannot be written (a file, under a file, not writable);
+    ConfigError unless it is absent, empty, or a previous seqlm dataset (to be replaced)."""
+    output_paths.check_output_dir(output_dir)
     if output_dir.is_dir() and any(output_dir.iterdir()) and not _is_dataset(output_dir):
         raise ConfigError(
             f"output_dir {output_dir} is a non-empty directory that is not a seqlm dataset; "
             "pick another output_dir or remove it"
         )
+
+
+def _raise_output_failure(exc: OSError, output_dir: Path) -> None:
+    failure = write_failure(exc, output_dir)
+    if failure is not None:
+        raise failure from exc
+
+
+def _about_output(exc: OSError, output_dir: Path, staging: Path) -> bool:
+    """Whether a failed call was a write of the dataset (a read never runs out of space)."""
+    if exc.errno in SPACE_ERRNOS:
+        return True
+    retired = f".{output_dir.name}.old-"
+    for name in filter(None, (exc.filename, exc.filename2)):
+        path = Path(name)
+        if staging in path.parents or path in (staging, output_dir) or path.name.startswith(retired):
+            return True
+    return False
 
 
 def _is_dataset(directory: Path) -> bool:

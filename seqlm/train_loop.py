@@ -71,6 +71,7 @@ class LoopPlan:
     eval_every: int
     checkpoint_every: int | None
     on_nan: Literal["stop", "skip"] = "stop"
+    fast_loss: bool = True  # the objective's fast_loss_sums where it has one (same result within float tolerance)
 
 
 @dataclass
@@ -79,7 +80,8 @@ class LoopHooks:
 
     log: Callable[[dict[str, Any]], None]
     evaluate: Callable[[LoopState], dict[str, float]]
-    checkpoint: Callable[[LoopState], None]
+    # Gets this step's validation result, or None when the step had no validation.
+    checkpoint: Callable[[LoopState, dict[str, float] | None], None]
     progress: Callable[[LoopState, dict[str, float]], None] = field(default=lambda state, fields: None)
     # Early stopping: called with each validation result; True ends training after this step.
     should_stop: Callable[[LoopState, dict[str, float]], bool] = field(default=lambda state, metrics: False)
@@ -114,17 +116,18 @@ def train(
         if state.step % plan.log_every == 0 or done:
             hooks.log({"step": state.step, **state.window.flush(), "lr": lr, "tokens_seen": state.tokens_seen})
         stop = False
+        step_eval: dict[str, float] | None = None
         if state.step % plan.eval_every == 0 or done:
-            last_eval = hooks.evaluate(state)
+            last_eval = step_eval = hooks.evaluate(state)
             hooks.log({"step": state.step, "split": "validation", **{f"val_{k}": v for k, v in last_eval.items()}})
             stop = hooks.should_stop(state, last_eval)
         checkpointed = bool(plan.checkpoint_every) and state.step % plan.checkpoint_every == 0 and not (done or stop)
         if checkpointed:
-            hooks.checkpoint(state)
+            hooks.checkpoint(state, step_eval)
         received = hooks.stop_signal()
         if received is not None and not done:
             if not checkpointed:
-                hooks.checkpoint(state)
+                hooks.checkpoint(state, step_eval)
             hooks.interrupted(state, received)
         if stop:
             break
@@ -155,8 +158,9 @@ def _optimizer_step(
         tokens += int(mask.sum()) if mask is not None else batch.inputs["input_ids"].numel()
         batch = batch.to(device)
         with precision.autocast():
-            outputs = model(**batch.inputs)
-        sums = objective.loss_sums(outputs, batch)
+            sums = objective.fast_loss_sums(model, batch) if plan.fast_loss and objective.fast_loss_sums else None
+            if sums is None:
+                sums = objective.loss_sums(model(**batch.inputs), batch)
         loss = sum(sums[term] / totals[term] for term in sums)
         for term, value in sums.items():
             term_losses[term] += float(value.detach()) / totals[term]

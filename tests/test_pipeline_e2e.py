@@ -208,7 +208,7 @@ def test_llama_family_trains_and_loads_in_plain_transformers(gpt_run: Path) -> N
 
 
 def test_bf16_autocast_on_cpu_trains_when_the_cpu_supports_it(gpt_run: Path) -> None:
-    from seqlm.device import cpu_has_fast_bf16
+    from seqlm.device import cpu_can_run_bf16
 
     run = gpt_run / "bf16"
     args = [
@@ -216,7 +216,7 @@ def test_bf16_autocast_on_cpu_trains_when_the_cpu_supports_it(gpt_run: Path) -> 
         "--set", "training.precision=bf16", "--set", "training.max_steps=20", "--set", "training.log_every=10",
         "--set", "training.eval_every=20", "--set", "training.checkpoint_every=null", "--device", "cpu",
     ]
-    if not cpu_has_fast_bf16():
+    if not cpu_can_run_bf16():
         result = runner.invoke(app, args)
         assert result.exit_code == 2 and "bf16" in result.stderr
         return

@@ -167,3 +167,199 @@ def test_a_second_pretrain_on_a_locked_run_dir_is_refused(data: Path, tmp_path: 
     finally:
         holder.kill()
         holder.wait()
+
+
+# --------------------------------------------------------------------------- a fresh start never clobbers a run
+
+
+def test_a_fresh_start_into_a_dir_holding_a_run_is_refused(data: Path, uninterrupted: Path) -> None:
+    before = {path: path.stat().st_mtime_ns for path in uninterrupted.rglob("*")}
+    result = runner.invoke(app, _pretrain_args(data, uninterrupted))
+    assert result.exit_code == 2
+    assert "already holds a run" in result.stderr and "--overwrite" in result.stderr and "--resume" in result.stderr
+    assert {path: path.stat().st_mtime_ns for path in uninterrupted.rglob("*")} == before, "the refused start changed the run"
+
+
+def test_resume_auto_without_a_checkpoint_never_overwrites_results(data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "finished"
+    (run / "model").mkdir(parents=True)
+    (run / "model" / "config.json").write_text("{}")
+    result = runner.invoke(app, [*_pretrain_args(data, run), "--set", "resume=auto"])
+    assert result.exit_code == 2 and "already holds a run (model/)" in result.stderr
+
+
+def test_overwrite_deletes_the_previous_run_and_starts_afresh(data: Path, uninterrupted: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(uninterrupted, run)
+    result = runner.invoke(app, [*_pretrain_args(data, run), "--overwrite", "--set", "training.max_steps=20"])
+    assert result.exit_code == 0, result.output
+    assert "--overwrite deleted the previous run" in result.stderr
+    assert not (run / "checkpoints").exists()  # the old ones are deleted; step 20 is the end: no new checkpoint
+    assert max(_losses(run)) == 20
+
+
+def test_resume_and_overwrite_together_are_refused(data: Path, uninterrupted: Path) -> None:
+    result = runner.invoke(app, [*_pretrain_args(data, uninterrupted), "--resume", "--overwrite"])
+    assert result.exit_code == 2 and "pass one of them" in result.stderr
+
+
+# --------------------------------------------------------------------------- disk full while checkpointing
+
+
+def test_disk_full_while_checkpointing_is_exit_4_and_the_run_resumes_exactly(
+    data: Path, uninterrupted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import seqlm.checkpoint as checkpoint_module
+
+    real = checkpoint_module._write_part
+    run = tmp_path / "full"
+
+    def no_space_at_step_40(name: str, write) -> None:
+        if name == "trainer_state.pt" and (run / "checkpoints" / "step-000020" / "COMPLETE").is_file() and not list(
+            (run / "checkpoints").glob("step-00004*")
+        ):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(name, write)
+
+    monkeypatch.setattr(checkpoint_module, "_write_part", no_space_at_step_40)
+    result = runner.invoke(app, _pretrain_args(data, run))
+    assert result.exit_code == 4, result.output
+    assert "step-000040: not written" in result.stderr and "earlier checkpoints are intact" in result.stderr
+    assert sorted(path.name for path in (run / "checkpoints").iterdir()) == ["step-000020"]
+    assert not (run / "model").exists() and not (run / "metrics.json").exists()
+
+    monkeypatch.setattr(checkpoint_module, "_write_part", real)  # space freed
+    result = runner.invoke(app, [*_pretrain_args(data, run), "--resume"])
+    assert result.exit_code == 0, result.output
+    expected, got = load_file(uninterrupted / "model" / "model.safetensors"), load_file(run / "model" / "model.safetensors")
+    assert all((expected[name] == got[name]).all() for name in expected)
+    assert _losses(run) == _losses(uninterrupted)
+
+
+def test_a_second_sigint_stops_at_once_and_leaves_nothing_that_looks_complete(data: Path, tmp_path: Path) -> None:
+    from seqlm.checkpoint import latest_checkpoint
+
+    run = tmp_path / "impatient"
+    process = _start_and_wait_for_training(data, run)
+    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    for checkpoint in (run / "checkpoints").glob("step-*"):
+        if (checkpoint / "COMPLETE").is_file():  # whatever claims to be complete is loadable
+            assert latest_checkpoint(run / "checkpoints", lambda message: None) is not None
+            assert load_file(checkpoint / "model.safetensors")
+    assert not (run / "model").exists()
+    assert not (run / ".seqlm.lock").exists()
+
+
+# --------------------------------------------------------------------------- fine-tuning: resume mid-epoch
+
+
+def _classify_files(root: Path) -> tuple[Path, Path]:
+    """1,200 training verses (38 batches of 32: an epoch is 38 steps) and 200 validation verses."""
+    rows = (REPO / "data" / "classify" / "train.jsonl").read_text(encoding="utf-8").splitlines()
+    train, validation = root / "train.jsonl", root / "validation.jsonl"
+    train.write_text("\n".join(rows[:1200]) + "\n", encoding="utf-8")
+    validation.write_text("\n".join(rows[1200:1400]) + "\n", encoding="utf-8")
+    return train, validation
+
+
+def _finetune_args(model: Path, train: Path, validation: Path, output_dir: Path) -> list[str]:
+    settings = {
+        "model": model, "output_dir": output_dir, "data.train": train, "data.validation": validation, "data.test": "null",
+        "training.max_steps": 60, "training.checkpoint_every": 10, "training.eval_every": 15, "training.log_every": 5,
+        "training.keep_last": 2, "training.early_stopping.patience": "null",
+    }  # fmt: skip
+    args = ["finetune", "configs/tiny/gpt_finetune.yaml", "--device", "cpu"]
+    for key, value in settings.items():
+        args += ["--set", f"{key}={value}"]
+    return args
+
+
+@pytest.fixture(scope="module")
+def finetuned(uninterrupted: Path) -> tuple[list[str], Path]:
+    """An uninterrupted fine-tuning run of the pretrained tiny GPT (dropout 0.1), and its arguments' files."""
+    root = uninterrupted.parent / "finetune"
+    root.mkdir()
+    train, validation = _classify_files(root)
+    run = root / "uninterrupted"
+    _seqlm(*_finetune_args(uninterrupted / "model", train, validation, run), "-q")
+    return [str(uninterrupted / "model"), str(train), str(validation)], run
+
+
+def _same_weights(expected_dir: Path, got_dir: Path) -> None:
+    expected, got = load_file(expected_dir / "model.safetensors"), load_file(got_dir / "model.safetensors")
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert (expected[name] == got[name]).all(), f"{got_dir}: {name} differs"
+
+
+def _records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _without_speed(records: list[dict]) -> list[dict]:
+    return [{key: value for key, value in record.items() if key != "tokens_per_s"} for record in records]
+
+
+def test_finetune_sigkill_mid_epoch_then_resume_is_bit_identical(finetuned, tmp_path: Path) -> None:
+    (model, train, validation), expected = finetuned
+    run = tmp_path / "killed"
+    args = _finetune_args(Path(model), Path(train), Path(validation), run)
+    process = subprocess.Popen([sys.executable, "-m", "seqlm", *args, "-q"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    marker = run / "checkpoints" / "step-000020" / "COMPLETE"  # step 20 of a 38-step epoch
+    deadline = time.monotonic() + 300
+    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert marker.exists(), process.stderr.read().decode() if process.stderr else "no checkpoint"
+    assert not (run / "model").exists(), "the run finished before it could be killed"
+
+    result = runner.invoke(app, [*args, "--resume"])
+    assert result.exit_code == 0, result.output
+    assert "resumed from" in result.stderr
+    _same_weights(expected / "model", run / "model")
+    _same_weights(expected / "best", run / "best")
+    assert _without_speed(_records(run)) == _without_speed(_records(expected)), "losses or validation results differ"
+    metrics, expected_metrics = json.loads((run / "metrics.json").read_text()), json.loads((expected / "metrics.json").read_text())
+    assert metrics["best_step"] == expected_metrics["best_step"] and metrics["val_accuracy"] == expected_metrics["val_accuracy"]
+
+
+def test_finetune_keeps_the_last_two_checkpoints_and_the_best(finetuned) -> None:
+    _, run = finetuned
+    # Checkpoints every 10 steps (none at the end, step 60), validation every 15: only step 30's
+    # checkpoint has a validation result, so it is the best one and is kept beside the newest two.
+    kept = sorted(path.name for path in (run / "checkpoints").iterdir())
+    assert kept == ["step-000030", "step-000040", "step-000050"]
+    assert json.loads((run / "checkpoints" / "step-000030" / "trainer_state.json").read_text())["validation"]["accuracy"] >= 0
+
+
+def test_finetune_sigterm_checkpoints_and_resume_is_bit_identical(finetuned, tmp_path: Path) -> None:
+    (model, train, validation), expected = finetuned
+    run = tmp_path / "terminated"
+    args = _finetune_args(Path(model), Path(train), Path(validation), run)
+    process = subprocess.Popen([sys.executable, "-m", "seqlm", *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    marker = run / "checkpoints" / "step-000010" / "COMPLETE"
+    deadline = time.monotonic() + 300
+    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    last_line = stderr.strip().splitlines()[-1]
+    assert "SIGTERM at step" in last_line and "resume with: seqlm finetune" in last_line and last_line.endswith("--resume")
+    step = int(last_line.split(" at step ")[1].split(":")[0])
+    assert (run / "checkpoints" / f"step-{step:06d}" / "COMPLETE").is_file()
+
+    result = runner.invoke(app, [*args, "--resume"])
+    assert result.exit_code == 0, result.output
+    _same_weights(expected / "model", run / "model")
+    _same_weights(expected / "best", run / "best")
+    assert _without_speed(_records(run)) == _without_speed(_records(expected))

@@ -50,7 +50,7 @@ def _one_step(kind: str, micro_batches: list[Batch]) -> dict[str, torch.Tensor]:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     state = LoopState(optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0))
     plan = LoopPlan(max_steps=1, grad_accum=len(micro_batches), grad_clip=None, log_every=1, eval_every=1, checkpoint_every=None)
-    hooks = LoopHooks(log=lambda record: None, evaluate=lambda state: {}, checkpoint=lambda state: None)
+    hooks = LoopHooks(log=lambda record: None, evaluate=lambda state: {}, checkpoint=lambda state, validation: None)
     train(model, OBJECTIVES[kind], lambda step, micro: micro_batches[micro], state, plan, Precision(CPU, "fp32"), CPU, hooks)
     return {name: param.detach().clone() for name, param in model.named_parameters()}
 
@@ -79,7 +79,7 @@ def test_loop_state_round_trips_through_state_dict() -> None:
     state = LoopState(optimizer, build_scheduler(optimizer, 10, config))
     micro = _batches("clm")[:1]
     plan = LoopPlan(max_steps=3, grad_accum=1, grad_clip=1.0, log_every=1, eval_every=10, checkpoint_every=None)
-    hooks = LoopHooks(log=lambda record: None, evaluate=lambda state: {}, checkpoint=lambda state: None)
+    hooks = LoopHooks(log=lambda record: None, evaluate=lambda state: {}, checkpoint=lambda state, validation: None)
     train(model, OBJECTIVES["clm"], lambda step, m: micro[0], state, plan, Precision(CPU, "fp32"), CPU, hooks)
     saved = copy.deepcopy(state.state_dict())
     expected_random = torch.rand(3)
@@ -139,7 +139,7 @@ def _run_with_nan(on_nan: str) -> tuple[LoopState, torch.nn.Module]:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     state = LoopState(optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0))
     plan = LoopPlan(max_steps=4, grad_accum=1, grad_clip=1.0, log_every=1, eval_every=10, checkpoint_every=None, on_nan=on_nan)
-    hooks = LoopHooks(log=lambda record: None, evaluate=lambda state: {}, checkpoint=lambda state: None)
+    hooks = LoopHooks(log=lambda record: None, evaluate=lambda state: {}, checkpoint=lambda state, validation: None)
     batch = _batches("clm")[0]
     train(model, _poisoned_objective({2}), lambda step, micro: batch, state, plan, Precision(CPU, "fp32"), CPU, hooks)
     return state, model

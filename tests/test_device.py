@@ -1,0 +1,44 @@
+"""seqlm.device: when torch.compile is used, and that a compiled run trains like an eager one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from seqlm.cli import app
+from seqlm.device import COMPILE_MIN_STEPS, resolve_compile
+
+runner = CliRunner()
+
+
+def test_compile_auto_only_pays_on_long_cuda_runs() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_compile("auto", cuda, COMPILE_MIN_STEPS) is True
+    assert resolve_compile("auto", cuda, COMPILE_MIN_STEPS - 1) is False  # a smoke run never waits for a compile
+    assert resolve_compile("auto", cpu, 10**6) is False
+    assert resolve_compile(True, cpu, 1) is True and resolve_compile(False, cuda, 10**6) is False
+
+
+@pytest.mark.slow
+def test_a_compiled_run_trains_like_an_eager_one(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    result = runner.invoke(app, ["tokenize", "configs/tiny/gpt_tokenize.yaml", "--set", f"output_dir={data}",
+                                 "--set", "corpus.max_documents=300", "-q"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    losses = {}
+    for mode in ("false", "true"):
+        run = tmp_path / mode
+        args = ["pretrain", "configs/tiny/gpt_pretrain.yaml", "--set", f"data={data}", "--set", f"output_dir={run}",
+                "--set", "training.max_steps=6", "--set", "training.log_every=1", "--set", "training.eval_every=6",
+                "--set", "model.dropout=0.0", "--set", f"training.compile={mode}", "--device", "cpu", "-q"]  # fmt: skip
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        losses[mode] = [r["loss"] for r in records if "split" not in r]
+        assert (run / "model" / "model.safetensors").is_file()
+    # Compiled kernels may reorder float sums: equal within float tolerance, not bit for bit.
+    assert losses["true"] == pytest.approx(losses["false"], rel=1e-4)

@@ -1,0 +1,128 @@
+"""The fast LM losses equal the reference (full logits through the HF head): value and every
+parameter's gradient, for GPT-2, Llama, BERT MLM and BERT MLM+NSP; chunking changes nothing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import (
+    BertConfig,
+    BertForMaskedLM,
+    BertForPreTraining,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+)
+
+import seqlm.lm_head_loss as lm_head_loss
+from seqlm.lm_head_loss import causal_lm_loss_sums, linear_cross_entropy_sum, masked_lm_loss_sums
+from seqlm.masking import IGNORE_INDEX
+from seqlm.objectives import OBJECTIVES, Batch
+
+VOCAB = 101
+
+
+def _gradients(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: param.grad.clone() for name, param in model.named_parameters() if param.grad is not None}
+
+
+def _compare(model: torch.nn.Module, reference, fast, rtol: float = 1e-5, atol: float = 1e-6) -> None:
+    model.zero_grad()
+    expected = reference()
+    sum(expected.values()).backward()
+    expected_grads = _gradients(model)
+    model.zero_grad()
+    got = fast()
+    assert got is not None
+    sum(got.values()).backward()
+    got_grads = _gradients(model)
+    assert expected.keys() == got.keys()
+    for term in expected:
+        torch.testing.assert_close(got[term], expected[term], rtol=rtol, atol=atol)
+    assert expected_grads.keys() == got_grads.keys()
+    for name in expected_grads:
+        torch.testing.assert_close(got_grads[name], expected_grads[name], rtol=rtol * 10, atol=atol * 10, msg=name)
+
+
+@pytest.mark.parametrize("rows_per_chunk", [1, 7, 1000])
+def test_linear_cross_entropy_matches_full_logits(rows_per_chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lm_head_loss, "CHUNK_LOGITS", rows_per_chunk * VOCAB)
+    torch.manual_seed(0)
+    hidden = torch.randn(30, 16, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(VOCAB, 16, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, VOCAB, (30,))
+    labels[[3, 4, 17]] = IGNORE_INDEX
+    expected = F.cross_entropy(hidden @ weight.t(), labels, ignore_index=IGNORE_INDEX, reduction="sum")
+    expected_grads = torch.autograd.grad(expected * 0.37, (hidden, weight))
+    got = linear_cross_entropy_sum(hidden, weight, labels)
+    got_grads = torch.autograd.grad(got * 0.37, (hidden, weight))
+    # The logits and softmax are computed in fp32 whatever the input dtype, as the reference objective does.
+    torch.testing.assert_close(got.double(), expected, rtol=1e-6, atol=1e-5)
+    for g, e in zip(got_grads, expected_grads):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-6)
+
+
+def _clm_batch() -> Batch:
+    torch.manual_seed(1)
+    ids = torch.randint(0, VOCAB, (3, 12))
+    return Batch({"input_ids": ids}, {"labels": ids.clone()})
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_causal_lm_loss_matches_the_reference_objective(family: str) -> None:
+    torch.manual_seed(0)
+    if family == "gpt2":  # tied input/output embeddings: the head's gradient lands on the shared weight
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_layer=2, n_embd=32, n_head=2, n_positions=16))
+    else:
+        model = LlamaForCausalLM(
+            LlamaConfig(vocab_size=VOCAB, num_hidden_layers=2, hidden_size=32, intermediate_size=64, num_attention_heads=2,
+                        num_key_value_heads=2, max_position_embeddings=16)
+        )  # fmt: skip
+    model.eval()  # no dropout: both paths see the same network
+    batch = _clm_batch()
+    objective = OBJECTIVES["clm"]
+    _compare(
+        model,
+        lambda: objective.loss_sums(model(**batch.inputs), batch),
+        lambda: causal_lm_loss_sums(model, batch.inputs, batch.targets["labels"]),
+    )
+
+
+def _mlm_batch(nsp: bool) -> Batch:
+    torch.manual_seed(2)
+    ids = torch.randint(5, VOCAB, (4, 10))
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    labels[:, [2, 5]] = ids[:, [2, 5]]
+    ids[:, [2, 5]] = 4  # [MASK]
+    targets = {"labels": labels}
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+    if nsp:
+        targets["next_sentence_label"] = torch.tensor([0, 1, 1, 0])
+    return Batch(inputs, targets)
+
+
+@pytest.mark.parametrize("nsp", [False, True])
+def test_masked_lm_loss_runs_the_head_only_at_masked_positions_with_the_same_result(nsp: bool) -> None:
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                        max_position_embeddings=16)  # fmt: skip
+    model = (BertForPreTraining if nsp else BertForMaskedLM)(config).eval()
+    batch = _mlm_batch(nsp)
+    objective = OBJECTIVES["mlm+nsp" if nsp else "mlm"]
+    _compare(
+        model,
+        lambda: objective.loss_sums(model(**batch.inputs), batch),
+        lambda: masked_lm_loss_sums(model, batch.inputs, batch.targets),
+    )
+
+
+def test_unsupported_architectures_fall_back_to_the_reference() -> None:
+    from transformers import RobertaConfig, RobertaForMaskedLM
+
+    model = RobertaForMaskedLM(RobertaConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                             intermediate_size=64, max_position_embeddings=20))  # fmt: skip
+    batch = _mlm_batch(nsp=False)
+    assert masked_lm_loss_sums(model, batch.inputs, batch.targets) is None
+    assert causal_lm_loss_sums(model, batch.inputs, batch.targets["labels"]) is None
