@@ -56,7 +56,7 @@ demo-bert: $(STAMP)
 	@head -n 3 runs/small-bert-classify/predictions.jsonl
 
 # seqlm against the Hugging Face path (Trainer, datasets.map, pipeline) on the same models and data:
-# one table of throughput and peak RSS (scripts/bench.py). About 10 minutes on a 2-core CPU;
+# one table of throughput and peak RSS (scripts/bench.py). About 8 minutes on a 2-core CPU;
 # bench-quick is a 2-minute smoke check whose figures mean nothing. HF's Trainer needs accelerate,
 # which seqlm itself does not: the `bench` extra, installed here when missing.
 bench: $(STAMP)

@@ -14,8 +14,9 @@ TASK is one of:
   per-line special tokens; `DataCollatorForLanguageModeling` for mlm); `--bf16` sets bf16=True.
 - `finetune`: a finetune config with `Trainer`, as run_glue.py: `--padding max_length` pads every
   example to `max_length` (default_data_collator); `--padding dynamic` pads per batch
-  (DataCollatorWithPadding) with train_sampling_strategy="group_by_length". The test split is
-  scored at the end (accuracy of the final model).
+  (DataCollatorWithPadding). `--order by-length` is train_sampling_strategy="group_by_length"
+  (default with dynamic padding), `--order random` Trainer's default sampler (default with
+  max_length). The test split is scored at the end (accuracy of the final model).
 - `predict`: a predict config (a sequence classifier) with
   `pipeline("text-classification", batch_size=...)` on the input file; the labels are returned.
 
@@ -26,7 +27,9 @@ optimizer settings (lr, betas, eps, weight decay, warmup, schedule, clipping) ar
 
 Contract: exit 0 after writing OUT.json with `value` (the throughput after the warm-up),
 `unit`, and task-specific extras; any error is a traceback and a non-zero exit. Throughput
-excludes the first `--warmup` optimizer steps (timed by a TrainerCallback) or a warm-up call.
+excludes the first `--warmup` optimizer steps (timed by a TrainerCallback) or a warm-up call,
+and covers the `--measure` steps after them (default: all the rest), so that a longer run
+(e.g. for its test accuracy) is measured on the same steps as a short one.
 """
 
 from __future__ import annotations
@@ -52,9 +55,12 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="key.path=value, as seqlm's --set")
     parser.add_argument("--result", type=Path, required=True)
     parser.add_argument("--warmup", type=int, default=1, help="optimizer steps left out of the throughput")
+    parser.add_argument("--measure", type=int, default=None, help="steps measured after the warm-up (default: the rest)")
     parser.add_argument("--bf16", action="store_true", help="TrainingArguments(bf16=True)")
     parser.add_argument("--num-proc", type=int, default=None, help="tokenize-map: Dataset.map(num_proc=...)")
     parser.add_argument("--padding", choices=("max_length", "dynamic"), default="max_length", help="finetune")
+    parser.add_argument("--order", choices=("random", "by-length"), default=None,
+                        help="finetune: the train sampler (default: random with max_length, by-length with dynamic)")
     args = parser.parse_args()
     result = TASKS[args.task](args)
     args.result.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
@@ -145,14 +151,8 @@ def pretrain(args: argparse.Namespace) -> dict[str, Any]:
     trainer = Trainer(model=model, args=trainer_args, train_dataset=blocks, data_collator=collator, callbacks=[clock])
     trainer.train()
     tokens_per_step = training.batch_size * training.grad_accum * training.seq_len
-    return {
-        "value": steady_rate(clock.ends, args.warmup, tokens_per_step),
-        "unit": "tokens/s",
-        "steps": len(clock.ends),
-        "measured_steps": len(clock.ends) - args.warmup,
-        "preprocess_s": preprocess_s,
-        "n_blocks": len(blocks),
-    }
+    return {"value": steady_rate(clock.ends, args.warmup, args.measure, tokens_per_step), "unit": "tokens/s",
+            **steps_run(clock, args), "preprocess_s": preprocess_s, "n_blocks": len(blocks)}
 
 
 def dataset_train_files(data_dir: Path) -> list[str]:
@@ -216,6 +216,7 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
     train_split = raw["train"].train_test_split(test_size=data.validation_ratio, seed=data.split_seed)["train"]
     tokenizer = AutoTokenizer.from_pretrained(config.model)
     pad_to_max = args.padding == "max_length"
+    by_length = args.order == "by-length" if args.order else not pad_to_max
 
     def preprocess(batch: dict[str, list]) -> Any:
         encoded = tokenizer(
@@ -235,26 +236,16 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
     trainer_args = training_arguments(
         args.result.parent / f"{args.result.stem}-trainer", config.optim, training.batch_size, training.grad_accum,
         training.max_steps, training.seed, args.bf16,
-        train_sampling_strategy="random" if pad_to_max else "group_by_length",
+        train_sampling_strategy="group_by_length" if by_length else "random",
         per_device_eval_batch_size=training.batch_size,  # seqlm scores in batches of batch_size too
     )
-    trainer = Trainer(
-        model=model,
-        args=trainer_args,
-        train_dataset=train_set,
-        data_collator=default_data_collator if pad_to_max else DataCollatorWithPadding(tokenizer),
-        callbacks=[clock],
-    )
+    collator = default_data_collator if pad_to_max else DataCollatorWithPadding(tokenizer)
+    trainer = Trainer(model=model, args=trainer_args, train_dataset=train_set, data_collator=collator, callbacks=[clock])
     trainer.train()
     predictions = trainer.predict(test_set)
     accuracy = float((np.argmax(predictions.predictions, axis=-1) == predictions.label_ids).mean())
-    return {
-        "value": steady_rate(clock.ends, args.warmup, training.batch_size * training.grad_accum),
-        "unit": "examples/s",
-        "steps": len(clock.ends),
-        "measured_steps": len(clock.ends) - args.warmup,
-        "test_accuracy": accuracy,
-    }
+    rate = steady_rate(clock.ends, args.warmup, args.measure, training.batch_size * training.grad_accum)
+    return {"value": rate, "unit": "examples/s", **steps_run(clock, args), "test_accuracy": accuracy}
 
 
 # --------------------------------------------------------------------------- predict
@@ -336,20 +327,19 @@ def step_clock() -> Any:
     return StepClock()
 
 
-def steady_rate(ends: list[float], warmup: int, units_per_step: float) -> float:
-    """Units per second over the steps after the first `warmup` ones, from the step end times `ends`."""
-    if not 0 < warmup < len(ends):
-        raise SystemExit(f"bench_hf: {len(ends)} steps ran, need more than the {warmup} warm-up steps")
-    return (len(ends) - warmup) * units_per_step / (ends[-1] - ends[warmup - 1])
+def steps_run(clock: Any, args: argparse.Namespace) -> dict[str, int]:
+    return {"steps": len(clock.ends), "measured_steps": args.measure or len(clock.ends) - args.warmup}
 
 
-TASKS = {
-    "tokenize-map": tokenize_map,
-    "tokenize-raw": tokenize_raw,
-    "pretrain": pretrain,
-    "finetune": finetune,
-    "predict": predict,
-}
+def steady_rate(ends: list[float], warmup: int, measure: int | None, units_per_step: float) -> float:
+    """Units per second over the `measure` steps (None: all) after the first `warmup`, from the step end times `ends`."""
+    last = len(ends) if measure is None else warmup + measure
+    if not 0 < warmup < last <= len(ends):
+        raise SystemExit(f"bench_hf: {len(ends)} steps ran, need {warmup} warm-up steps and {measure or 'some'} more")
+    return (last - warmup) * units_per_step / (ends[last - 1] - ends[warmup - 1])
+
+
+TASKS = {"tokenize-map": tokenize_map, "tokenize-raw": tokenize_raw, "pretrain": pretrain, "finetune": finetune, "predict": predict}
 
 
 if __name__ == "__main__":

@@ -9,22 +9,37 @@ and the model save):
   `log_every` steps and holds `tokens_per_s` (tokens of the window / its wall time) and the
   running `tokens_seen`, so a window's duration is its tokens / `tokens_per_s`. The bench sets
   `log_every` to the warm-up length, so the first window is exactly the warm-up, and
-  validation only at the end, so no window holds an evaluation.
+  validation only at the end, so no window holds an evaluation. `steady_windows` sums the
+  windows after the warm-up, up to `last_step` (a longer run is measured on the same steps).
 - tokenize: the `encoding X MB/s` of its closing log line (the encode-and-write phase only,
   after the tokenizer is loaded).
-- predict: the `(X inputs/s)` of its closing log line (tokenization and forward passes,
-  after the model is loaded), and the labels of its output file.
+- predict: run as this file's `predict` task (below), which gives seqlm the pipeline's warm-up;
+  the labels come from its output file.
+
+    python scripts/bench_seqlm.py predict --config PREDICT.yaml --result OUT.json [--set key=value ...]
+
+runs, in one process, `seqlm.predict_run.run` (what `seqlm predict` runs, after the CLI's
+`keep_freed_memory()`) twice: first on the input's first `batch_size` inputs (a warm-up, as
+bench_hf's `classifier(texts[:batch_size])`; its output goes to a temporary file), then on the
+whole input. OUT.json holds the second run's own summary: `value` = its `inputs_per_s`
+(inputs / seconds of the prediction loop, after the model is loaded, before the output is
+written), `unit`, `seconds`, `n_inputs`, `warmup_inputs`. The process's peak RSS covers both
+runs (the warm-up's model is dropped before the second loads its own). Exit 0 after writing OUT.json; any
+error is a traceback and a non-zero exit. `save_initial_model` writes the fine-tuning start
+(see bench_tasks.prepare) with seqlm's own model builder.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 _ENCODING_RATE = re.compile(r"encoding ([0-9.]+) MB/s")
-_PREDICT_RATE = re.compile(r"predicted (\d+) inputs in ([0-9.]+)s \(([0-9.]+) inputs/s\)")
 
 
 def command(python: str, name: str, config: Path, overrides: list[str]) -> list[str]:
@@ -52,21 +67,24 @@ class Windows:
         return self.steps / self.seconds
 
 
-def steady_windows(metrics_jsonl: Path, warmup_steps: int) -> Windows:
-    """Sum the training log windows that start after step `warmup_steps` (see the module docstring).
+def steady_windows(metrics_jsonl: Path, warmup_steps: int, last_step: int | None = None) -> Windows:
+    """Sum the training log windows after step `warmup_steps` up to `last_step` (None: the last one).
 
-    ValueError when there is no such window, or when a window's boundaries do not line up with
-    the warm-up (the first window must end exactly at `warmup_steps`).
+    ValueError when there is no such window, or when window boundaries do not line up with the
+    warm-up (a window must end exactly at `warmup_steps`) or with `last_step`.
     """
     records = [json.loads(line) for line in metrics_jsonl.read_text(encoding="utf-8").splitlines() if line.strip()]
     training = [r for r in records if "split" not in r and "tokens_per_s" in r]
-    if not any(r["step"] == warmup_steps for r in training):
-        raise ValueError(f"{metrics_jsonl}: no log record at the end of the warm-up (step {warmup_steps})")
+    for boundary, what in ((warmup_steps, "the end of the warm-up"), (last_step, "the last measured step")):
+        if boundary is not None and not any(r["step"] == boundary for r in training):
+            raise ValueError(f"{metrics_jsonl}: no log record at {what} (step {boundary})")
     steps = tokens = 0
     seconds = 0.0
     previous_step, previous_tokens = 0, 0
     for record in training:
         window_tokens = record["tokens_seen"] - previous_tokens
+        if last_step is not None and record["step"] > last_step:
+            break
         if record["step"] > warmup_steps:
             rate = record["tokens_per_s"]
             if not rate:
@@ -93,15 +111,60 @@ def encoding_mb_per_s(log: str) -> float:
     return float(found[-1])
 
 
-def predict_inputs_per_s(log: str) -> float:
-    """The rate `seqlm predict` reports: inputs / seconds of its prediction loop."""
-    found = _PREDICT_RATE.findall(log)
-    if not found:
-        raise ValueError("no 'predicted N inputs in Xs' line in the seqlm predict log")
-    return float(found[-1][2])
-
-
 def predicted_labels(predictions_jsonl: Path) -> list[str]:
     """The top label of every record of a `seqlm predict` output file, in input order."""
     lines = predictions_jsonl.read_text(encoding="utf-8").splitlines()
     return [json.loads(line)["label"] for line in lines if line.strip()]
+
+
+def save_initial_model(config: Any, directory: Path) -> None:
+    """The model `seqlm pretrain CONFIG` starts from (seeded, built, untrained), saved as its model/ would be."""
+    from transformers import AutoTokenizer
+
+    from seqlm.checkpoint import save_model
+    from seqlm.device import seed_everything
+    from seqlm.model_builder import build_model
+    from seqlm.model_loading import quiet_transformers
+
+    tokenizer = AutoTokenizer.from_pretrained(str(config.data))  # as TokenDataset.load_tokenizer
+    seed_everything(config.training.seed)
+    with quiet_transformers():
+        save_model(directory, build_model(config.model, config.objective, config.nsp, tokenizer), tokenizer)
+
+
+def predict(config_path: Path, overrides: list[str]) -> dict[str, Any]:
+    """seqlm predict's own summary of a run after a one-batch warm-up run (see the module docstring)."""
+    from seqlm import predict_run
+    from seqlm.allocator import keep_freed_memory
+    from seqlm.config_loading import load_config
+    from seqlm.config_schema import PredictConfig
+    from seqlm.console import Console
+
+    keep_freed_memory()
+    config = load_config(PredictConfig, config_path, overrides)
+    console = Console()
+    lines = [line for line in Path(config.input).read_text(encoding="utf-8").splitlines(keepends=True) if line.strip()]
+    header = 1 if config.input_format == "csv" or (config.input_format == "auto" and config.input.endswith(".csv")) else 0
+    with tempfile.TemporaryDirectory() as temporary:
+        warm_input, warm_output = Path(temporary) / f"warmup{Path(config.input).suffix}", Path(temporary) / "warmup.jsonl"
+        warm_input.write_text("".join(lines[: header + config.batch_size]), encoding="utf-8")
+        warm = [f"input={warm_input}", f"output={warm_output}", "output_format=jsonl"]
+        predict_run.run(load_config(PredictConfig, config_path, [*overrides, *warm]), console)
+    summary = predict_run.run(config, console)
+    return {"value": summary["inputs_per_s"], "unit": "examples/s", "seconds": summary["seconds"],
+            "n_inputs": summary["n_inputs"], "warmup_inputs": min(config.batch_size, len(lines) - header)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="seqlm predict after a one-batch warm-up (see the module docstring)")
+    parser.add_argument("task", choices=["predict"])
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="key.path=value, as seqlm's --set")
+    parser.add_argument("--result", type=Path, required=True)
+    args = parser.parse_args()
+    result = predict(args.config, args.overrides)
+    args.result.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

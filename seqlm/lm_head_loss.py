@@ -33,17 +33,23 @@ class _LinearCrossEntropySum(torch.autograd.Function):
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for start in range(0, hidden.shape[0], rows):
             chunk, targets = hidden[start : start + rows], labels[start : start + rows]
-            logits = (chunk @ weight.t()).float()  # under autocast the matmul runs in bf16/fp16
+            # Under autocast the matmul runs in bf16/fp16; the softmax always in fp32.
+            log_probs = torch.log_softmax((chunk @ weight.t()).float(), dim=1)
             valid = targets != IGNORE_INDEX
             safe = targets.clamp(min=0).unsqueeze(1)
-            log_norm = torch.logsumexp(logits, dim=1)
-            total += ((log_norm - logits.gather(1, safe).squeeze(1)) * valid).sum()
+            total -= (log_probs.gather(1, safe).squeeze(1) * valid).sum()
             # d(Σ nll)/d logits = softmax − one-hot, zero on ignored rows
-            grad_logits = torch.exp(logits - log_norm.unsqueeze(1)) * valid.unsqueeze(1)
-            grad_logits.scatter_add_(1, safe, -valid.unsqueeze(1).to(grad_logits.dtype))
-            grad_logits = grad_logits.to(chunk.dtype if chunk.dtype != torch.float32 else grad_logits.dtype)
-            grad_hidden[start : start + rows] = (grad_logits @ weight.to(grad_logits.dtype)).to(hidden.dtype)
-            grad_weight += (grad_logits.t() @ chunk.to(grad_logits.dtype)).float()
+            grad_logits = log_probs.exp_()
+            grad_logits.scatter_add_(1, safe, torch.full_like(safe, -1, dtype=grad_logits.dtype))
+            if not bool(valid.all()):
+                grad_logits[~valid] = 0
+            if chunk.dtype == weight.dtype == torch.float32 and not torch.is_autocast_enabled(chunk.device.type):
+                torch.mm(grad_logits, weight, out=grad_hidden[start : start + rows])  # no temporaries in fp32
+                grad_weight.addmm_(grad_logits.t(), chunk)
+            else:
+                grad_logits = grad_logits.to(chunk.dtype)
+                grad_hidden[start : start + rows] = (grad_logits @ weight.to(grad_logits.dtype)).to(hidden.dtype)
+                grad_weight += (grad_logits.t() @ chunk.to(grad_logits.dtype)).float()
         ctx.save_for_backward(grad_hidden, grad_weight)
         ctx.weight_dtype = weight.dtype
         return total

@@ -126,3 +126,28 @@ def test_unsupported_architectures_fall_back_to_the_reference() -> None:
     batch = _mlm_batch(nsp=False)
     assert masked_lm_loss_sums(model, batch.inputs, batch.targets) is None
     assert causal_lm_loss_sums(model, batch.inputs, batch.targets["labels"]) is None
+
+
+def test_under_bf16_autocast_it_matches_the_reference_within_bf16_tolerance() -> None:
+    from seqlm.device import cpu_can_run_bf16
+
+    if not cpu_can_run_bf16():
+        pytest.skip("this CPU cannot run bf16 autocast")
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_layer=2, n_embd=32, n_head=2, n_positions=16)).eval()
+    batch = _clm_batch()
+
+    def under_autocast(compute):
+        def run():
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return compute()
+
+        return run
+
+    _compare(
+        model,
+        under_autocast(lambda: OBJECTIVES["clm"].loss_sums(model(**batch.inputs), batch)),
+        under_autocast(lambda: causal_lm_loss_sums(model, batch.inputs, batch.targets["labels"])),
+        rtol=2e-2,
+        atol=2e-2,
+    )

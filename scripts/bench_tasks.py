@@ -1,0 +1,264 @@
+"""The benchmarks of `scripts/bench.py`, one function per `--only` task, and the preparation they share.
+
+Each `bench_*` function returns its table rows (and `bench_finetune` the accuracy check); a side
+that fails or is skipped is a Figure with its error, and the other figures still come. What each
+task measures, and how, is in bench.py's docstring; the steps of each run are the plan's.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import bench_seqlm
+from bench_core import CONFIGS, REPO, WORK, Bench, fresh, require
+from bench_report import Figure, Row
+
+# The fine-tuning start (bert_finetune.yaml's model): see prepare().
+INITIAL_BERT = WORK / "bert-init" / "model"
+# HF fine-tuning variants: (name, --padding, --order, precision, trained for the accuracy check).
+FINETUNE_VARIANTS = [
+    ("Trainer pad to max_length, fp32", "max_length", "random", "fp32", False),  # run_glue.py's default
+    ("Trainer dynamic padding, by length, fp32", "dynamic", "by-length", "fp32", True),
+    ("Trainer dynamic padding, by length, bf16", "dynamic", "by-length", "bf16", False),
+    ("Trainer dynamic padding, random order, fp32", "dynamic", "random", "fp32", True),
+]
+ACCURACY_COMPARED = "Trainer dynamic padding, random order, fp32"  # quoted against seqlm: see bench.py
+
+
+def prepare(bench: Bench, only: set[str]) -> None:
+    """The data of the selected tasks: the tokenizers and token data (seqlm tokenize), and the
+    fine-tuning start: the benchmark BERT as `seqlm pretrain bert_pretrain.yaml` initialises it."""
+    for name, users in (("gpt", {"tokenize", "clm"}), ("bert", {"mlm", "finetune"})):
+        if only & users:
+            config = CONFIGS / f"{name}_tokenize.yaml"
+            fresh(WORK / f"{name}-data")
+            bench.measure(f"prepare: seqlm tokenize {config.name}", lambda c=config, n=name: _tokenized(bench, c, n))
+    if "finetune" in only:
+        bench.measure("prepare: the initial benchmark BERT", lambda: _initial_bert(bench))
+
+
+def _tokenized(bench: Bench, config: Path, name: str) -> Figure:
+    process = bench.seqlm("tokenize", config, [], f"prepare-{name}-tokenize")
+    return Figure(None, "", process.peak_rss_mb, process.wall_s)
+
+
+def _initial_bert(bench: Bench) -> Figure:
+    from seqlm.config_loading import load_config
+    from seqlm.config_schema import PretrainConfig
+
+    config = load_config(PretrainConfig, CONFIGS / "bert_pretrain.yaml", bench.plan.pretrain_overrides)
+    require(REPO / config.data, "the preparation (seqlm tokenize bert_tokenize.yaml)")
+    started = time.perf_counter()
+    bench_seqlm.save_initial_model(config, fresh(INITIAL_BERT))
+    return Figure(wall_s=time.perf_counter() - started)
+
+
+# --------------------------------------------------------------------------- tokenize
+
+
+def bench_tokenize(bench: Bench) -> tuple[list[Row], dict[str, Any]]:
+    """MB/s of encoding the corpus with the trained 8k BPE; and the scaling check (seqlm)."""
+    config = CONFIGS / "gpt_tokenize.yaml"
+    single = bench.measure("tokenize / seqlm 1x", lambda: seqlm_tokenize(bench, config, 1))
+    scaled = bench.measure(f"tokenize / seqlm {bench.plan.scale}x", lambda: seqlm_tokenize(bench, config, bench.plan.scale))
+    variants = [
+        ("datasets.map(batched)", "tokenize-map", []),
+        ("datasets.map(num_proc=2)", "tokenize-map", ["--num-proc", "2"]),
+        ("tokenizers encode_batch", "tokenize-raw", []),
+    ]
+    rows = []
+    for variant, task, options in variants:
+        log_name = f"hf-{task}{'-np2' if options else ''}"
+        hf = bench.measure(f"tokenize / {variant}", lambda t=task, o=options, n=log_name: hf_tokenize(bench, config, t, n, o))
+        rows.append(Row("tokenize", variant, single, hf))
+    return rows, scaling_summary(single, scaled, bench.plan.scale)
+
+
+def hf_tokenize(bench: Bench, config: Path, task: str, log_name: str, options: list[str]) -> Figure:
+    """The HF side reads the tokenizer seqlm trained (the config's output_dir) and the same corpus files."""
+    require(WORK / "gpt-data", "the preparation (seqlm tokenize gpt_tokenize.yaml)")
+    return bench.hf_figure(task, config, [], log_name, *options)
+
+
+def seqlm_tokenize(bench: Bench, config: Path, copies: int) -> Figure:
+    """`seqlm tokenize` of the corpus repeated `copies` times, with the prepared tokenizer (no training)."""
+    from seqlm.config_loading import load_config
+    from seqlm.config_schema import TokenizeConfig
+
+    data = WORK / "gpt-data"
+    require(data, "the preparation (seqlm tokenize gpt_tokenize.yaml)")
+    corpus = load_config(TokenizeConfig, config, []).corpus
+    files = {"train": corpus.train, "validation": corpus.validation}
+    overrides = [f"tokenizer.pretrained={data}", f"output_dir={fresh(WORK / f'tokenize-{copies}x')}"]
+    overrides += [f"corpus.{split}=[{', '.join(paths * copies)}]" for split, paths in files.items()]
+    process = bench.seqlm("tokenize", config, overrides, f"seqlm-tokenize-{copies}x")
+    megabytes = copies * sum((REPO / path).stat().st_size for paths in files.values() for path in paths) / 1e6
+    rate = bench_seqlm.encoding_mb_per_s(process.log_text())
+    return Figure(rate, "MB/s", process.peak_rss_mb, process.wall_s, {"megabytes": megabytes, "encode_s": megabytes / rate})
+
+
+def scaling_summary(single: Figure, scaled: Figure, scale: int) -> dict[str, Any]:
+    """The 1× and scale× figures, and how time and peak RSS grew (ideal: ×scale and ×1)."""
+    summary: dict[str, Any] = {"scale": scale, "1x": asdict(single), f"{scale}x": asdict(scaled)}
+    if single.value and scaled.value:
+        summary["time_ratio"] = scaled.extra["encode_s"] / single.extra["encode_s"]
+        summary["peak_rss_ratio"] = scaled.peak_rss_mb / single.peak_rss_mb
+    return summary
+
+
+# --------------------------------------------------------------------------- pretrain
+
+
+def bench_pretrain(bench: Bench, objective: str) -> list[Row]:
+    """tokens/s of pretraining (clm: the GPT-2, mlm: the BERT) against HF Trainer fp32 and bf16."""
+    plan = bench.plan
+    config = CONFIGS / ("gpt_pretrain.yaml" if objective == "clm" else "bert_pretrain.yaml")
+    steps = plan.pretrain_warmup + plan.pretrain_measured
+    overrides = [*plan.pretrain_overrides, f"training.max_steps={steps}", f"training.log_every={plan.pretrain_warmup}"]
+    seqlm = bench.measure(f"pretrain {objective} / seqlm", lambda: seqlm_training(bench, "pretrain", config, overrides, steps, None))
+    rows = []
+    for precision in ("fp32", "bf16"):
+        variant = f"Trainer {precision}"
+        skipped = bf16_skipped(bench) if precision == "bf16" else None
+        if skipped:
+            rows.append(Row(f"pretrain {objective}", variant, seqlm, Figure(error=skipped)))
+            continue
+        options = ["--warmup", str(plan.pretrain_warmup), *(["--bf16"] if precision == "bf16" else [])]
+        hf = bench.measure(
+            f"pretrain {objective} / HF {variant}",
+            lambda o=options, p=precision: bench.hf_figure("pretrain", config, overrides, f"hf-{objective}-{p}", *o),
+        )
+        rows.append(Row(f"pretrain {objective}", variant, seqlm, hf, note=bf16_note(bench) if precision == "bf16" else ""))
+    return rows
+
+
+def seqlm_training(bench: Bench, name: str, config: Path, overrides: list[str], last_step: int, per_step: int | None) -> Figure:
+    """tokens/s (pretrain) or examples/s (finetune: `per_step` examples per step) of a seqlm training
+    run, over its log windows from the end of the warm-up (its log_every) to `last_step`."""
+    from seqlm.config_loading import load_config
+    from seqlm.config_schema import COMMAND_SCHEMAS
+
+    resolved = load_config(COMMAND_SCHEMAS[name], config, overrides)
+    if name == "pretrain":
+        require(Path(resolved.data), "the preparation (seqlm tokenize)")
+    run_dir = fresh(REPO / resolved.output_dir)
+    process = bench.seqlm(name, config, overrides, f"seqlm-{run_dir.name}")
+    windows = bench_seqlm.steady_windows(run_dir / "metrics.jsonl", resolved.training.log_every, last_step)
+    extra: dict[str, Any] = {"measured_steps": windows.steps, "steps": resolved.training.max_steps}
+    if per_step is None:
+        return Figure(windows.tokens_per_s, "tokens/s", process.peak_rss_mb, process.wall_s, extra)
+    extra["test_accuracy"] = bench_seqlm.final_metrics(run_dir).get("test_accuracy")
+    return Figure(windows.steps_per_s * per_step, "examples/s", process.peak_rss_mb, process.wall_s, extra)
+
+
+def bf16_skipped(bench: Bench) -> str | None:
+    """Why the HF bf16 rows are skipped, or None."""
+    if bench.bf16 == "none":
+        return "skipped: torch has no bf16 on this CPU"
+    return None if bench.plan.hf_bf16 else f"skipped: not in the {bench.plan.name} plan"
+
+
+def bf16_note(bench: Bench) -> str:
+    return "bf16 emulated: no AVX512-BF16/AMX" if bench.bf16 == "emulated" else ""
+
+
+# --------------------------------------------------------------------------- finetune and predict
+
+
+def bench_finetune(bench: Bench) -> tuple[list[Row], dict[str, Any]]:
+    """examples/s of fine-tuning the initial benchmark BERT as a classifier, and the accuracy check."""
+    from seqlm.config_loading import load_config
+    from seqlm.config_schema import FinetuneConfig
+
+    plan = bench.plan
+    config = CONFIGS / "bert_finetune.yaml"
+    measured_to = plan.finetune_warmup + plan.finetune_measured
+
+    def overrides(steps: int) -> list[str]:
+        return [*plan.finetune_overrides, f"training.max_steps={steps}", f"training.log_every={plan.finetune_warmup}"]
+
+    resolved = load_config(FinetuneConfig, config, overrides(plan.finetune_accuracy_steps))
+    per_step = resolved.training.batch_size * resolved.training.grad_accum
+    n_labels = len(resolved.data.labels) if resolved.data.labels else None
+
+    def run_seqlm() -> Figure:
+        require(REPO / resolved.model, "the preparation (the initial benchmark BERT)")
+        return seqlm_training(bench, "finetune", config, overrides(plan.finetune_accuracy_steps), measured_to, per_step)
+
+    def run_hf(padding: str, order: str, precision: str, steps: int) -> Figure:
+        require(REPO / resolved.model, "the preparation (the initial benchmark BERT)")
+        options = ["--warmup", str(plan.finetune_warmup), "--measure", str(plan.finetune_measured), "--padding", padding, "--order", order]
+        log_name = f"hf-finetune-{padding}-{order}-{precision}"
+        return bench.hf_figure("finetune", config, overrides(steps), log_name, *options, *(["--bf16"] if precision == "bf16" else []))
+
+    seqlm = bench.measure(f"finetune / seqlm ({plan.finetune_accuracy_steps} steps)", run_seqlm)
+    rows, accuracy = [], {}
+    for variant, padding, order, precision, for_accuracy in FINETUNE_VARIANTS:
+        steps = plan.finetune_accuracy_steps if for_accuracy else measured_to
+        skipped = bf16_skipped(bench) if precision == "bf16" else None
+        if skipped:
+            hf = Figure(error=skipped)
+        else:
+            hf = bench.measure(f"finetune / HF {variant} ({steps} steps)", lambda a=(padding, order, precision, steps): run_hf(*a))
+        if for_accuracy:
+            accuracy[variant] = hf.extra.get("test_accuracy")
+        rows.append(Row("finetune classification", variant, seqlm, hf, note=bf16_note(bench) if precision == "bf16" and not skipped else ""))
+    check = {"steps": plan.finetune_accuracy_steps, "chance": 1 / n_labels if n_labels else None,
+             "seqlm": seqlm.extra.get("test_accuracy"), "hf": accuracy, "compared": ACCURACY_COMPARED}  # fmt: skip
+    return rows, check
+
+
+def bench_predict(bench: Bench) -> list[Row]:
+    """examples/s of labelling the test verses: seqlm predict against pipeline("text-classification"),
+    each after a warm-up on the first batch (seqlm: bench_seqlm.py predict)."""
+    from seqlm.config_loading import load_config
+    from seqlm.config_schema import PredictConfig
+
+    config = CONFIGS / "bert_classifier_predict.yaml"
+    resolved = load_config(PredictConfig, config, [])
+
+    def run_seqlm() -> Figure:
+        require(REPO / resolved.model, "the finetune benchmark (seqlm)")
+        output = REPO / resolved.output
+        output.unlink(missing_ok=True)
+        process, result = bench.script("bench_seqlm.py", "predict", config, [], "seqlm-predict")
+        value, unit = result.pop("value"), result.pop("unit")
+        return Figure(value, unit, process.peak_rss_mb, process.wall_s, {**result, "labels": bench_seqlm.predicted_labels(output)})
+
+    def run_hf() -> Figure:
+        require(REPO / resolved.model, "the finetune benchmark (seqlm)")
+        return bench.hf_figure("predict", config, [], "hf-predict")
+
+    seqlm = bench.measure("predict / seqlm", run_seqlm)
+    hf = bench.measure("predict / HF pipeline", run_hf)
+    note = ""
+    labels = [figure.extra.pop("labels", None) for figure in (seqlm, hf)]
+    if None not in labels:
+        same = sum(a == b for a, b in zip(*labels)) / max(len(labels[0]), 1) if len(labels[0]) == len(labels[1]) else 0.0
+        seqlm.extra["labels_equal"] = same
+        note = f"labels equal: {same:.1%} of {len(labels[0])}"
+        if same < 0.99:
+            bench.failures.append(f"predict: seqlm and the pipeline agree on only {same:.1%} of the labels")
+    return [Row("predict classification", f"pipeline(batch_size={resolved.batch_size})", seqlm, hf, note)]
+
+
+# --------------------------------------------------------------------------- --help
+
+
+def bench_help(bench: Bench) -> list[Row]:
+    """Median wall time of `seqlm --help` over `help_runs` processes (seconds: lower is better)."""
+
+    def run() -> Figure:
+        entry = Path(bench.python).parent / "seqlm"
+        argv = [str(entry), "--help"] if entry.exists() else [bench.python, "-m", "seqlm", "--help"]
+        runs = [bench.run(argv, "seqlm-help") for _ in range(bench.plan.help_runs)]
+        walls = [process.wall_s for process in runs]
+        peak_rss_mb = max(p.peak_rss_mb or 0.0 for p in runs)
+        return Figure(statistics.median(walls), "s", peak_rss_mb, sum(walls), {"runs_s": walls})
+
+    figure = bench.measure("seqlm --help", run)
+    return [Row("seqlm --help (median)", "", figure, None)]
