@@ -35,7 +35,7 @@ from seqlm.optim import build_optimizer, build_scheduler
 from seqlm.run_dir import RunDir
 from seqlm.stop_signals import graceful_stop
 from seqlm.train_loop import LoopHooks, LoopPlan, LoopState, train
-from seqlm.training_session import Checkpointer, begin, load_run_state, open_run, stopped
+from seqlm.training_session import Checkpointer, begin, load_run_state, log_record, open_run, short, stopped
 
 # The validation metrics and which way is better; early_stopping.metric must be one of them.
 METRIC_MODES = {"loss": "min", "accuracy": "max", "macro_f1": "max"}
@@ -186,7 +186,7 @@ def fit(finetune: FinetuneRun) -> dict[str, float]:
     progress = finetune.console.progress("finetune", total=finetune.plan.max_steps, unit="steps")
     with graceful_stop() as stop_request, progress as bar:
         hooks = LoopHooks(
-            log=lambda record: _log(finetune, record),
+            log=lambda record: log_record(finetune.run_dir, finetune.console, record, finetune.plan.max_steps),
             evaluate=lambda state: validate_and_keep_best(finetune, state),
             checkpoint=lambda state, validation: finetune.checkpointer.save(
                 state, validation, run_state={"best": finetune.best.state_dict(), "new_weights": finetune.new_weights}
@@ -255,7 +255,7 @@ def save(finetune: FinetuneRun, validation_metrics: dict[str, float], elapsed_s:
         run_dir.log({"step": metrics["best_step"], "split": "test", **{f"test_{key}": value for key, value in test.items()}})
     run_dir.write_metrics(metrics)
     shown = "  ".join(
-        f"{key} {_short(metrics[key])}" for key in ("best_step", "best_val_accuracy", "test_accuracy") if key in metrics
+        f"{key} {short(metrics[key])}" for key in ("best_step", "best_val_accuracy", "test_accuracy") if key in metrics
     )
     finetune.console.info(
         f"{shown}; model saved to {run_dir.model_dir}, best to {run_dir.best_dir}; metrics in {run_dir.path / 'metrics.json'}"
@@ -288,16 +288,3 @@ def score(
     loss = sums.compute()
     classes = report.compute(num_labels=len(names), label_names=names)
     return {"loss": loss["loss"], "accuracy": classes["accuracy"], "macro_f1": classes["macro_f1"], "examples": loss["tokens"]}
-
-
-def _log(finetune: FinetuneRun, record: dict[str, Any]) -> None:
-    finetune.run_dir.log(record)
-    shown = "  ".join(f"{key} {_short(value)}" for key, value in record.items() if key not in ("step", "split"))
-    prefix = "validation" if record.get("split") == "validation" else "step"
-    finetune.console.info(f"{prefix} {record['step']}/{finetune.plan.max_steps}  {shown}")
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return f"{value:,}" if isinstance(value, int) else str(value)

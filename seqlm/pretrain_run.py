@@ -30,7 +30,7 @@ from seqlm.run_dir import RunDir
 from seqlm.stop_signals import graceful_stop
 from seqlm.token_store import TokenDataset
 from seqlm.train_loop import LoopHooks, LoopPlan, LoopState, train
-from seqlm.training_session import Checkpointer, begin, open_run, stopped
+from seqlm.training_session import Checkpointer, begin, log_record, open_run, stopped
 
 
 @dataclass
@@ -131,7 +131,7 @@ def fit(pretrain: PretrainRun) -> dict[str, float]:
     )
     with graceful_stop() as stop_request, pretrain.console.progress("pretrain", total=training.max_steps, unit="steps") as bar:
         hooks = LoopHooks(
-            log=lambda record: _log(pretrain, record),
+            log=lambda record: log_record(pretrain.run_dir, pretrain.console, record, pretrain.config.training.max_steps),
             evaluate=lambda state: validate(pretrain),
             checkpoint=lambda state, validation: pretrain.checkpointer.save(state, validation, run_state={}),
             progress=lambda state, fields: bar.update(state.step, **fields),
@@ -172,16 +172,3 @@ def save(pretrain: PretrainRun, validation_metrics: dict[str, float], elapsed_s:
 def _has_tokenizer(model: str) -> bool:
     """A local model dir with tokenizer files (a hub id is checked by its vocabulary size only)."""
     return (Path(model) / "tokenizer_config.json").is_file()
-
-
-def _log(pretrain: PretrainRun, record: dict[str, Any]) -> None:
-    pretrain.run_dir.log(record)
-    shown = "  ".join(f"{key} {_short(value)}" for key, value in record.items() if key not in ("step", "split"))
-    prefix = "validation" if record.get("split") == "validation" else "step"
-    pretrain.console.info(f"{prefix} {record['step']}/{pretrain.config.training.max_steps}  {shown}")
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return f"{value:,}" if isinstance(value, int) else str(value)

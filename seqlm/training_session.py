@@ -168,6 +168,21 @@ def stopped(run_dir: RunDir, state: LoopState, signum: signal.Signals) -> NoRetu
     )
 
 
+def log_record(run_dir: RunDir, console: Console, record: dict[str, Any], max_steps: int) -> None:
+    """Append a loop record to metrics.jsonl and show it as one line (`step 20/100  loss 3.1 ...`)."""
+    run_dir.log(record)
+    shown = "  ".join(f"{key} {short(value)}" for key, value in record.items() if key not in ("step", "split"))
+    prefix = "validation" if record.get("split") == "validation" else "step"
+    console.info(f"{prefix} {record['step']}/{max_steps}  {shown}")
+
+
+def short(value: Any) -> str:
+    """A metric as a log line shows it: 4 significant digits, thousands separators."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
 def _present(run_dir: RunDir, names: tuple[str, ...]) -> list[str]:
     found = []
     for name in names:

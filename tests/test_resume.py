@@ -31,6 +31,13 @@ def _pretrain_args(data: Path, output_dir: Path) -> list[str]:
     return ["pretrain", "configs/tiny/gpt_pretrain.yaml", "--set", f"data={data}", "--set", f"output_dir={output_dir}", *SETTINGS]
 
 
+def _wait_for(marker: Path, process: subprocess.Popen) -> None:
+    """Until `marker` exists (a checkpoint is complete), the process ends, or 5 minutes pass."""
+    deadline = time.monotonic() + 300
+    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 def _seqlm(*args: str) -> None:
     result = runner.invoke(app, list(args))
     assert result.exit_code == 0, result.output
@@ -61,9 +68,7 @@ def test_sigkill_after_a_checkpoint_then_resume_is_bit_identical(data: Path, uni
         [sys.executable, "-m", "seqlm", *_pretrain_args(data, run), "-q"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     marker = run / "checkpoints" / "step-000040" / "COMPLETE"
-    deadline = time.monotonic() + 300
-    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    _wait_for(marker, process)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert marker.exists(), process.stderr.read().decode() if process.stderr else "no checkpoint"
@@ -123,9 +128,7 @@ def _start_and_wait_for_training(data: Path, run: Path) -> subprocess.Popen:
         [sys.executable, "-m", "seqlm", *_pretrain_args(data, run)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     marker = run / "checkpoints" / "step-000020" / "COMPLETE"  # training is under way
-    deadline = time.monotonic() + 300
-    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    _wait_for(marker, process)
     assert marker.exists(), process.communicate()[1]
     return process
 
@@ -314,9 +317,7 @@ def test_finetune_sigkill_mid_epoch_then_resume_is_bit_identical(finetuned, tmp_
     args = _finetune_args(Path(model), Path(train), Path(validation), run)
     process = subprocess.Popen([sys.executable, "-m", "seqlm", *args, "-q"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     marker = run / "checkpoints" / "step-000020" / "COMPLETE"  # step 20 of a 38-step epoch
-    deadline = time.monotonic() + 300
-    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    _wait_for(marker, process)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert marker.exists(), process.stderr.read().decode() if process.stderr else "no checkpoint"
@@ -347,9 +348,7 @@ def test_finetune_sigterm_checkpoints_and_resume_is_bit_identical(finetuned, tmp
     args = _finetune_args(Path(model), Path(train), Path(validation), run)
     process = subprocess.Popen([sys.executable, "-m", "seqlm", *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     marker = run / "checkpoints" / "step-000010" / "COMPLETE"
-    deadline = time.monotonic() + 300
-    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    _wait_for(marker, process)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 143, stderr
