@@ -8,7 +8,7 @@ are taken relative to the working directory the command runs in.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -21,6 +21,34 @@ from pydantic import (
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
+
+# Settings that several commands share: one declaration each (type, bounds, description).
+TrainingPrecision = Annotated[
+    Precision,
+    Field(description="auto: bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32; bf16, fp16 (CUDA), fp32."),
+]
+Compile = Annotated[
+    Literal["auto"] | bool,
+    Field(description="torch.compile the model body (true/false); auto: only on CUDA for runs of 1000+ steps, where it pays."),
+]
+KeepLast = Annotated[
+    int | None,
+    Field(ge=1, description="Keep only the N newest checkpoints (plus the best and the one resumed from); null: keep all."),
+]
+OnNan = Annotated[
+    Literal["stop", "skip"],
+    Field(description="A NaN/inf loss or gradient: stop with an error (stop), or skip that batch and count it (skip)."),
+]
+Resume = Annotated[
+    Literal["never", "auto", "always"],
+    Field(description="auto: continue from output_dir's newest complete checkpoint if it has one; always (--resume): require one."),
+]
+Overwrite = Annotated[
+    bool, Field(description="Start afresh in an output_dir that holds another run, deleting it (--overwrite); else refused.")
+]
+TrustRemoteCode = Annotated[
+    bool, Field(description="Run Python code shipped with a hub model (custom architectures); only for sources you trust (warned).")
+]
 
 
 class Section(BaseModel):
@@ -103,9 +131,7 @@ class ModelConfig(Section):
     d_ff: int | None = Field(default=None, ge=8, description="Default 4 * d_model.")
     max_len: int = Field(default=128, ge=8, description="Maximum positions the model supports.")
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0, description="Dropout on embeddings, residuals and attention.")
-    trust_remote_code: bool = Field(
-        default=False, description="Run Python code shipped with a hub model (custom architectures); only for sources you trust (warned)."
-    )
+    trust_remote_code: TrustRemoteCode = False
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> ModelConfig:
@@ -130,10 +156,8 @@ class TrainingConfig(Section):
     batch_size: int = Field(default=16, ge=1, description="Blocks per micro-batch.")
     grad_accum: int = Field(default=1, ge=1, description="Micro-batches per optimizer step.")
     max_steps: int = Field(default=200, ge=1, description="Optimizer steps.")
-    precision: Precision = Field(default="auto", description="auto: bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32; bf16, fp16 (CUDA), fp32.")
-    compile: Literal["auto"] | bool = Field(
-        default="auto", description="torch.compile the model body (true/false); auto: only on CUDA for runs of 1000+ steps, where it pays."
-    )
+    precision: TrainingPrecision = "auto"
+    compile: Compile = "auto"
     seed: int = Field(default=0, description="Seeds initialisation, data order, masking and dropout.")
     log_every: int = Field(default=10, ge=1, description="Steps between metrics.jsonl records / log lines.")
     eval_every: int = Field(default=100, ge=1, description="Validate every N steps (and at the end).")
@@ -143,12 +167,8 @@ class TrainingConfig(Section):
         default=True,
         description="Compute the LM head only where needed: MLM at the masked positions, CLM in chunks without full logits (same loss).",
     )
-    keep_last: int | None = Field(
-        default=None, ge=1, description="Keep only the N newest checkpoints (plus the best and the one resumed from); null: keep all."
-    )
-    on_nan: Literal["stop", "skip"] = Field(
-        default="stop", description="A NaN/inf loss or gradient: stop with an error (stop), or skip that batch and count it (skip)."
-    )
+    keep_last: KeepLast = None
+    on_nan: OnNan = "stop"
 
 
 class PretrainConfig(Section):
@@ -162,13 +182,8 @@ class PretrainConfig(Section):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     device: Device = Field(default="auto", description="auto: cuda, then mps, then cpu.")
-    resume: Literal["never", "auto", "always"] = Field(
-        default="never",
-        description="auto: continue from output_dir's newest complete checkpoint if it has one; always (--resume): require one.",
-    )
-    overwrite: bool = Field(
-        default=False, description="Start afresh in an output_dir that holds another run, deleting it (--overwrite); else refused."
-    )
+    resume: Resume = "never"
+    overwrite: Overwrite = False
 
     @model_validator(mode="after")
     def _objective_fits_family(self) -> PretrainConfig:
@@ -223,39 +238,26 @@ class FinetuneTrainingConfig(Section):
     class_weights: Literal["none", "balanced"] = Field(default="none", description="balanced: weight classes by inverse frequency.")
     eval_every: int | None = Field(default=None, ge=1, description="Validate every N steps; null: every epoch.")
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
-    precision: Precision = Field(default="auto", description="auto: bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32; bf16, fp16 (CUDA), fp32.")
-    compile: Literal["auto"] | bool = Field(
-        default="auto", description="torch.compile the model body (true/false); auto: only on CUDA for runs of 1000+ steps, where it pays."
-    )
+    precision: TrainingPrecision = "auto"
+    compile: Compile = "auto"
     seed: int = Field(default=0, description="Seeds the head's initialisation, data order and dropout.")
     log_every: int = Field(default=10, ge=1, description="Steps between metrics.jsonl records / log lines.")
     checkpoint_every: int | None = Field(default=None, ge=1, description="Save checkpoints/step-N every N steps (for --resume).")
-    keep_last: int | None = Field(
-        default=None, ge=1, description="Keep only the N newest checkpoints (plus the best and the one resumed from); null: keep all."
-    )
-    on_nan: Literal["stop", "skip"] = Field(
-        default="stop", description="A NaN/inf loss or gradient: stop with an error (stop), or skip that batch and count it (skip)."
-    )
+    keep_last: KeepLast = None
+    on_nan: OnNan = "stop"
 
 
 class FinetuneConfig(Section):
     output_dir: Path = Field(description="The run directory (config.yaml, metrics, best/, model/).")
     task: Literal["classification"] = Field(default="classification", description="What to fine-tune for.")
     model: str = Field(description="Start from this HF-format model dir (e.g. a pretrain run's model/) or hub id.")
-    trust_remote_code: bool = Field(
-        default=False, description="Run Python code shipped with a hub model (custom architectures); only for sources you trust (warned)."
-    )
+    trust_remote_code: TrustRemoteCode = False
     data: LabelledDataConfig
     optim: OptimConfig = Field(default_factory=OptimConfig)
     training: FinetuneTrainingConfig = Field(default_factory=FinetuneTrainingConfig)
     device: Device = Field(default="auto", description="auto: cuda, then mps, then cpu.")
-    resume: Literal["never", "auto", "always"] = Field(
-        default="never",
-        description="auto: continue from output_dir's newest complete checkpoint if it has one; always (--resume): require one.",
-    )
-    overwrite: bool = Field(
-        default=False, description="Start afresh in an output_dir that holds another run, deleting it (--overwrite); else refused."
-    )
+    resume: Resume = "never"
+    overwrite: Overwrite = False
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -263,9 +265,7 @@ class FinetuneConfig(Section):
 
 class EvaluateConfig(Section):
     model: str = Field(description="An HF-format model dir (e.g. a run's model/) or a hub id.")
-    trust_remote_code: bool = Field(
-        default=False, description="Run Python code shipped with a hub model (custom architectures); only for sources you trust (warned)."
-    )
+    trust_remote_code: TrustRemoteCode = False
     data: Path = Field(
         description="LMs: a `seqlm tokenize` dataset dir or a text file (one document per line); classifiers: a labelled JSONL/CSV/Parquet file."
     )
@@ -298,9 +298,7 @@ class GenerationConfig(Section):
 
 class PredictConfig(Section):
     model: str = Field(description="An HF-format model dir (e.g. a run's model/) or a hub id.")
-    trust_remote_code: bool = Field(
-        default=False, description="Run Python code shipped with a hub model (custom architectures); only for sources you trust (warned)."
-    )
+    trust_remote_code: TrustRemoteCode = False
     input: str = Field(default="-", description="Text (one input per line) or JSONL file; '-' is stdin.")
     output: str = Field(default="-", description="Output file; '-' is stdout.")
     input_format: Literal["auto", "text", "jsonl", "csv"] = Field(default="auto", description="auto: .jsonl/.json → jsonl, .csv → csv, else text.")
