@@ -45,12 +45,12 @@ def main() -> None:
         with ExitStack() as held:
             run = setup(config, Console(quiet=True), held)
             plan = LoopPlan(max_steps=2, grad_accum=config.training.grad_accum, grad_clip=config.optim.grad_clip,
-                            log_every=10**9, eval_every=10**9, checkpoint_every=None, fast_loss=config.training.fast_loss)  # fmt: skip
+                            log_every=10**9, eval_every=10**9, checkpoint_every=None)  # fmt: skip
             hooks = LoopHooks(log=lambda record: None, evaluate=lambda state: {}, checkpoint=lambda state, validation: None)
-            train(run.model, run.objective, run.batches.train, run.state, plan, run.precision, run.device, hooks)  # warm-up
+            train(run.parallel, run.objective, run.batches.train, run.state, plan, run.precision, hooks)  # warm-up
             plan = LoopPlan(**{**plan.__dict__, "max_steps": 2 + args.steps})
             with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
-                train(run.model, run.objective, run.batches.train, run.state, plan, run.precision, run.device, hooks)
+                train(run.parallel, run.objective, run.batches.train, run.state, plan, run.precision, hooks)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     report(profiler)

@@ -24,6 +24,7 @@ import torch
 from seqlm.config_schema import EvaluateConfig
 from seqlm.console import Console
 from seqlm.device import Precision
+from seqlm.distributed import SINGLE, Cluster, sharded_results
 from seqlm.errors import DataError
 from seqlm.labelled_data import label_ids, read_labelled
 from seqlm.metrics import load_metric
@@ -34,9 +35,10 @@ SUMMARY_KEYS = ("accuracy", "macro_f1", "macro_precision", "macro_recall", "weig
 
 
 def evaluate_classifier(
-    loaded: Any, config: EvaluateConfig, precision: Precision, device: torch.device, console: Console
+    loaded: Any, config: EvaluateConfig, precision: Precision, device: torch.device, console: Console, cluster: Cluster = SINGLE
 ) -> dict[str, Any]:
-    """Metrics of the classifier `loaded` (a `LoadedModel`) on the labelled file `config.data`."""
+    """Metrics of the classifier `loaded` (a `LoadedModel`) on the labelled file `config.data`
+    (under torchrun each rank scores its share of the batches; every rank gets all logits)."""
     model, tokenizer = loaded.model, loaded.tokenizer
     names = model_label_names(model.config, config.model)
     examples = read_labelled(
@@ -79,7 +81,7 @@ def evaluate_classifier(
         f"evaluate classification: {config.model} on {config.data}, {len(texts)} examples, "
         f"{len(names)} labels, up to {max_length} tokens each"
     )
-    logits = _score(model, encoded, pad_id, batch_size, precision, device, console)
+    logits = _score(model, encoded, pad_id, batch_size, precision, device, console, cluster)
 
     targets = torch.tensor(references, dtype=torch.long)
     loss = float(torch.nn.functional.cross_entropy(logits, targets, reduction="sum")) / len(references)
@@ -141,15 +143,18 @@ def _score(
     precision: Precision,
     device: torch.device,
     console: Console,
+    cluster: Cluster,
 ) -> torch.Tensor:
     """fp32 logits (n_examples, n_labels) in input order; batches hold examples of similar length."""
     lengths = [len(ids) for ids in encoded["input_ids"]]
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])  # longest first: memory fails early
     logits = torch.empty((len(lengths), model.config.num_labels), dtype=torch.float32)
     extra = {"use_cache": False} if "use_cache" in inspect.signature(model.forward).parameters else {}
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    scored = [0]  # examples this rank has scored, for the progress line
     with console.progress("evaluate", total=len(order), unit="examples") as progress:
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
+
+        def batch_logits(rows: list[int]) -> torch.Tensor:
             width = max(lengths[i] for i in rows)
             batch = {}
             for key, values in encoded.items():
@@ -162,6 +167,10 @@ def _score(
             batch["attention_mask"] = (torch.arange(width)[None, :] < row_lengths[:, None]).long().to(device)
             with precision.autocast():
                 outputs = model(**batch, **extra)
-            logits[torch.tensor(rows)] = outputs.logits.float().cpu()
-            progress.update(start + len(rows))
+            scored[0] += len(rows)
+            progress.update(scored[0])
+            return outputs.logits.float().cpu()
+
+        for rows, rows_logits in zip(batches, sharded_results(cluster, batches, batch_logits)):
+            logits[torch.tensor(rows)] = rows_logits
     return logits

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from seqlm.errors import ExitCode, SeqlmError
+from seqlm.errors import ExitCode, SeqlmError, first_line
 
 app = typer.Typer(
     name="seqlm",
@@ -41,6 +41,12 @@ ResumeOpt = Annotated[
 OverwriteOpt = Annotated[
     bool, typer.Option("--overwrite", help="Delete the run already in output_dir and start afresh (else such a start is refused).")
 ]
+NprocOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--nproc", min=1, help="Run as N processes on this machine (torchrun: DDP/FSDP, one per GPU or a share of the CPU cores).", show_default=False
+    ),
+]
 DeviceOpt = Annotated[
     Optional[str], typer.Option("--device", help="auto (cuda → mps → cpu), cpu, cuda or mps.", show_default=False)
 ]
@@ -55,7 +61,7 @@ def tokenize(
     quiet: QuietOpt = False,
 ) -> None:
     """Train (or load) a tokenizer and write a memory-mapped tokenized dataset."""
-    _dispatch("tokenize", config, set_, {}, print_config, debug, quiet)
+    _dispatch("tokenize", config, set_, {}, print_config, debug, quiet, None)
 
 
 @app.command()
@@ -65,12 +71,13 @@ def pretrain(
     device: DeviceOpt = None,
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
+    nproc: NprocOpt = None,
     print_config: PrintConfigOpt = False,
     debug: DebugOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Pretrain a causal (GPT-style) or masked (BERT-style) language model."""
-    _dispatch("pretrain", config, set_, _run_options(device, resume, overwrite), print_config, debug, quiet)
+    _dispatch("pretrain", config, set_, _run_options(device, resume, overwrite), print_config, debug, quiet, nproc)
 
 
 @app.command()
@@ -80,12 +87,13 @@ def finetune(
     device: DeviceOpt = None,
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
+    nproc: NprocOpt = None,
     print_config: PrintConfigOpt = False,
     debug: DebugOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Fine-tune a pretrained model as a text classifier (labelled JSONL / CSV / Parquet)."""
-    _dispatch("finetune", config, set_, _run_options(device, resume, overwrite), print_config, debug, quiet)
+    _dispatch("finetune", config, set_, _run_options(device, resume, overwrite), print_config, debug, quiet, nproc)
 
 
 def _run_options(device: Optional[str], resume: bool, overwrite: bool) -> dict[str, Any]:
@@ -102,13 +110,14 @@ def evaluate(
     json_: Annotated[bool, typer.Option("--json", help="Print metrics as JSON on stdout.")] = False,
     set_: SetOpt = None,
     device: DeviceOpt = None,
+    nproc: NprocOpt = None,
     print_config: PrintConfigOpt = False,
     debug: DebugOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Measure a model: perplexity (causal), masked-token loss/accuracy/pseudo-perplexity (masked), or accuracy/F1/confusion matrix (classifiers)."""
     given = _given(model=model, data=str(data) if data else None, device=device)
-    _dispatch("evaluate", config, set_, given, print_config, debug, quiet, json_output=json_)
+    _dispatch("evaluate", config, set_, given, print_config, debug, quiet, nproc, json_output=json_)
 
 
 @app.command()
@@ -132,7 +141,7 @@ def predict(
     """Apply a model to a file of inputs: continuations (causal), [MASK] fills (masked) or labels (classifiers)."""
     # An unset flag is None, not False, so that it does not override skip_bad_lines: true in the YAML.
     given = _given(model=model, input=input_, output=output, top_k=top_k, skip_bad_lines=skip_bad_lines or None, device=device)
-    _dispatch("predict", config, set_, given, print_config, debug, quiet)
+    _dispatch("predict", config, set_, given, print_config, debug, quiet, None)
 
 
 def _given(**options: Any) -> dict[str, Any]:
@@ -148,19 +157,26 @@ def _dispatch(
     print_config: bool,
     debug: bool,
     quiet: bool,
+    nproc: Optional[int],
     **run_kwargs: Any,
 ) -> None:
     from seqlm.config_loading import load_config, to_yaml
     from seqlm.config_schema import COMMAND_SCHEMAS
     from seqlm.console import Console
 
-    console = Console(quiet=quiet)
+    console = Console(quiet=quiet, silent=_rank() > 0)
     _quiet_hf_libraries(debug)
     try:
         config = load_config(COMMAND_SCHEMAS[command], config_path, list(overrides or []), options)
         if print_config:
             sys.stdout.write(to_yaml(config))
             raise typer.Exit(ExitCode.OK)
+        if nproc is not None and "WORLD_SIZE" in os.environ:
+            _fail("--nproc starts torchrun itself; under torchrun, leave it out", ExitCode.USAGE)
+        if nproc is not None and nproc > 1:  # the config is valid: now start the ranks, each of which reads it again
+            from seqlm.launcher import launch, strip_nproc
+
+            raise typer.Exit(launch(nproc, strip_nproc(sys.argv[1:])))
         from seqlm.allocator import keep_freed_memory
 
         keep_freed_memory()
@@ -171,6 +187,8 @@ def _dispatch(
     except SeqlmError as exc:
         if debug:
             traceback.print_exc()
+        if getattr(exc, "reported_by_rank_0", False):  # rank 0 has said it: the others exit with its code, silently
+            _exit(exc.exit_code)
         _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted", ExitCode.INTERRUPTED)
@@ -187,6 +205,12 @@ def _dispatch(
     except Exception as exc:  # a bug, not a user error: say so, keep the traceback behind --debug
         if debug:
             traceback.print_exc()
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # most often a collective that lost a rank
+            _fail(
+                f"{type(exc).__name__}: {first_line(exc)} (if another rank of the run failed or was stopped, its message says why; "
+                "rerun with --debug for the traceback)",
+                ExitCode.UNEXPECTED,
+            )
         _fail(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", ExitCode.UNEXPECTED)
 
 
@@ -199,9 +223,29 @@ def _quiet_hf_libraries(debug: bool) -> None:
         os.environ.setdefault("DATASETS_VERBOSITY", "error")
 
 
+def _rank() -> int:
+    """This process's rank under torchrun (0 outside it): read from the environment, without importing torch."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
 def _fail(message: str, code: ExitCode) -> None:
     first_line = message.strip().splitlines()[0] if message.strip() else type(code).__name__
-    print(f"seqlm: error: {first_line}", file=sys.stderr, flush=True)
+    where = f"[rank {_rank()}] " if _rank() > 0 else ""
+    print(f"seqlm: error: {where}{first_line}", file=sys.stderr, flush=True)
+    _exit(code)
+
+
+def _exit(code: ExitCode) -> None:
+    """End with `code`. A failed rank of a torchrun job ends at once (os._exit): tearing down its process
+    group while a peer may still use it can abort the process (gloo), which would replace the code by 134."""
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(int(code))
     raise typer.Exit(int(code))
 
 

@@ -151,6 +151,27 @@ class OptimConfig(Section):
     grad_clip: float | None = Field(default=1.0, gt=0.0, description="Max global gradient norm; null: no clipping.")
 
 
+class DistributedConfig(Section):
+    """How a run under torchrun (several processes) splits the work; a single process ignores it."""
+
+    strategy: Literal["ddp", "fsdp"] = Field(
+        default="ddp", description="ddp: a full model replica per process; fsdp: parameters, gradients and optimizer state sharded (FSDP2)."
+    )
+    timeout_s: int = Field(
+        default=600, ge=10, description="Seconds a collective may wait for the other processes before the run fails (never a hang)."
+    )
+    checkpoint: Literal["full", "sharded"] = Field(
+        default="full",
+        description="fsdp: full checkpoints (HF weights + optimizer, gathered on rank 0) or sharded (torch.distributed.checkpoint: each rank writes its shards).",
+    )
+
+    @model_validator(mode="after")
+    def _sharded_needs_fsdp(self) -> DistributedConfig:
+        if self.checkpoint == "sharded" and self.strategy != "fsdp":
+            raise ValueError("checkpoint: sharded needs strategy: fsdp (a ddp replica is saved whole)")
+        return self
+
+
 class TrainingConfig(Section):
     seq_len: int = Field(default=128, ge=4, description="Tokens per packed block.")
     batch_size: int = Field(default=16, ge=1, description="Blocks per micro-batch.")
@@ -181,6 +202,7 @@ class PretrainConfig(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     device: Device = Field(default="auto", description="auto: cuda, then mps, then cpu.")
     resume: Resume = "never"
     overwrite: Overwrite = False
@@ -255,6 +277,7 @@ class FinetuneConfig(Section):
     data: LabelledDataConfig
     optim: OptimConfig = Field(default_factory=OptimConfig)
     training: FinetuneTrainingConfig = Field(default_factory=FinetuneTrainingConfig)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     device: Device = Field(default="auto", description="auto: cuda, then mps, then cpu.")
     resume: Resume = "never"
     overwrite: Overwrite = False

@@ -16,8 +16,13 @@ from typing import Any
 
 
 class Console:
-    def __init__(self, quiet: bool = False, interactive: bool | None = None, plain_interval_s: float = 10.0):
-        self.quiet = quiet
+    """`silent`: nothing at all (the ranks other than 0 of a torchrun job: rank 0 speaks for the run)."""
+
+    def __init__(
+        self, quiet: bool = False, interactive: bool | None = None, plain_interval_s: float = 10.0, silent: bool = False
+    ):
+        self.quiet = quiet or silent
+        self.silent = silent
         if interactive is None:
             interactive = sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
         self.interactive = interactive
@@ -34,7 +39,8 @@ class Console:
 
     def warn(self, message: str) -> None:
         """Warnings are shown even with --quiet."""
-        self._emit(f"warning: {message}", style="yellow")
+        if not self.silent:
+            self._emit(f"warning: {message}", style="yellow")
 
     def _emit(self, message: str, style: str | None = None) -> None:
         if self._rich is not None:

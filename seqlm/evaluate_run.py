@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from seqlm.classification_eval import evaluate_classifier
 from seqlm.config_schema import EvaluateConfig
 from seqlm.console import Console
 from seqlm.device import Precision, resolve_precision, select_device
+from seqlm.distributed import DEFAULT_TIMEOUT_S, Cluster, joined, on_main, sharded_results
 from seqlm.lm_scoring import score_batches
 from seqlm.masking import IGNORE_INDEX
 from seqlm.metrics import load_metric
@@ -43,18 +45,26 @@ from seqlm.token_source import load_split
 
 
 def run(config: EvaluateConfig, console: Console, json_output: bool = False) -> dict[str, Any]:
-    output_dir = config.output_dir or _default_output_dir(config.model)
-    check_output_dir(output_dir)  # before the model runs: an unwritable output_dir is exit 4 at once
-    device = select_device(config.device)
-    precision = Precision(device, resolve_precision(config.precision, device))
-    if config.trust_remote_code:
-        console.warn(remote_code_warning(config.model))
-    loaded = load_for_inference(config.model, device, trust_remote_code=config.trust_remote_code)
-    if loaded.objective == "classification":
-        metrics = evaluate_classifier(loaded, config, precision, device, console)
-    else:
-        metrics = _language_model_metrics(loaded, config, precision, device, console)
+    """Under torchrun every rank holds the model and scores its share of the batches; rank 0
+    gathers the scores and writes the same metrics.json one process would."""
+    with joined(DEFAULT_TIMEOUT_S, config.device) as cluster:
+        output_dir = config.output_dir or _default_output_dir(config.model)
+        # Before the model runs: an unwritable output_dir is exit 4 at once.
+        on_main(cluster, lambda: check_output_dir(output_dir))
+        device = cluster.device_for(select_device(config.device))
+        precision = Precision(device, resolve_precision(config.precision, device))
+        if config.trust_remote_code:
+            console.warn(remote_code_warning(config.model))
+        loaded = load_for_inference(config.model, device, trust_remote_code=config.trust_remote_code)
+        if loaded.objective == "classification":
+            metrics = evaluate_classifier(loaded, config, precision, device, console, cluster)
+        else:
+            metrics = _language_model_metrics(loaded, config, precision, device, console, cluster)
+        on_main(cluster, lambda: _write_metrics(metrics, output_dir, console, json_output))
+        return metrics
 
+
+def _write_metrics(metrics: dict[str, Any], output_dir: Path, console: Console, json_output: bool) -> None:
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
@@ -65,19 +75,18 @@ def run(config: EvaluateConfig, console: Console, json_output: bool = False) -> 
         raise failure from exc
     console.info(f"metrics written to {output_dir / 'metrics.json'}")
     print_metrics(metrics, json_output)
-    return metrics
 
 
 def _language_model_metrics(
-    loaded: Any, config: EvaluateConfig, precision: Precision, device: torch.device, console: Console
+    loaded: Any, config: EvaluateConfig, precision: Precision, device: torch.device, console: Console, cluster: Cluster
 ) -> dict[str, Any]:
     split = load_split(config.data, config.split, loaded.tokenizer, loaded.objective, config.model)
     seq_len = token_limit(config.seq_len, loaded.model.config, loaded.tokenizer, "seq_len")
     console.info(f"evaluate {loaded.objective}: {config.model} on {config.data} [{config.split}], windows of {seq_len}")
     if loaded.objective == "clm":
-        metrics = _causal_metrics(loaded.model, split, seq_len, config, precision, device)
+        metrics = _causal_metrics(loaded.model, split, seq_len, config, precision, device, cluster)
     else:
-        metrics = _masked_metrics(loaded.model, loaded.tokenizer, split, seq_len, config, precision, device)
+        metrics = _masked_metrics(loaded.model, loaded.tokenizer, split, seq_len, config, precision, device, cluster)
     return {"model": str(config.model), "data": str(config.data), "split": config.split, **metrics}
 
 
@@ -98,14 +107,14 @@ def causal_windows(n_tokens: int, seq_len: int, stride: int) -> list[tuple[int, 
 
 
 def _causal_metrics(
-    model: Any, split: Any, seq_len: int, config: EvaluateConfig, precision: Precision, device: torch.device
+    model: Any, split: Any, seq_len: int, config: EvaluateConfig, precision: Precision, device: torch.device, cluster: Cluster
 ) -> dict[str, Any]:
     stride = min(config.stride or seq_len, seq_len)
     windows = causal_windows(split.n_tokens, seq_len, stride)
     if config.max_batches is not None:
         windows = windows[: config.max_batches * config.batch_size]
-    batches = (_causal_batch(split, windows[i : i + config.batch_size], seq_len) for i in range(0, len(windows), config.batch_size))
-    scores = score_batches(model, OBJECTIVES["clm"], batches, precision, device)
+    groups = [windows[i : i + config.batch_size] for i in range(0, len(windows), config.batch_size)]
+    scores = score_batches(model, OBJECTIVES["clm"], _CausalBatches(split, groups), precision, device, cluster)
     return {
         "objective": "clm",
         "loss": scores["loss"],
@@ -117,7 +126,20 @@ def _causal_metrics(
     }
 
 
-def _causal_batch(split: Any, windows: list[tuple[int, int, int]], seq_len: int) -> Batch:
+class _CausalBatches(Sequence[Batch]):
+    """The batches of a split's windows, each built when it is scored (by the rank that scores it)."""
+
+    def __init__(self, split: Any, groups: list[list[tuple[int, int, int]]]):
+        self.split, self.groups = split, groups
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, index: int) -> Batch:  # type: ignore[override]
+        return _causal_batch(self.split, self.groups[index])
+
+
+def _causal_batch(split: Any, windows: list[tuple[int, int, int]]) -> Batch:
     width = max(end - begin for begin, end, _ in windows)
     input_ids = torch.zeros((len(windows), width), dtype=torch.long)
     attention_mask = torch.zeros_like(input_ids)
@@ -132,7 +154,14 @@ def _causal_batch(split: Any, windows: list[tuple[int, int, int]], seq_len: int)
 
 
 def _masked_metrics(
-    model: Any, tokenizer: Any, split: Any, seq_len: int, config: EvaluateConfig, precision: Precision, device: torch.device
+    model: Any,
+    tokenizer: Any,
+    split: Any,
+    seq_len: int,
+    config: EvaluateConfig,
+    precision: Precision,
+    device: torch.device,
+    cluster: Cluster,
 ) -> dict[str, Any]:
     batches = PretrainBatches(
         "mlm", split, split, tokenizer, seq_len, config.batch_size, config.seed, config.mlm_probability
@@ -141,9 +170,9 @@ def _masked_metrics(
     n_batches = math.ceil(n_windows / config.batch_size)
     if config.max_batches is not None:
         n_batches = min(n_batches, config.max_batches)
-    scores = score_batches(model, OBJECTIVES["mlm"], batches.validation(n_batches), precision, device)
+    scores = score_batches(model, OBJECTIVES["mlm"], batches.validation(n_batches), precision, device, cluster)
     windows = batches.validation_blocks.sequential(config.pseudo_perplexity_windows)[: config.pseudo_perplexity_windows]
-    pseudo = _pseudo_perplexity(model, tokenizer, windows, config.batch_size, precision, device)
+    pseudo = _pseudo_perplexity(model, tokenizer, windows, config.batch_size, precision, device, cluster)
     return {
         "objective": "mlm",
         "loss": scores["loss"],
@@ -160,13 +189,21 @@ def _masked_metrics(
 
 @torch.inference_mode()
 def _pseudo_perplexity(
-    model: Any, tokenizer: Any, windows: np.ndarray, batch_size: int, precision: Precision, device: torch.device
+    model: Any,
+    tokenizer: Any,
+    windows: np.ndarray,
+    batch_size: int,
+    precision: Precision,
+    device: torch.device,
+    cluster: Cluster,
 ) -> dict[str, float]:
     """Mask each non-special token alone; PPPL = exp(mean NLL of the true token given all others)."""
     model.eval()
     special = set(tokenizer.all_special_ids)
-    metric = load_metric("token_perplexity")
-    for window in windows:
+
+    def window_nlls(window: np.ndarray) -> list[tuple[float, int]]:
+        """(summed NLL, tokens) per forward pass over the window's masked copies."""
+        nlls = []
         positions = [i for i, token in enumerate(window) if int(token) not in special]
         for start in range(0, len(positions), batch_size):
             chunk = positions[start : start + batch_size]
@@ -179,7 +216,13 @@ def _pseudo_perplexity(
             logits = outputs.prediction_logits if hasattr(outputs, "prediction_logits") else outputs.logits
             log_probs = torch.log_softmax(logits[rows, cols].float(), dim=-1)
             nll = -log_probs[rows, torch.from_numpy(window[chunk]).to(device)].sum()
-            metric.add_batch(predictions=[float(nll)], references=[len(chunk)])
+            nlls.append((float(nll), len(chunk)))
+        return nlls
+
+    metric = load_metric("token_perplexity")
+    for nlls in sharded_results(cluster, list(windows), window_nlls):
+        for nll, count in nlls:
+            metric.add_batch(predictions=[nll], references=[count])
     if not len(windows):
         return {"perplexity": float("nan"), "tokens": 0}
     result = metric.compute()

@@ -18,13 +18,14 @@ from typing import Any
 
 import torch
 
-from seqlm.checkpoint import save_model
+from seqlm.checkpoint import is_sharded, save_model
 from seqlm.classification_batches import ClassificationBatches
 from seqlm.classifier_model import freeze, load_classifier, load_saved_classifier
 from seqlm.config_loading import to_yaml
 from seqlm.config_schema import FinetuneConfig
 from seqlm.console import Console
 from seqlm.device import Precision, compile_body, resolve_compile, resolve_precision, seed_everything, select_device
+from seqlm.distributed import SINGLE, Cluster, joined, on_main, sharded_results
 from seqlm.errors import ConfigError
 from seqlm.labelled_data import LabelledExamples, load_splits
 from seqlm.lm_scoring import ScoreAccumulator
@@ -32,10 +33,11 @@ from seqlm.metrics import load_metric
 from seqlm.model_loading import remote_code_warning
 from seqlm.objectives import OBJECTIVES, Batch, Objective
 from seqlm.optim import build_optimizer, build_scheduler
+from seqlm.parallel_model import ParallelModel, global_batch_line, parallelize, shard_batch
 from seqlm.run_dir import RunDir
 from seqlm.stop_signals import graceful_stop
 from seqlm.train_loop import LoopHooks, LoopPlan, LoopState, train
-from seqlm.training_session import Checkpointer, begin, load_run_state, log_record, open_run, short, stopped
+from seqlm.training_session import Checkpointer, agreed_stop, begin, load_run_state, log_record, open_run, short, stopped
 
 # The validation metrics and which way is better; early_stopping.metric must be one of them.
 METRIC_MODES = {"loss": "min", "accuracy": "max", "macro_f1": "max"}
@@ -83,7 +85,7 @@ class FinetuneRun:
     splits: dict[str, LabelledExamples]
     names: list[str]
     tokenizer: Any
-    model: torch.nn.Module
+    parallel: ParallelModel
     objective: Objective
     batches: ClassificationBatches
     validation: list[Batch]
@@ -91,20 +93,20 @@ class FinetuneRun:
     state: LoopState
     best: BestTracker
     precision: Precision
-    device: torch.device
     checkpointer: Checkpointer
     new_weights: list[str]  # initialised by this run, not the pretrained model: saved so a resume can freeze the same
 
 
 def run(config: FinetuneConfig, console: Console) -> dict[str, Any]:
-    with ExitStack() as held:  # the run dir's lock, from setup() until the run ends
-        finetune = setup(config, console, held)
+    with ExitStack() as held:  # the process group and the run dir's lock, from setup() until the run ends
+        cluster = held.enter_context(joined(config.distributed.timeout_s, config.device))
+        finetune = setup(config, console, held, cluster)
         started = time.perf_counter()
         validation_metrics = fit(finetune)
         return save(finetune, validation_metrics, time.perf_counter() - started)
 
 
-def setup(config: FinetuneConfig, console: Console, held: ExitStack) -> FinetuneRun:
+def setup(config: FinetuneConfig, console: Console, held: ExitStack, cluster: Cluster = SINGLE) -> FinetuneRun:
     training = config.training
     stopping = training.early_stopping
     if stopping.metric not in METRIC_MODES:
@@ -112,17 +114,17 @@ def setup(config: FinetuneConfig, console: Console, held: ExitStack) -> Finetune
             f"training.early_stopping.metric: {stopping.metric!r} is not a validation metric; use one of {', '.join(METRIC_MODES)}"
         )
     splits, names = load_splits(config.data)
-    device = select_device(config.device)
+    device = cluster.device_for(select_device(config.device))
     precision = Precision(device, resolve_precision(training.precision, device))
     run_dir = RunDir(config.output_dir)
-    checkpoint = open_run(run_dir, config, console, held)
+    checkpoint = open_run(run_dir, config, console, held, cluster)
     seed_everything(training.seed)  # the new head's initialisation, then dropout (a resume restores the RNG)
 
     if config.trust_remote_code:
         console.warn(remote_code_warning(config.model))
-    model, tokenizer, new_weights = load_classifier(
-        str(checkpoint or config.model), names, training.max_length, config.trust_remote_code
-    )
+    # A sharded checkpoint's weights are loaded into the shards by begin(): start from the model as at first.
+    source = checkpoint if checkpoint is not None and not is_sharded(checkpoint) else config.model
+    model, tokenizer, new_weights = load_classifier(str(source), names, training.max_length, config.trust_remote_code)
     if checkpoint is not None:  # weights the checkpoint has were new at the start: `freeze: body` still trains them
         new_weights = load_run_state(checkpoint)["new_weights"]
     elif new_weights:
@@ -131,12 +133,13 @@ def setup(config: FinetuneConfig, console: Console, held: ExitStack) -> Finetune
     trainable, total = freeze(model, training.freeze, new_weights)
     model.to(device)
 
+    # Batches are drawn whole, as one process would draw them; each rank trains on its rows (shard_batch).
     batches = ClassificationBatches(
         splits,
         names,
         tokenizer,
         max_length=training.max_length,
-        batch_size=training.batch_size,
+        batch_size=training.batch_size * cluster.world_size,
         grad_accum=training.grad_accum,
         seed=training.seed,
         group_by_length=training.group_by_length,
@@ -159,31 +162,39 @@ def setup(config: FinetuneConfig, console: Console, held: ExitStack) -> Finetune
     )
     if resolve_compile(training.compile, device, max_steps):
         compile_body(model)  # compiled lazily, at the first step
-    optimizer = build_optimizer(model, config.optim, device)
+    distributed = config.distributed
+    parallel = parallelize(
+        model, OBJECTIVES["classification"], False, cluster, distributed.strategy, device, distributed.checkpoint == "sharded"
+    )
+    parallel.seed_dropout(training.seed)
+    optimizer = build_optimizer(parallel.module, config.optim, device)
     scaler = torch.amp.GradScaler(device.type) if precision.needs_grad_scaler else None
     state = LoopState(optimizer, build_scheduler(optimizer, max_steps, config.optim), scaler)
     best = BestTracker(stopping.metric, METRIC_MODES[stopping.metric], stopping.patience)
-    run_state = begin(run_dir, config, state, checkpoint, console)
+    run_state = begin(run_dir, config, state, checkpoint, console, parallel)
     if checkpoint is not None:
         best.load_state_dict(run_state["best"])
     counts = ", ".join(f"{name} {len(examples)}" for name, examples in splits.items())
     console.info(
         f"finetune classification: {model.config.model_type} from {config.model}, {len(names)} labels, "
         f"{trainable:,} of {total:,} parameters trained (freeze: {training.freeze}), "
-        f"{device.type}/{precision.name}; examples: {counts}; {training.batch_size}x{training.grad_accum} per step, "
-        f"{max_steps} steps ({max_steps / batches.steps_per_epoch:.3g} epochs), validation every {plan.eval_every}"
+        f"{device.type}/{precision.name}; examples: {counts}; "
+        f"{global_batch_line(training.batch_size, training.grad_accum, cluster, parallel.strategy)} examples per step "
+        f"(optim.lr as given: not rescaled), {max_steps} steps ({max_steps / batches.steps_per_epoch:.3g} epochs), "
+        f"validation every {plan.eval_every}"
     )
     checkpointer = Checkpointer(
-        run_dir, model, tokenizer, to_yaml(config), training.keep_last, best.metric, best.mode, checkpoint, console.info
+        run_dir, parallel, tokenizer, to_yaml(config), training.keep_last, best.metric, best.mode, checkpoint, console.info
     )
     return FinetuneRun(
-        config, console, run_dir, splits, names, tokenizer, model, OBJECTIVES["classification"],
-        batches, batches.evaluation("validation"), plan, state, best, precision, device, checkpointer, new_weights,
+        config, console, run_dir, splits, names, tokenizer, parallel, OBJECTIVES["classification"],
+        batches, batches.evaluation("validation"), plan, state, best, precision, checkpointer, new_weights,
     )  # fmt: skip
 
 
 def fit(finetune: FinetuneRun) -> dict[str, float]:
     progress = finetune.console.progress("finetune", total=finetune.plan.max_steps, unit="steps")
+    cluster = finetune.parallel.cluster
     with graceful_stop() as stop_request, progress as bar:
         hooks = LoopHooks(
             log=lambda record: log_record(finetune.run_dir, finetune.console, record, finetune.plan.max_steps),
@@ -193,17 +204,16 @@ def fit(finetune: FinetuneRun) -> dict[str, float]:
             ),
             progress=lambda state, fields: bar.update(state.step, **fields),
             should_stop=lambda state, metrics: finetune.best.exhausted,
-            stop_signal=stop_request,
-            interrupted=lambda state, signum: stopped(finetune.run_dir, state, signum),
+            stop_signal=agreed_stop(cluster, stop_request),
+            interrupted=lambda state, signum: stopped(finetune.run_dir, state, signum, cluster),
         )
         metrics = train(
-            finetune.model,
+            finetune.parallel,
             finetune.objective,
-            finetune.batches.train,
+            lambda step, micro: shard_batch(finetune.batches.train(step, micro), cluster),
             finetune.state,
             finetune.plan,
             finetune.precision,
-            finetune.device,
             hooks,
         )
     if finetune.state.step < finetune.plan.max_steps:
@@ -217,18 +227,28 @@ def fit(finetune: FinetuneRun) -> dict[str, float]:
 
 
 def validate_and_keep_best(finetune: FinetuneRun, state: LoopState) -> dict[str, float]:
-    metrics = score(finetune.model, finetune.objective, finetune.validation, finetune.names, finetune.precision, finetune.device)
-    if finetune.best.update(state.step, metrics):
-        save_model(finetune.run_dir.best_dir, finetune.model, finetune.tokenizer)
+    parallel = finetune.parallel
+    metrics = score(
+        parallel.module, finetune.objective, finetune.validation, finetune.names, finetune.precision,
+        parallel.device, parallel.cluster, parallel.lockstep,
+    )  # fmt: skip
+    if finetune.best.update(state.step, metrics):  # the same on every rank: the metrics are
+        model = parallel.saveable()
+        on_main(parallel.cluster, lambda: save_model(finetune.run_dir.best_dir, model, finetune.tokenizer))
     return metrics
 
 
 def save(finetune: FinetuneRun, validation_metrics: dict[str, float], elapsed_s: float) -> dict[str, Any]:
-    run_dir, best, state = finetune.run_dir, finetune.best, finetune.state
-    save_model(run_dir.model_dir, finetune.model, finetune.tokenizer)
-    if best.step is None:  # no validation result was a number (a diverged run): best/ is the final model
-        finetune.console.warn(f"validation {best.metric} was never a number; best/ holds the final model")
-        save_model(run_dir.best_dir, finetune.model, finetune.tokenizer)
+    run_dir, best, state, parallel = finetune.run_dir, finetune.best, finetune.state, finetune.parallel
+    model = parallel.saveable()  # every rank: under fsdp the full weights are gathered
+
+    def write_models() -> None:
+        save_model(run_dir.model_dir, model, finetune.tokenizer)
+        if best.step is None:  # no validation result was a number (a diverged run): best/ is the final model
+            finetune.console.warn(f"validation {best.metric} was never a number; best/ holds the final model")
+            save_model(run_dir.best_dir, model, finetune.tokenizer)
+
+    on_main(parallel.cluster, write_models)
     metrics: dict[str, Any] = {
         "task": "classification",
         "n_labels": len(finetune.names),
@@ -241,18 +261,21 @@ def save(finetune: FinetuneRun, validation_metrics: dict[str, float], elapsed_s:
         "best_step": best.step if best.step is not None else state.step,
         **{f"best_val_{key}": value for key, value in (best.metrics or validation_metrics).items()},
     }
-    if "test" in finetune.splits:
-        best_model = load_saved_classifier(run_dir.best_dir).to(finetune.device)
+    if "test" in finetune.splits:  # every rank scores its share with best/, as written by rank 0 above
+        best_model = load_saved_classifier(run_dir.best_dir).to(parallel.device)
         test = score(
-            best_model,
-            finetune.objective,
-            finetune.batches.evaluation("test"),
-            finetune.names,
-            finetune.precision,
-            finetune.device,
-        )
+            best_model, finetune.objective, finetune.batches.evaluation("test"), finetune.names, finetune.precision,
+            parallel.device, parallel.cluster,
+        )  # fmt: skip
         metrics.update({f"test_{key}": value for key, value in test.items()})
-        run_dir.log({"step": metrics["best_step"], "split": "test", **{f"test_{key}": value for key, value in test.items()}})
+    on_main(parallel.cluster, lambda: _write_metrics(finetune, metrics))
+    return metrics
+
+
+def _write_metrics(finetune: FinetuneRun, metrics: dict[str, Any]) -> None:
+    run_dir = finetune.run_dir
+    if "test_loss" in metrics:
+        run_dir.log({"step": metrics["best_step"], "split": "test", **{key: value for key, value in metrics.items() if key.startswith("test_")}})
     run_dir.write_metrics(metrics)
     shown = "  ".join(
         f"{key} {short(metrics[key])}" for key in ("best_step", "best_val_accuracy", "test_accuracy") if key in metrics
@@ -260,7 +283,6 @@ def save(finetune: FinetuneRun, validation_metrics: dict[str, float], elapsed_s:
     finetune.console.info(
         f"{shown}; model saved to {run_dir.model_dir}, best to {run_dir.best_dir}; metrics in {run_dir.path / 'metrics.json'}"
     )
-    return metrics
 
 
 # --------------------------------------------------------------------------- scoring
@@ -268,19 +290,32 @@ def save(finetune: FinetuneRun, validation_metrics: dict[str, float], elapsed_s:
 
 @torch.inference_mode()
 def score(
-    model: Any, objective: Objective, batches: list[Batch], names: list[str], precision: Precision, device: torch.device
+    model: Any,
+    objective: Objective,
+    batches: list[Batch],
+    names: list[str],
+    precision: Precision,
+    device: torch.device,
+    cluster: Cluster = SINGLE,
+    lockstep: bool = False,
 ) -> dict[str, float]:
-    """loss (mean cross-entropy), accuracy and macro F1 of `model` over `batches` (eval mode, restored after)."""
+    """loss (mean cross-entropy), accuracy and macro F1 of `model` over `batches` (eval mode, restored after).
+
+    Under torchrun each rank scores every W-th batch; the scores are gathered in batch order, so
+    every rank gets the figures one process would compute (`lockstep`: FSDP, see score_batches)."""
+
+    def score_one(batch: Batch) -> dict[str, Any]:
+        batch = batch.to(device)
+        with precision.autocast():
+            outputs = model(**batch.inputs)
+        return objective.score(outputs, batch)
+
     was_training = model.training
     model.eval()
     sums = ScoreAccumulator()
     report = load_metric("classification_report")
     try:
-        for batch in batches:
-            batch = batch.to(device)
-            with precision.autocast():
-                outputs = model(**batch.inputs)
-            scores = objective.score(outputs, batch)
+        for scores in sharded_results(cluster, batches, score_one, lockstep):
             sums.add(scores)
             report.add_batch(predictions=scores["predicted"].tolist(), references=scores["expected"].tolist())
     finally:

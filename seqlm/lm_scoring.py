@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from seqlm.device import Precision
+from seqlm.distributed import SINGLE, Cluster, sharded_results
 from seqlm.metrics import load_metric
 from seqlm.objectives import Batch, Objective
 
@@ -52,18 +53,36 @@ class ScoreAccumulator:
 
 @torch.inference_mode()
 def score_batches(
-    model: Any, objective: Objective, batches: Iterable[Batch], precision: Precision, device: torch.device
+    model: Any,
+    objective: Objective,
+    batches: Iterable[Batch],
+    precision: Precision,
+    device: torch.device,
+    cluster: Cluster = SINGLE,
+    lockstep: bool = False,
 ) -> dict[str, float]:
-    """Metrics of `model` over `batches` (eval mode for the duration, restored after)."""
+    """Metrics of `model` over `batches` (eval mode for the duration, restored after).
+
+    Under torchrun each rank scores every W-th batch and the per-batch scores are gathered and
+    summed in batch order: the same figures as one process scoring them all. `lockstep`: `model`
+    is FSDP-sharded, so every rank makes the same number of forward passes."""
+
+    def score(batch: Batch) -> dict[str, Any]:
+        batch = batch.to(device)
+        with precision.autocast():
+            outputs = model(**batch.inputs)
+        return objective.score(outputs, batch)
+
     was_training = model.training
     model.eval()
     accumulator = ScoreAccumulator()
     try:
-        for batch in batches:
-            batch = batch.to(device)
-            with precision.autocast():
-                outputs = model(**batch.inputs)
-            accumulator.add(objective.score(outputs, batch))
+        if cluster.distributed:
+            scores = sharded_results(cluster, list(batches), score, lockstep)
+        else:
+            scores = (score(batch) for batch in batches)  # one batch in memory at a time
+        for batch_scores in scores:
+            accumulator.add(batch_scores)
     finally:
         model.train(was_training)
     return accumulator.compute()

@@ -14,23 +14,25 @@ from typing import Any
 
 import torch
 
-from seqlm.checkpoint import save_model
+from seqlm.checkpoint import is_sharded, save_model
 from seqlm.config_loading import to_yaml
 from seqlm.config_schema import PretrainConfig
 from seqlm.console import Console
 from seqlm.device import Precision, compile_body, resolve_compile, resolve_precision, seed_everything, select_device
+from seqlm.distributed import SINGLE, Cluster, joined, on_main
 from seqlm.errors import ConfigError
 from seqlm.lm_scoring import score_batches
 from seqlm.model_builder import build_model, head_for, load_pretrained, resolve_family
 from seqlm.model_loading import max_positions, remote_code_warning
 from seqlm.objectives import OBJECTIVES, Batch, Objective
 from seqlm.optim import build_optimizer, build_scheduler
+from seqlm.parallel_model import ParallelModel, SaveableModel, global_batch_line, parallelize, shard_batch
 from seqlm.pretrain_batches import PretrainBatches, objective_name
 from seqlm.run_dir import RunDir
 from seqlm.stop_signals import graceful_stop
 from seqlm.token_store import TokenDataset
 from seqlm.train_loop import LoopHooks, LoopPlan, LoopState, train
-from seqlm.training_session import Checkpointer, begin, log_record, open_run, stopped
+from seqlm.training_session import Checkpointer, agreed_stop, begin, log_record, open_run, stopped
 
 
 @dataclass
@@ -39,29 +41,29 @@ class PretrainRun:
     console: Console
     run_dir: RunDir
     tokenizer: Any
-    model: torch.nn.Module
+    parallel: ParallelModel
     objective: Objective
     batches: PretrainBatches
     validation: list[Batch]
     state: LoopState
     precision: Precision
-    device: torch.device
     checkpointer: Checkpointer
 
 
 def run(config: PretrainConfig, console: Console) -> dict[str, Any]:
-    with ExitStack() as held:  # the run dir's lock, from setup() until the run ends
-        pretrain = setup(config, console, held)
+    with ExitStack() as held:  # the process group and the run dir's lock, from setup() until the run ends
+        cluster = held.enter_context(joined(config.distributed.timeout_s, config.device))
+        pretrain = setup(config, console, held, cluster)
         started = time.perf_counter()
         validation_metrics = fit(pretrain)
         return save(pretrain, validation_metrics, time.perf_counter() - started)
 
 
-def setup(config: PretrainConfig, console: Console, held: ExitStack) -> PretrainRun:
+def setup(config: PretrainConfig, console: Console, held: ExitStack, cluster: Cluster = SINGLE) -> PretrainRun:
     training = config.training
     dataset = TokenDataset.open(config.data)
     tokenizer = dataset.load_tokenizer()
-    device = select_device(config.device)
+    device = cluster.device_for(select_device(config.device))
     precision = Precision(device, resolve_precision(training.precision, device))
     seed_everything(training.seed)
 
@@ -73,8 +75,8 @@ def setup(config: PretrainConfig, console: Console, held: ExitStack) -> Pretrain
 
         dataset.check_tokenizer(AutoTokenizer.from_pretrained(source, trust_remote_code=trust), source)
     run_dir = RunDir(config.output_dir)
-    checkpoint = open_run(run_dir, config, console, held)
-    if checkpoint is None:
+    checkpoint = open_run(run_dir, config, console, held, cluster)
+    if checkpoint is None or is_sharded(checkpoint):  # a sharded checkpoint's weights are loaded by begin()
         model = build_model(config.model, config.objective, config.nsp, tokenizer).to(device)
     else:
         model = load_pretrained(str(checkpoint), head_for(config.objective, config.nsp), config.model.trust_remote_code).to(device)
@@ -83,37 +85,45 @@ def setup(config: PretrainConfig, console: Console, held: ExitStack) -> Pretrain
         raise ConfigError(f"training.seq_len ({training.seq_len}) exceeds the model's {positions} positions; set it to {positions} or less")
 
     name = objective_name(config.objective, config.nsp)
+    # Batches are drawn whole, as one process would draw them; each rank trains on its rows (shard_batch).
+    global_batch = training.batch_size * cluster.world_size
     batches = PretrainBatches(
         name,
         dataset.split("train"),
         dataset.split("validation"),
         tokenizer,
         seq_len=training.seq_len,
-        batch_size=training.batch_size,
+        batch_size=global_batch,
         seed=training.seed,
         mlm_probability=config.mlm_probability,
         whole_word_mask=config.whole_word_mask,
     )
     if resolve_compile(training.compile, device, training.max_steps):
         compile_body(model)  # compiled lazily, at the first step
-    optimizer = build_optimizer(model, config.optim, device)
+    n_params = sum(p.numel() for p in model.parameters())
+    distributed = config.distributed
+    parallel = parallelize(
+        model, OBJECTIVES[name], training.fast_loss, cluster, distributed.strategy, device, distributed.checkpoint == "sharded"
+    )
+    parallel.seed_dropout(training.seed)
+    optimizer = build_optimizer(parallel.module, config.optim, device)
     scaler = torch.amp.GradScaler(device.type) if precision.needs_grad_scaler else None
     state = LoopState(optimizer, build_scheduler(optimizer, training.max_steps, config.optim), scaler)
 
-    begin(run_dir, config, state, checkpoint, console)
-    n_params = sum(p.numel() for p in model.parameters())
+    begin(run_dir, config, state, checkpoint, console, parallel)
     origin = config.model.from_pretrained or "scratch"
     family = resolve_family(config.model, config.objective) if origin == "scratch" else model.config.model_type
     console.info(
         f"pretrain {name}: {family} ({origin}), {n_params / 1e6:.2f}M parameters, {device.type}/{precision.name}, "
-        f"{training.batch_size}x{training.grad_accum}x{training.seq_len} tokens per step, {training.max_steps} steps"
+        f"{training.max_steps} steps; {global_batch_line(training.batch_size, training.grad_accum, cluster, parallel.strategy)} "
+        f"sequences of {training.seq_len} tokens per step (optim.lr as given: not rescaled)"
     )
     validation = batches.validation(training.eval_batches)
     checkpointer = Checkpointer(
-        run_dir, model, tokenizer, to_yaml(config), training.keep_last, "loss", "min", checkpoint, console.info
+        run_dir, parallel, tokenizer, to_yaml(config), training.keep_last, "loss", "min", checkpoint, console.info
     )
     return PretrainRun(
-        config, console, run_dir, tokenizer, model, OBJECTIVES[name], batches, validation, state, precision, device, checkpointer
+        config, console, run_dir, tokenizer, parallel, OBJECTIVES[name], batches, validation, state, precision, checkpointer
     )
 
 
@@ -127,36 +137,49 @@ def fit(pretrain: PretrainRun) -> dict[str, float]:
         eval_every=training.eval_every,
         checkpoint_every=training.checkpoint_every,
         on_nan=training.on_nan,
-        fast_loss=training.fast_loss,
     )
+    cluster = pretrain.parallel.cluster
     with graceful_stop() as stop_request, pretrain.console.progress("pretrain", total=training.max_steps, unit="steps") as bar:
         hooks = LoopHooks(
             log=lambda record: log_record(pretrain.run_dir, pretrain.console, record, pretrain.config.training.max_steps),
             evaluate=lambda state: validate(pretrain),
             checkpoint=lambda state, validation: pretrain.checkpointer.save(state, validation, run_state={}),
             progress=lambda state, fields: bar.update(state.step, **fields),
-            stop_signal=stop_request,
-            interrupted=lambda state, signum: stopped(pretrain.run_dir, state, signum),
+            stop_signal=agreed_stop(cluster, stop_request),
+            interrupted=lambda state, signum: stopped(pretrain.run_dir, state, signum, cluster),
         )
         return train(
-            pretrain.model,
+            pretrain.parallel,
             pretrain.objective,
-            pretrain.batches.train,
+            lambda step, micro: shard_batch(pretrain.batches.train(step, micro), cluster),
             pretrain.state,
             plan,
             pretrain.precision,
-            pretrain.device,
             hooks,
         )
 
 
 def validate(pretrain: PretrainRun) -> dict[str, float]:
-    return score_batches(pretrain.model, pretrain.objective, pretrain.validation, pretrain.precision, pretrain.device)
+    parallel = pretrain.parallel
+    return score_batches(
+        parallel.module, pretrain.objective, pretrain.validation, pretrain.precision, parallel.device, parallel.cluster, parallel.lockstep
+    )
 
 
 def save(pretrain: PretrainRun, validation_metrics: dict[str, float], elapsed_s: float) -> dict[str, Any]:
-    save_model(pretrain.run_dir.model_dir, pretrain.model, pretrain.tokenizer)
-    metrics = {
+    model = pretrain.parallel.saveable()  # every rank: under fsdp the full weights are gathered
+    on_main(pretrain.parallel.cluster, lambda: _write_results(pretrain, model, validation_metrics, elapsed_s))
+    return _metrics(pretrain, validation_metrics, elapsed_s)
+
+
+def _write_results(pretrain: PretrainRun, model: SaveableModel, validation_metrics: dict[str, float], elapsed_s: float) -> None:
+    save_model(pretrain.run_dir.model_dir, model, pretrain.tokenizer)
+    pretrain.run_dir.write_metrics(_metrics(pretrain, validation_metrics, elapsed_s))
+    pretrain.console.info(f"model saved to {pretrain.run_dir.model_dir}; metrics in {pretrain.run_dir.path / 'metrics.json'}")
+
+
+def _metrics(pretrain: PretrainRun, validation_metrics: dict[str, float], elapsed_s: float) -> dict[str, Any]:
+    return {
         "objective": pretrain.objective.name,
         "steps": pretrain.state.step,
         "tokens_seen": pretrain.state.tokens_seen,
@@ -164,9 +187,6 @@ def save(pretrain: PretrainRun, validation_metrics: dict[str, float], elapsed_s:
         "train_time_s": round(elapsed_s, 3),
         **{f"val_{key}": value for key, value in validation_metrics.items()},
     }
-    pretrain.run_dir.write_metrics(metrics)
-    pretrain.console.info(f"model saved to {pretrain.run_dir.model_dir}; metrics in {pretrain.run_dir.path / 'metrics.json'}")
-    return metrics
 
 
 def _has_tokenizer(model: str) -> bool:

@@ -23,6 +23,11 @@ HARMLESS_KEYS = frozenset(
         "resume",
         "overwrite",
         "device",
+        "distributed.timeout_s",
+        # A distributed checkpoint records its strategy and number of processes, and the resume checks
+        # those (seqlm.parallel_model); a single process resumes any of its own checkpoints.
+        "distributed.strategy",
+        "distributed.checkpoint",  # how the next checkpoints are written; each one says how it was
         "output_dir",  # the run directory may have been moved
     }
 )

@@ -1,9 +1,14 @@
-"""The one training loop: every objective, pretraining and fine-tuning alike.
+"""The one training loop: every objective, pretraining and fine-tuning alike, one process or many.
 
 What is trained for is decided elsewhere: the model's head, the batches (`next_batch`) and
 the `Objective` (summed losses and their target counts). The loop does the rest: gradient
 accumulation normalised by the step's target count, mixed precision, clipping, the
 optimizer and schedule, and calls back for logging, validation and checkpoints.
+
+Under torchrun each rank gets its share of the step's batches; the target counts are summed
+over all ranks before the forward pass, so the step's loss is the one a single process would
+compute on the whole global batch (DDP/FSDP average the gradients over ranks: the loss is
+scaled by the number of ranks to undo that).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -22,6 +27,9 @@ import torch
 from seqlm.device import Precision
 from seqlm.errors import TrainingDiverged
 from seqlm.objectives import Batch, Objective
+
+if TYPE_CHECKING:
+    from seqlm.parallel_model import ParallelModel
 
 
 @dataclass
@@ -49,11 +57,13 @@ class LoopState:
             "log_window": {"losses": list(self.window.losses), "terms": dict(self.window.terms), "tokens": self.window.tokens},
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], optimizer: bool = True) -> None:
+        """`optimizer=False`: the caller restores the optimizer itself (FSDP's sharded one)."""
         self.step = int(state["step"])
         self.tokens_seen = int(state["tokens_seen"])
         self.skipped_steps = int(state["skipped_steps"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if optimizer:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
@@ -71,7 +81,6 @@ class LoopPlan:
     eval_every: int
     checkpoint_every: int | None
     on_nan: Literal["stop", "skip"] = "stop"
-    fast_loss: bool = True  # the objective's fast_loss_sums where it has one (same result within float tolerance)
 
 
 @dataclass
@@ -91,21 +100,22 @@ class LoopHooks:
 
 
 def train(
-    model: torch.nn.Module,
+    parallel: ParallelModel,
     objective: Objective,
     next_batch: Callable[[int, int], Batch],
     state: LoopState,
     plan: LoopPlan,
     precision: Precision,
-    device: torch.device,
     hooks: LoopHooks,
 ) -> dict[str, float]:
-    """Train from `state.step` to `plan.max_steps` (or until `hooks.should_stop`); returns the last validation metrics."""
-    model.train()
+    """Train from `state.step` to `plan.max_steps` (or until `hooks.should_stop`); returns the last validation metrics.
+
+    `next_batch(step, micro)` is this rank's share of the step's micro-batch `micro`."""
+    parallel.module.train()
     last_eval: dict[str, float] = {}
     while state.step < plan.max_steps:
         step_started = time.perf_counter()
-        step_loss, terms, tokens = _optimizer_step(model, objective, next_batch, state, plan, precision, device)
+        step_loss, terms, tokens = _optimizer_step(parallel, objective, next_batch, state, plan, precision)
         step_seconds = time.perf_counter() - step_started
         state.step += 1
         state.tokens_seen += tokens
@@ -135,41 +145,45 @@ def train(
 
 
 def _optimizer_step(
-    model: torch.nn.Module,
+    parallel: ParallelModel,
     objective: Objective,
     next_batch: Callable[[int, int], Batch],
     state: LoopState,
     plan: LoopPlan,
     precision: Precision,
-    device: torch.device,
 ) -> tuple[float, dict[str, float], int]:
+    cluster = parallel.cluster
     micro_batches = [next_batch(state.step, micro) for micro in range(plan.grad_accum)]
-    # Normalise by the whole step's target counts so that k micro-batches of b == one batch of k*b.
-    # Counts are ints (targets) or floats (summed class weights); a term with none divides by 1.
-    totals: dict[str, float] = {}
+    # Normalise by the whole step's target counts (over all ranks) so that k micro-batches of b on
+    # each of n ranks == one batch of n*k*b. Counts are ints (targets) or floats (summed class
+    # weights); a term with none divides by 1.
+    local: dict[str, float] = {}
     for batch in micro_batches:
         for term, count in objective.target_counts(batch).items():
-            totals[term] = totals.get(term, 0) + count
-    totals = {term: count if count > 0 else 1 for term, count in totals.items()}
-    term_losses = dict.fromkeys(totals, 0.0)
+            local[term] = local.get(term, 0) + count
+    terms_in_order = sorted(local)
+    totals = {term: count if count > 0 else 1 for term, count in zip(terms_in_order, cluster.sum([local[t] for t in terms_in_order]))}
+    term_losses = dict.fromkeys(terms_in_order, 0.0)
     tokens = 0
-    for batch in micro_batches:
+    for index, batch in enumerate(micro_batches):
         mask = batch.inputs.get("attention_mask")
         tokens += int(mask.sum()) if mask is not None else batch.inputs["input_ids"].numel()
-        batch = batch.to(device)
-        with precision.autocast():
-            sums = objective.fast_loss_sums(model, batch) if plan.fast_loss and objective.fast_loss_sums else None
-            if sums is None:
-                sums = objective.loss_sums(model(**batch.inputs), batch)
-        loss = sum(sums[term] / totals[term] for term in sums)
-        for term, value in sums.items():
-            term_losses[term] += float(value.detach()) / totals[term]
-        (state.scaler.scale(loss) if state.scaler is not None else loss).backward()
+        batch = batch.to(parallel.device)
+        with parallel.gradient_sync(index == len(micro_batches) - 1):
+            with precision.autocast():
+                sums = parallel.module(targets=batch.targets, **batch.inputs)
+            loss = sum(sums[term] / totals[term] for term in sums) * cluster.world_size
+            for term, value in sums.items():
+                term_losses[term] += float(value.detach()) / totals[term]
+            (state.scaler.scale(loss) if state.scaler is not None else loss).backward()
+    *summed, tokens_summed = cluster.sum([*(term_losses[t] for t in terms_in_order), tokens])
+    term_losses, tokens = dict(zip(terms_in_order, summed)), int(tokens_summed)
     step_loss = sum(term_losses.values())
     if state.scaler is not None:
         state.scaler.unscale_(state.optimizer)
-    # Clipping at inf only measures the global gradient norm.
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), plan.grad_clip or math.inf))
+    # Clipping at inf only measures the global gradient norm (over all shards under FSDP).
+    norm = torch.nn.utils.clip_grad_norm_(parallel.module.parameters(), plan.grad_clip or math.inf)
+    grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
     # With fp16 the grad scaler itself skips steps whose gradients overflow.
     if not math.isfinite(step_loss) or (state.scaler is None and not math.isfinite(grad_norm)):
         state.optimizer.zero_grad(set_to_none=True)

@@ -14,6 +14,7 @@ writing checkpoints (with retention), and stopping on a signal.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import signal
@@ -27,10 +28,12 @@ from typing import Any, Literal, NoReturn
 
 import yaml
 
-from seqlm.checkpoint import COMPLETE, latest_checkpoint, load_trainer_state, save_checkpoint
+from seqlm.checkpoint import COMPLETE, SHARDED, latest_checkpoint, load_trainer_state, save_checkpoint, sharded_temporary
 from seqlm.config_loading import to_yaml
 from seqlm.console import Console
-from seqlm.errors import ConfigError, ExitCode, TrainingInterrupted
+from seqlm.distributed import LAUNCHED_NPROC, SINGLE, Cluster, on_main
+from seqlm.errors import ConfigError, ExitCode, OutputError, TrainingInterrupted, first_line
+from seqlm.parallel_model import ParallelModel
 from seqlm.resume import check_resumable
 from seqlm.run_dir import RunDir
 from seqlm.run_lock import run_lock
@@ -42,10 +45,15 @@ RUN_OUTPUTS = ("config.yaml", "metrics.jsonl", "metrics.json", "checkpoints", "m
 RUN_RESULTS = ("model", "best", "metrics.json")
 
 
-def open_run(run_dir: RunDir, config: Any, console: Console, held: ExitStack) -> Path | None:
+def open_run(run_dir: RunDir, config: Any, console: Console, held: ExitStack, cluster: Cluster = SINGLE) -> Path | None:
     """Lock `run_dir` (released when `held` closes); the checkpoint to resume from, or None to start afresh.
 
-    `config` is a pretrain or finetune config (it has `resume` and `overwrite`)."""
+    `config` is a pretrain or finetune config (it has `resume` and `overwrite`). Under torchrun
+    rank 0 takes the lock and decides, and every rank gets its decision (or its error)."""
+    return on_main(cluster, lambda: _open_run(run_dir, config, console, held))
+
+
+def _open_run(run_dir: RunDir, config: Any, console: Console, held: ExitStack) -> Path | None:
     held.enter_context(run_lock(run_dir.path, console.warn))
     if config.overwrite:
         return None  # the previous run is deleted by begin(), once the new one has been set up without error
@@ -71,21 +79,25 @@ def open_run(run_dir: RunDir, config: Any, console: Console, held: ExitStack) ->
 
 
 def begin(
-    run_dir: RunDir, config: Any, state: LoopState, checkpoint: Path | None, console: Console
+    run_dir: RunDir, config: Any, state: LoopState, checkpoint: Path | None, console: Console, parallel: ParallelModel
 ) -> dict[str, Any]:
     """Start the run's records afresh (deleting the previous run under `overwrite`), or restore `state`
     from `checkpoint` (the model is loaded by the caller); returns the run's own state saved with
-    the checkpoint (empty for a fresh start)."""
+    the checkpoint (empty for a fresh start). Files are written by rank 0 only."""
     config_yaml = to_yaml(config)
     if checkpoint is None:
-        if config.overwrite:
-            deleted = _delete_run(run_dir)
-            if deleted:
-                console.warn(f"{run_dir.path}: --overwrite deleted the previous run ({', '.join(deleted)})")
-        run_dir.start(config_yaml)
+
+        def start() -> None:
+            if config.overwrite:
+                deleted = _delete_run(run_dir)
+                if deleted:
+                    console.warn(f"{run_dir.path}: --overwrite deleted the previous run ({', '.join(deleted)})")
+            run_dir.start(config_yaml)
+
+        on_main(parallel.cluster, start)
         return {}
-    state.load_state_dict(load_trainer_state(checkpoint))
-    run_dir.resume(config_yaml, state.step)
+    parallel.load_loop_state(state, load_trainer_state(checkpoint), checkpoint)
+    on_main(parallel.cluster, lambda: run_dir.resume(config_yaml, state.step))
     console.info(
         f"resumed from {checkpoint}: step {state.step}, {state.tokens_seen:,} tokens seen; restored the weights, "
         "optimizer, LR schedule, grad scaler and RNG states (python, numpy, torch); data continues at that step"
@@ -103,7 +115,7 @@ class Checkpointer:
     """Writes the run's checkpoints and applies retention after each one."""
 
     run_dir: RunDir
-    model: Any
+    parallel: ParallelModel | None  # None: only retention is used (tests)
     tokenizer: Any
     config_yaml: str
     keep_last: int | None
@@ -113,15 +125,34 @@ class Checkpointer:
     info: Callable[[str], None]
 
     def save(self, state: LoopState, validation: dict[str, float] | None, run_state: dict[str, Any]) -> Path:
-        """Checkpoint `state.step`; `validation` is that step's validation result, when there was one."""
+        """Checkpoint `state.step`; `validation` is that step's validation result, when there was one.
+
+        Every rank calls it (the weights, optimizer state and RNG states are gathered); rank 0 writes."""
+        assert self.parallel is not None
+        parallel, cluster = self.parallel, self.parallel.cluster
         directory = self.run_dir.checkpoint_dir(state.step)
-        summary = {"validation": validation or {}, "run": run_state}
         started = time.perf_counter()
-        save_checkpoint(directory, self.model, self.tokenizer, state, self.config_yaml, summary)
-        # The save time is what a scheduler's grace period (SIGTERM → SIGKILL) must leave room for.
-        self.info(f"checkpoint {directory} written in {time.perf_counter() - started:.2f} s")
-        if self.keep_last is not None:
-            self._retain(state.step)
+        model = parallel.saveable(for_checkpoint=True)
+        trainer_state = parallel.loop_state_dict(state)
+        summary = {"validation": validation or {}, "run": run_state, "world_size": cluster.world_size}
+        prepared = None
+        if parallel.sharded_checkpoints:  # every rank writes its shards into the directory's temporary sibling
+            pid = os.getpid()
+            prepared = on_main(cluster, lambda: sharded_temporary(directory, pid))
+            try:
+                parallel.save_shards(prepared / SHARDED, state.optimizer)
+            except Exception as exc:  # on every rank: DCP reports any rank's failure to all
+                on_main(cluster, lambda: shutil.rmtree(prepared, ignore_errors=True))
+                raise OutputError(f"{directory}: writing the sharded checkpoint failed ({first_line(exc)}); earlier checkpoints are intact") from exc
+
+        def write() -> None:
+            save_checkpoint(directory, model, self.tokenizer, state, self.config_yaml, summary, trainer_state, prepared)
+            # The save time is what a scheduler's grace period (SIGTERM → SIGKILL) must leave room for.
+            self.info(f"checkpoint {directory} written in {time.perf_counter() - started:.2f} s")
+            if self.keep_last is not None:
+                self._retain(state.step)
+
+        on_main(self.parallel.cluster, write)
         return directory
 
     def _retain(self, step: int) -> None:
@@ -156,16 +187,40 @@ class Checkpointer:
         return min(scored)[2] if scored else None  # ties: the earlier checkpoint
 
 
-def stopped(run_dir: RunDir, state: LoopState, signum: signal.Signals) -> NoReturn:
+def agreed_stop(cluster: Cluster, received: Callable[[], signal.Signals | None]) -> Callable[[], signal.Signals | None]:
+    """The loop's stop check: under torchrun all ranks stop at the same step, when any of them got a signal
+    (one small collective per step; SIGTERM wins over SIGINT)."""
+    if not cluster.distributed:
+        return received
+
+    def check() -> signal.Signals | None:
+        local = received()
+        agreed = cluster.max(int(local) if local is not None else 0)
+        return signal.Signals(agreed) if agreed else None
+
+    return check
+
+
+def stopped(run_dir: RunDir, state: LoopState, signum: signal.Signals, cluster: Cluster = SINGLE) -> NoReturn:
     """After the checkpoint of the step in progress: say how to continue, exit 130 (SIGINT) / 143 (SIGTERM)."""
     argv = ["seqlm", *sys.argv[1:]]
     argv = [arg for arg in argv if arg != "--overwrite"]  # resuming must not delete what it resumes
+    if not cluster.distributed:
+        how = ""
+    elif LAUNCHED_NPROC in os.environ:  # started by `seqlm ... --nproc N`
+        argv += ["--nproc", os.environ[LAUNCHED_NPROC]]
+        how = ""
+    else:
+        how = f" (under torchrun, with {cluster.world_size} processes again)"
     command = shlex.join(argv if "--resume" in argv else [*argv, "--resume"])
     code = ExitCode.TERMINATED if signum == signal.SIGTERM else ExitCode.INTERRUPTED
-    raise TrainingInterrupted(
-        f"{signum.name} at step {state.step}: checkpoint {run_dir.checkpoint_dir(state.step)} is complete; resume with: {command}",
+    interrupted = TrainingInterrupted(
+        f"{signum.name} at step {state.step}: checkpoint {run_dir.checkpoint_dir(state.step)} is complete; "
+        f"resume with: {command}{how}",
         code,
     )
+    interrupted.reported_by_rank_0 = not cluster.is_main  # every rank stops at this step; rank 0 says so
+    raise interrupted
 
 
 def log_record(run_dir: RunDir, console: Console, record: dict[str, Any], max_steps: int) -> None:

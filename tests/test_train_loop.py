@@ -10,14 +10,21 @@ import transformers
 
 from seqlm.config_schema import OptimConfig
 from seqlm.device import Precision
+from seqlm.distributed import SINGLE
 from seqlm.masking import IGNORE_INDEX
 from seqlm.objectives import OBJECTIVES, Batch
 from seqlm.optim import build_scheduler, lr_multiplier, parameter_groups
+from seqlm.parallel_model import ParallelModel, parallelize
 from seqlm.train_loop import LoopHooks, LoopPlan, LoopState, train
 
 VOCAB = 50
 CPU = torch.device("cpu")
 
+
+
+def _single(model: torch.nn.Module, objective) -> ParallelModel:
+    """The model as one process trains it (no DDP/FSDP wrapper)."""
+    return parallelize(model, objective, True, SINGLE, "ddp", CPU)
 
 def _tiny(kind: str) -> torch.nn.Module:
     torch.manual_seed(0)
@@ -51,7 +58,7 @@ def _one_step(kind: str, micro_batches: list[Batch]) -> dict[str, torch.Tensor]:
     state = LoopState(optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0))
     plan = LoopPlan(max_steps=1, grad_accum=len(micro_batches), grad_clip=None, log_every=1, eval_every=1, checkpoint_every=None)
     hooks = LoopHooks(log=lambda record: None, evaluate=lambda state: {}, checkpoint=lambda state, validation: None)
-    train(model, OBJECTIVES[kind], lambda step, micro: micro_batches[micro], state, plan, Precision(CPU, "fp32"), CPU, hooks)
+    train(_single(model, OBJECTIVES[kind]), OBJECTIVES[kind], lambda step, micro: micro_batches[micro], state, plan, Precision(CPU, "fp32"), hooks)
     return {name: param.detach().clone() for name, param in model.named_parameters()}
 
 
@@ -80,7 +87,7 @@ def test_loop_state_round_trips_through_state_dict() -> None:
     micro = _batches("clm")[:1]
     plan = LoopPlan(max_steps=3, grad_accum=1, grad_clip=1.0, log_every=1, eval_every=10, checkpoint_every=None)
     hooks = LoopHooks(log=lambda record: None, evaluate=lambda state: {}, checkpoint=lambda state, validation: None)
-    train(model, OBJECTIVES["clm"], lambda step, m: micro[0], state, plan, Precision(CPU, "fp32"), CPU, hooks)
+    train(_single(model, OBJECTIVES["clm"]), OBJECTIVES["clm"], lambda step, m: micro[0], state, plan, Precision(CPU, "fp32"), hooks)
     saved = copy.deepcopy(state.state_dict())
     expected_random = torch.rand(3)
 
@@ -141,7 +148,8 @@ def _run_with_nan(on_nan: str) -> tuple[LoopState, torch.nn.Module]:
     plan = LoopPlan(max_steps=4, grad_accum=1, grad_clip=1.0, log_every=1, eval_every=10, checkpoint_every=None, on_nan=on_nan)
     hooks = LoopHooks(log=lambda record: None, evaluate=lambda state: {}, checkpoint=lambda state, validation: None)
     batch = _batches("clm")[0]
-    train(model, _poisoned_objective({2}), lambda step, micro: batch, state, plan, Precision(CPU, "fp32"), CPU, hooks)
+    objective = _poisoned_objective({2})
+    train(_single(model, objective), objective, lambda step, micro: batch, state, plan, Precision(CPU, "fp32"), hooks)
     return state, model
 
 

@@ -69,7 +69,12 @@ def test_save_applies_retention_after_each_checkpoint(tmp_path: Path, tiny_token
     optimizer = torch.optim.AdamW(model.parameters())
     state = LoopState(optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0))
     run_dir = RunDir(tmp_path)
-    checkpointer = Checkpointer(run_dir, model, tokenizer, "seed: 0\n", 2, "loss", "min", None, info=lambda m: None)
+    from seqlm.distributed import SINGLE
+    from seqlm.objectives import OBJECTIVES
+    from seqlm.parallel_model import parallelize
+
+    parallel = parallelize(model, OBJECTIVES["clm"], True, SINGLE, "ddp", torch.device("cpu"))
+    checkpointer = Checkpointer(run_dir, parallel, tokenizer, "seed: 0\n", 2, "loss", "min", None, info=lambda m: None)
     for step, loss in [(1, 5.0), (2, 4.0), (3, 4.5), (4, 4.2)]:
         state.step = step
         checkpointer.save(state, {"loss": loss}, run_state={"note": step})

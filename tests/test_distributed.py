@@ -1,0 +1,290 @@
+"""Data-parallel and sharded training on torchrun, for real: several processes on the CPU (gloo).
+
+Tolerances: a run of 2 processes adds its gradients in another order than 1 process (and runs
+with 1 thread each), so losses agree to 1e-5 relative and weights to 1e-4 absolute after 30
+AdamW steps; resuming a run of 2 processes is bit-identical to not stopping it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from seqlm.cli import app
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+CLASSIFY = REPO / "data" / "classify"
+runner = CliRunner()
+# Dropout 0: a single process draws one dropout mask for the whole batch, 2 processes one each.
+COMMON = [
+    "--set", "training.max_steps=30", "--set", "training.log_every=1", "--set", "training.eval_every=15",
+    "--set", "model.dropout=0.0", "--device", "cpu", "-q",
+]  # fmt: skip
+
+
+def _seqlm(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "seqlm", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, env=_env()
+    )
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+def _ok(result: subprocess.CompletedProcess) -> None:
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = tmp_path_factory.mktemp("distributed") / "data"
+    result = runner.invoke(
+        app, ["tokenize", "configs/tiny/gpt_tokenize.yaml", "--set", f"output_dir={data}", "--set", "corpus.max_documents=1000", "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    return data
+
+
+def _pretrain(data: Path, run: Path, *extra: str) -> list[str]:
+    return ["pretrain", "configs/tiny/gpt_pretrain.yaml", "--set", f"data={data}", "--set", f"output_dir={run}", *COMMON, *extra]
+
+
+@pytest.fixture(scope="module")
+def single(data: Path) -> Path:
+    """One process, batch 16 (grad_accum 2 x 8)."""
+    run = data.parent / "single"
+    _ok(_seqlm(*_pretrain(data, run, "--set", "training.batch_size=8", "--set", "training.grad_accum=2")))
+    return run
+
+
+@pytest.fixture(scope="module")
+def ddp(data: Path) -> Path:
+    """Two processes, the same global batch: 4 per device x grad_accum 2 x 2 processes."""
+    run = data.parent / "ddp"
+    _ok(_seqlm(*_pretrain(data, run, "--set", "training.batch_size=4", "--set", "training.grad_accum=2", "--nproc", "2")))
+    return run
+
+
+def _losses(run: Path) -> dict[int, float]:
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in records if "split" not in r}
+
+
+def _weights(run: Path, name: str = "model") -> dict[str, torch.Tensor]:
+    return load_file(run / name / "model.safetensors")
+
+
+def _close_weights(expected: Path, got: Path, atol: float = 1e-4) -> None:
+    a, b = _weights(expected), _weights(got)
+    assert sorted(a) == sorted(b)
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=atol, msg=f"{key} differs")
+
+
+def test_two_ddp_processes_match_one_process_with_the_same_global_batch(single: Path, ddp: Path) -> None:
+    one, two = _losses(single), _losses(ddp)
+    assert sorted(one) == sorted(two) == list(range(1, 31))
+    for step in one:
+        assert two[step] == pytest.approx(one[step], rel=1e-5), f"step {step}"
+    assert one[30] < one[1] - 1.0  # it learned
+    _close_weights(single, ddp)
+    metrics = json.loads((ddp / "metrics.json").read_text())
+    assert metrics["val_loss"] == pytest.approx(json.loads((single / "metrics.json").read_text())["val_loss"], rel=1e-5)
+    assert metrics["tokens_seen"] == 30 * 16 * 64  # global tokens: both ranks counted
+
+
+def test_fsdp_matches_ddp_and_its_model_loads_in_plain_transformers(data: Path, ddp: Path) -> None:
+    run = data.parent / "fsdp"
+    _ok(_seqlm(*_pretrain(data, run, "--set", "training.batch_size=4", "--set", "training.grad_accum=2",
+                          "--set", "distributed.strategy=fsdp", "--nproc", "2")))  # fmt: skip
+    for step, loss in _losses(ddp).items():
+        assert _losses(run)[step] == pytest.approx(loss, rel=1e-5), f"step {step}"
+    _close_weights(ddp, run)  # gathered from the shards, tied weights saved once as by save_pretrained
+
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(run / "model")
+    torch.testing.assert_close(model.transformer.wte.weight.detach(), _weights(ddp)["transformer.wte.weight"], rtol=0, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def interrupted_settings() -> list[str]:
+    # Dropout on: each rank's RNG state must come back; checkpoints every 20 of 60 steps.
+    return [
+        "--set", "training.max_steps=60", "--set", "training.checkpoint_every=20", "--set", "training.eval_every=20",
+        "--set", "model.dropout=0.1", "--set", "training.batch_size=8", "--nproc", "2",
+    ]  # fmt: skip
+
+
+def _start(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "seqlm", *args], cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _wait_for(marker: Path, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 300
+    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert marker.exists(), process.communicate()[1][-3000:]
+
+
+def _ranks_of(process: subprocess.Popen) -> list[int]:
+    """The pids of the launcher's ranks (its child processes)."""
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+    return [int(pid) for pid in children.read_text().split()] if children.exists() else []
+
+
+@pytest.mark.parametrize(
+    ("strategy", "checkpoint", "stop"),
+    [("ddp", "full", signal.SIGTERM), ("fsdp", "sharded", signal.SIGTERM), ("fsdp", "sharded", signal.SIGKILL)],
+)
+def test_a_stopped_two_process_run_resumes_exactly(
+    data: Path, interrupted_settings: list[str], strategy: str, checkpoint: str, stop: signal.Signals
+) -> None:
+    """SIGTERM to `seqlm ... --nproc 2`: every rank checkpoints the same step, exit 143. SIGKILL to the
+    launcher and its ranks (a lost node): the last complete checkpoint. Either way `--resume` with 2
+    processes ends bit-identical to the uninterrupted run."""
+    settings = [*interrupted_settings, "--set", f"distributed.strategy={strategy}", "--set", f"distributed.checkpoint={checkpoint}"]
+    root = data.parent / f"stop-{strategy}-{checkpoint}-{stop.name}"
+    uninterrupted, stopped = root / "uninterrupted", root / "stopped"
+    _ok(_seqlm(*_pretrain(data, uninterrupted, *settings)))
+
+    process = _start(_pretrain(data, stopped, *settings))
+    _wait_for(stopped / "checkpoints" / "step-000020" / "COMPLETE", process)
+    ranks = _ranks_of(process)
+    if stop == signal.SIGKILL:
+        for pid in [process.pid, *ranks]:
+            os.kill(pid, signal.SIGKILL)
+        process.communicate(timeout=60)
+        for pid in ranks:  # the ranks are gone too (a node lost with everything on it)
+            while Path(f"/proc/{pid}").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z":
+                time.sleep(0.05)
+    else:
+        process.send_signal(stop)
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 143, stderr[-3000:]
+        assert stderr.count("SIGTERM at step") == 1, stderr  # rank 0 speaks for the run
+        assert "--nproc 2 --resume" in stderr
+    if checkpoint == "sharded":
+        shards = sorted(p.name for p in (stopped / "checkpoints" / "step-000020" / "sharded").iterdir())
+        assert shards == [".metadata", "__0_0.distcp", "__1_0.distcp"]
+        assert not (stopped / "checkpoints" / "step-000020" / "model.safetensors").exists()
+
+    _ok(_seqlm(*_pretrain(data, stopped, *settings, "--resume")))
+    expected, got = _weights(uninterrupted), _weights(stopped)
+    assert all(torch.equal(expected[key], got[key]) for key in expected)
+    assert _losses(stopped) == _losses(uninterrupted)
+
+
+def test_resuming_with_another_number_of_processes_is_refused(data: Path, ddp: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _ok(_seqlm(*_pretrain(data, run, "--set", "training.batch_size=4", "--set", "training.max_steps=10",
+                          "--set", "training.checkpoint_every=5", "--nproc", "2")))  # fmt: skip
+    result = _seqlm(*_pretrain(data, run, "--set", "training.batch_size=4", "--set", "training.max_steps=20",
+                               "--set", "training.checkpoint_every=5", "--resume"))  # fmt: skip
+    assert result.returncode == 2
+    assert "written by a run of 2 process(es), and this run has 1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _classify_files(root: Path) -> tuple[Path, Path, Path]:
+    """993 training verses: with 32 per step the epoch's last batch has 1 example, and one rank none of it."""
+    rows = (CLASSIFY / "train.jsonl").read_text(encoding="utf-8").splitlines()
+    files = root / "train.jsonl", root / "validation.jsonl", root / "test.jsonl"
+    for path, part in zip(files, (rows[:993], rows[993:1193], rows[1193:1293])):
+        path.write_text("\n".join(part) + "\n", encoding="utf-8")
+    return files
+
+
+def _finetune(model: Path, files: tuple[Path, Path, Path], run: Path, *extra: str) -> list[str]:
+    train, validation, test = files
+    settings = {
+        "model": model, "output_dir": run, "data.train": train, "data.validation": validation, "data.test": test,
+        "training.max_steps": 33, "training.eval_every": 11, "training.log_every": 1, "training.early_stopping.patience": "null",
+    }  # fmt: skip
+    args = ["finetune", "configs/tiny/gpt_finetune.yaml", "--device", "cpu", "-q"]
+    for key, value in settings.items():
+        args += ["--set", f"{key}={value}"]
+    return [*args, *extra]
+
+
+def test_finetune_and_evaluate_on_two_processes_match_one(single: Path, tmp_path: Path) -> None:
+    """Fine-tuning across an epoch end whose last batch is smaller than the number of ranks, then
+    `seqlm evaluate --nproc 2`: the same figures as one process (metrics gathered, not averaged)."""
+    files = _classify_files(tmp_path)
+    one, two = tmp_path / "one", tmp_path / "two"
+    _ok(_seqlm(*_finetune(single / "model", files, one, "--set", "training.batch_size=32")))
+    _ok(_seqlm(*_finetune(single / "model", files, two, "--set", "training.batch_size=16", "--nproc", "2")))
+    for step, loss in _losses(one).items():
+        assert _losses(two)[step] == pytest.approx(loss, rel=1e-5), f"step {step}"
+    _close_weights(one, two)
+    got, expected = json.loads((two / "metrics.json").read_text()), json.loads((one / "metrics.json").read_text())
+    for key in ("val_accuracy", "test_accuracy", "best_step", "val_examples", "test_examples"):
+        assert got[key] == expected[key], key
+    assert got["test_loss"] == pytest.approx(expected["test_loss"], rel=1e-5)
+
+    for model, data, name in [(one / "model", files[2], "classifier"), (single / "model", single.parent / "data", "lm")]:
+        reports = []
+        for nproc in ("1", "2"):
+            output = tmp_path / f"eval-{name}-{nproc}"
+            _ok(_seqlm("evaluate", "--model", str(model), "--data", str(data), "--set", f"output_dir={output}",
+                       "--set", "batch_size=8", "--device", "cpu", "--nproc", nproc, "-q"))  # fmt: skip
+            reports.append(json.loads((output / "metrics.json").read_text()))
+        assert reports[0].keys() == reports[1].keys()
+        for key, value in reports[0].items():  # floats summed in another order may differ in the last bits
+            assert reports[1][key] == (pytest.approx(value, rel=1e-6) if isinstance(value, float) else value), key
+
+
+def test_two_nodes_on_one_host_complete_a_run(data: Path, ddp: Path, tmp_path: Path) -> None:
+    """torchrun --nnodes 2 with a c10d rendezvous on 127.0.0.1: the same run as 2 processes on one node."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    run = tmp_path / "nodes"
+    args = _pretrain(data, run, "--set", "training.batch_size=4", "--set", "training.grad_accum=2")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+                "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "seqlm-test"]  # fmt: skip
+    env = {**_env(), "OMP_NUM_THREADS": "1"}
+    nodes = [subprocess.Popen([*torchrun, "-m", "seqlm", *args], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errors = [node.communicate(timeout=300)[1] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], errors[0][-2000:] + errors[1][-2000:]
+    _close_weights(ddp, run, atol=1e-6)
+    assert _losses(run) == pytest.approx(_losses(ddp), rel=1e-6)
+
+
+def test_a_rank_that_dies_ends_the_run_with_a_clear_message(data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    process = _start(_pretrain(data, run, "--set", "training.batch_size=4", "--set", "training.max_steps=100000", "--nproc", "2"))
+    deadline = time.monotonic() + 120
+    while not (run / "metrics.jsonl").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ranks = _ranks_of(process)
+    assert len(ranks) == 2
+    os.kill(ranks[1], signal.SIGKILL)
+    _, stderr = process.communicate(timeout=120)  # never a hang: rank 0's next collective fails at once
+    assert process.returncode == 128 + signal.SIGKILL
+    assert f"(pid {ranks[1]}) was killed by SIGKILL; the other ranks were stopped" in stderr
+    assert not any(Path(f"/proc/{pid}").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z" for pid in ranks)
+
+
+def test_an_error_rank_0_finds_stops_every_rank_with_one_message(data: Path, single: Path) -> None:
+    """The run dir holds a run: rank 0 refuses it (exit 2) and the other rank exits with it, silently."""
+    result = _seqlm(*_pretrain(data, single, "--nproc", "2"), timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.count("seqlm: error:") == 1, result.stderr
+    assert "already holds a run" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,72 @@
+"""The pieces of a distributed run that need no second process: row sharding, the --nproc
+argument handling, and the config rules (the real runs are in test_distributed.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from seqlm.cli import app
+from seqlm.config_schema import DistributedConfig
+from seqlm.distributed import SINGLE, Cluster, sharded_results
+from seqlm.launcher import strip_nproc
+from seqlm.objectives import Batch
+from seqlm.parallel_model import shard_batch
+
+
+def _batch(rows: int, widths: list[int] | None = None) -> Batch:
+    widths = widths or [6] * rows
+    ids = torch.arange(rows * 6).reshape(rows, 6)
+    mask = torch.tensor([[1] * w + [0] * (6 - w) for w in widths])
+    return Batch({"input_ids": ids, "attention_mask": mask}, {"labels": torch.arange(rows)})
+
+
+@pytest.mark.parametrize("rows", [7, 8, 16])
+def test_ranks_get_contiguous_disjoint_rows_that_cover_the_batch(rows: int) -> None:
+    shares = [shard_batch(_batch(rows), Cluster(rank, 3)) for rank in range(3)]
+    labels = torch.cat([share.targets["labels"] for share in shares])
+    assert labels.tolist() == list(range(rows))
+    sizes = [len(share.targets["labels"]) for share in shares]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_a_share_drops_padding_columns_none_of_its_rows_needs() -> None:
+    share = shard_batch(_batch(4, widths=[6, 5, 2, 3]), Cluster(1, 2))
+    assert share.inputs["input_ids"].shape == (2, 3)
+    assert share.inputs["attention_mask"].tolist() == [[1, 1, 0], [1, 1, 1]]
+
+
+def test_a_rank_without_rows_gets_one_example_at_weight_zero() -> None:
+    batch = _batch(1)
+    assert shard_batch(batch, Cluster(0, 2)).targets["labels"].tolist() == [0]
+    empty = shard_batch(batch, Cluster(1, 2))
+    assert empty.targets["weights"].tolist() == [0.0] and len(empty.targets["labels"]) == 1
+
+
+def test_one_process_leaves_batches_and_results_as_they_are() -> None:
+    batch = _batch(3)
+    assert shard_batch(batch, SINGLE) is batch
+    assert sharded_results(SINGLE, [1, 2, 3], lambda item: item * 10) == [10, 20, 30]
+
+
+def test_nproc_is_removed_from_the_ranks_command_line() -> None:
+    argv = ["pretrain", "c.yaml", "--nproc", "4", "--set", "x=1", "--nproc=2", "--resume"]
+    assert strip_nproc(argv) == ["pretrain", "c.yaml", "--set", "x=1", "--resume"]
+
+
+def test_sharded_checkpoints_need_fsdp() -> None:
+    with pytest.raises(ValueError, match="checkpoint: sharded needs strategy: fsdp"):
+        DistributedConfig(checkpoint="sharded")
+    assert DistributedConfig(strategy="fsdp", checkpoint="sharded").checkpoint == "sharded"
+
+
+def test_nproc_under_torchrun_is_a_usage_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    result = CliRunner().invoke(
+        app, ["pretrain", "configs/tiny/gpt_pretrain.yaml", "--set", f"output_dir={tmp_path}", "--nproc", "2"]
+    )
+    assert result.exit_code == 2
+    assert "--nproc starts torchrun itself; under torchrun, leave it out" in result.output
