@@ -25,11 +25,10 @@ from seqlm.config_loading import to_yaml
 from seqlm.config_schema import FinetuneConfig
 from seqlm.console import Console
 from seqlm.device import Precision, compile_body, resolve_compile, resolve_precision, seed_everything, select_device
-from seqlm.distributed import SINGLE, Cluster, joined, on_main, sharded_results
+from seqlm.distributed import SINGLE, Cluster, joined, on_main
 from seqlm.errors import ConfigError
 from seqlm.labelled_data import LabelledExamples, load_splits
-from seqlm.lm_scoring import ScoreAccumulator
-from seqlm.metrics import load_metric
+from seqlm.lm_scoring import score_classifier
 from seqlm.model_loading import remote_code_warning
 from seqlm.objectives import OBJECTIVES, Batch, Objective
 from seqlm.optim import build_optimizer, build_scheduler
@@ -228,7 +227,7 @@ def fit(finetune: FinetuneRun) -> dict[str, float]:
 
 def validate_and_keep_best(finetune: FinetuneRun, state: LoopState) -> dict[str, float]:
     parallel = finetune.parallel
-    metrics = score(
+    metrics = score_classifier(
         parallel.module, finetune.objective, finetune.validation, finetune.names, finetune.precision,
         parallel.device, parallel.cluster, parallel.lockstep,
     )  # fmt: skip
@@ -263,7 +262,7 @@ def save(finetune: FinetuneRun, validation_metrics: dict[str, float], elapsed_s:
     }
     if "test" in finetune.splits:  # every rank scores its share with best/, as written by rank 0 above
         best_model = load_saved_classifier(run_dir.best_dir).to(parallel.device)
-        test = score(
+        test = score_classifier(
             best_model, finetune.objective, finetune.batches.evaluation("test"), finetune.names, finetune.precision,
             parallel.device, parallel.cluster,
         )  # fmt: skip
@@ -283,43 +282,3 @@ def _write_metrics(finetune: FinetuneRun, metrics: dict[str, Any]) -> None:
     finetune.console.info(
         f"{shown}; model saved to {run_dir.model_dir}, best to {run_dir.best_dir}; metrics in {run_dir.path / 'metrics.json'}"
     )
-
-
-# --------------------------------------------------------------------------- scoring
-
-
-@torch.inference_mode()
-def score(
-    model: Any,
-    objective: Objective,
-    batches: list[Batch],
-    names: list[str],
-    precision: Precision,
-    device: torch.device,
-    cluster: Cluster = SINGLE,
-    lockstep: bool = False,
-) -> dict[str, float]:
-    """loss (mean cross-entropy), accuracy and macro F1 of `model` over `batches` (eval mode, restored after).
-
-    Under torchrun each rank scores every W-th batch; the scores are gathered in batch order, so
-    every rank gets the figures one process would compute (`lockstep`: FSDP, see score_batches)."""
-
-    def score_one(batch: Batch) -> dict[str, Any]:
-        batch = batch.to(device)
-        with precision.autocast():
-            outputs = model(**batch.inputs)
-        return objective.score(outputs, batch)
-
-    was_training = model.training
-    model.eval()
-    sums = ScoreAccumulator()
-    report = load_metric("classification_report")
-    try:
-        for scores in sharded_results(cluster, batches, score_one, lockstep):
-            sums.add(scores)
-            report.add_batch(predictions=scores["predicted"].tolist(), references=scores["expected"].tolist())
-    finally:
-        model.train(was_training)
-    loss = sums.compute()
-    classes = report.compute(num_labels=len(names), label_names=names)
-    return {"loss": loss["loss"], "accuracy": classes["accuracy"], "macro_f1": classes["macro_f1"], "examples": loss["tokens"]}

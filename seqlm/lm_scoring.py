@@ -1,4 +1,4 @@
-"""Score a language model over batches: the numbers validation and `seqlm evaluate` report.
+"""Score a model over batches: the numbers validation and `seqlm evaluate` report.
 
 Sums are accumulated through seqlm's `evaluate` metric modules, so the loss is exactly
 Σ NLL / Σ scored tokens over the whole set (not a mean of batch means).
@@ -86,3 +86,40 @@ def score_batches(
     finally:
         model.train(was_training)
     return accumulator.compute()
+
+
+@torch.inference_mode()
+def score_classifier(
+    model: Any,
+    objective: Objective,
+    batches: list[Batch],
+    names: list[str],
+    precision: Precision,
+    device: torch.device,
+    cluster: Cluster = SINGLE,
+    lockstep: bool = False,
+) -> dict[str, float]:
+    """loss (mean cross-entropy), accuracy and macro F1 of `model` over `batches` (eval mode, restored after).
+
+    Under torchrun each rank scores every W-th batch; the scores are gathered in batch order, so
+    every rank gets the figures one process would compute (`lockstep`: FSDP, see score_batches)."""
+
+    def score_one(batch: Batch) -> dict[str, Any]:
+        batch = batch.to(device)
+        with precision.autocast():
+            outputs = model(**batch.inputs)
+        return objective.score(outputs, batch)
+
+    was_training = model.training
+    model.eval()
+    sums = ScoreAccumulator()
+    report = load_metric("classification_report")
+    try:
+        for scores in sharded_results(cluster, batches, score_one, lockstep):
+            sums.add(scores)
+            report.add_batch(predictions=scores["predicted"].tolist(), references=scores["expected"].tolist())
+    finally:
+        model.train(was_training)
+    loss = sums.compute()
+    classes = report.compute(num_labels=len(names), label_names=names)
+    return {"loss": loss["loss"], "accuracy": classes["accuracy"], "macro_f1": classes["macro_f1"], "examples": loss["tokens"]}

@@ -119,13 +119,29 @@ def test_fsdp_matches_ddp_and_its_model_loads_in_plain_transformers(data: Path, 
     torch.testing.assert_close(model.transformer.wte.weight.detach(), _weights(ddp)["transformer.wte.weight"], rtol=0, atol=1e-4)
 
 
+# Dropout on: each rank's RNG state must come back; checkpoints every 20 of 40 steps.
+STOP_SETTINGS = [
+    "--set", "training.max_steps=40", "--set", "training.checkpoint_every=20", "--set", "training.eval_every=20",
+    "--set", "model.dropout=0.1", "--set", "training.batch_size=8", "--nproc", "2",
+]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
-def interrupted_settings() -> list[str]:
-    # Dropout on: each rank's RNG state must come back; checkpoints every 20 of 60 steps.
-    return [
-        "--set", "training.max_steps=60", "--set", "training.checkpoint_every=20", "--set", "training.eval_every=20",
-        "--set", "model.dropout=0.1", "--set", "training.batch_size=8", "--nproc", "2",
-    ]  # fmt: skip
+def uninterrupted(data: Path) -> dict[tuple[str, str], Path]:
+    """The uninterrupted 2-process run of each (strategy, checkpoint), made when first asked for."""
+
+    class Runs(dict):
+        def __missing__(self, key: tuple[str, str]) -> Path:
+            run = data.parent / f"uninterrupted-{key[0]}-{key[1]}"
+            _ok(_seqlm(*_pretrain(data, run, *STOP_SETTINGS, *_layout(*key))))
+            self[key] = run
+            return run
+
+    return Runs()
+
+
+def _layout(strategy: str, checkpoint: str) -> list[str]:
+    return ["--set", f"distributed.strategy={strategy}", "--set", f"distributed.checkpoint={checkpoint}"]
 
 
 def _start(args: list[str]) -> subprocess.Popen:
@@ -152,15 +168,13 @@ def _ranks_of(process: subprocess.Popen) -> list[int]:
     [("ddp", "full", signal.SIGTERM), ("fsdp", "sharded", signal.SIGTERM), ("fsdp", "sharded", signal.SIGKILL)],
 )
 def test_a_stopped_two_process_run_resumes_exactly(
-    data: Path, interrupted_settings: list[str], strategy: str, checkpoint: str, stop: signal.Signals
+    data: Path, uninterrupted: dict[tuple[str, str], Path], strategy: str, checkpoint: str, stop: signal.Signals
 ) -> None:
     """SIGTERM to `seqlm ... --nproc 2`: every rank checkpoints the same step, exit 143. SIGKILL to the
     launcher and its ranks (a lost node): the last complete checkpoint. Either way `--resume` with 2
     processes ends bit-identical to the uninterrupted run."""
-    settings = [*interrupted_settings, "--set", f"distributed.strategy={strategy}", "--set", f"distributed.checkpoint={checkpoint}"]
-    root = data.parent / f"stop-{strategy}-{checkpoint}-{stop.name}"
-    uninterrupted, stopped = root / "uninterrupted", root / "stopped"
-    _ok(_seqlm(*_pretrain(data, uninterrupted, *settings)))
+    settings = [*STOP_SETTINGS, *_layout(strategy, checkpoint)]
+    stopped = data.parent / f"stopped-{strategy}-{checkpoint}-{stop.name}"
 
     process = _start(_pretrain(data, stopped, *settings))
     _wait_for(stopped / "checkpoints" / "step-000020" / "COMPLETE", process)
@@ -184,9 +198,9 @@ def test_a_stopped_two_process_run_resumes_exactly(
         assert not (stopped / "checkpoints" / "step-000020" / "model.safetensors").exists()
 
     _ok(_seqlm(*_pretrain(data, stopped, *settings, "--resume")))
-    expected, got = _weights(uninterrupted), _weights(stopped)
+    expected, got = _weights(uninterrupted[strategy, checkpoint]), _weights(stopped)
     assert all(torch.equal(expected[key], got[key]) for key in expected)
-    assert _losses(stopped) == _losses(uninterrupted)
+    assert _losses(stopped) == _losses(uninterrupted[strategy, checkpoint])
 
 
 def test_resuming_with_another_number_of_processes_is_refused(data: Path, ddp: Path, tmp_path: Path) -> None:
@@ -241,7 +255,7 @@ def test_finetune_and_evaluate_on_two_processes_match_one(single: Path, tmp_path
         for nproc in ("1", "2"):
             output = tmp_path / f"eval-{name}-{nproc}"
             _ok(_seqlm("evaluate", "--model", str(model), "--data", str(data), "--set", f"output_dir={output}",
-                       "--set", "batch_size=8", "--device", "cpu", "--nproc", nproc, "-q"))  # fmt: skip
+                       "--set", "batch_size=8", "--set", "max_batches=25", "--device", "cpu", "--nproc", nproc, "-q"))  # fmt: skip
             reports.append(json.loads((output / "metrics.json").read_text()))
         assert reports[0].keys() == reports[1].keys()
         for key, value in reports[0].items():  # floats summed in another order may differ in the last bits
