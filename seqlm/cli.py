@@ -176,7 +176,7 @@ def _dispatch(
         if nproc is not None and nproc > 1:  # the config is valid: now start the ranks, each of which reads it again
             from seqlm.launcher import launch, strip_nproc
 
-            raise typer.Exit(launch(nproc, strip_nproc(sys.argv[1:])))
+            raise typer.Exit(launch(nproc, strip_nproc(sys.argv[1:]), debug))
         from seqlm.allocator import keep_freed_memory
 
         keep_freed_memory()

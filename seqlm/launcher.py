@@ -9,6 +9,7 @@ checkpoints at the same step and exits; ranks still running `SHUTDOWN_TIMEOUT_S`
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -22,12 +23,18 @@ from seqlm.distributed import LAUNCHED_NPROC
 SHUTDOWN_TIMEOUT_S = 300
 
 
-def launch(nproc: int, argv: list[str]) -> int:
-    """Run `seqlm *argv` as `nproc` ranks on this machine; 0, or the exit code of the first rank that failed."""
+def launch(nproc: int, argv: list[str], debug: bool = False) -> int:
+    """Run `seqlm *argv` as `nproc` ranks on this machine; 0, or the exit code of the rank whose failure
+    ended the run. The launcher's own log lines (which rank exited how) only with `debug`: the ranks
+    say what went wrong, and a rank killed by a signal is named here."""
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+    if not debug:  # torch's elastic modules give each logger its own level (LOGLEVEL, default WARNING)
+        for name in list(logging.root.manager.loggerDict):
+            if name.startswith("torch.distributed.elastic"):
+                logging.getLogger(name).setLevel(logging.CRITICAL)
     # Ranks on one machine share its cores (torchrun itself would give each one thread).
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     os.environ[LAUNCHED_NPROC] = str(nproc)

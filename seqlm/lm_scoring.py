@@ -6,7 +6,7 @@ Sums are accumulated through seqlm's `evaluate` metric modules, so the loss is e
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -51,7 +51,38 @@ class ScoreAccumulator:
         return result
 
 
-@torch.inference_mode()
+def batch_scores(
+    model: Any,
+    objective: Objective,
+    batches: Iterable[Batch],
+    precision: Precision,
+    device: torch.device,
+    cluster: Cluster = SINGLE,
+    lockstep: bool = False,
+) -> Iterator[dict[str, Any]]:
+    """`objective.score` of each batch in batch order (eval mode while it runs, restored after).
+
+    Under torchrun each rank scores every W-th batch and every rank gets all the scores, so sums
+    over them are the figures one process would compute. `lockstep`: `model` is FSDP-sharded, so
+    every rank makes the same number of forward passes."""
+
+    def score(batch: Batch) -> dict[str, Any]:
+        batch = batch.to(device)
+        with torch.inference_mode(), precision.autocast():
+            outputs = model(**batch.inputs)
+            return objective.score(outputs, batch)
+
+    was_training = model.training
+    model.eval()
+    try:
+        if cluster.distributed:
+            yield from sharded_results(cluster, list(batches), score, lockstep)
+        else:
+            yield from (score(batch) for batch in batches)  # one batch in memory at a time
+    finally:
+        model.train(was_training)
+
+
 def score_batches(
     model: Any,
     objective: Objective,
@@ -61,34 +92,13 @@ def score_batches(
     cluster: Cluster = SINGLE,
     lockstep: bool = False,
 ) -> dict[str, float]:
-    """Metrics of `model` over `batches` (eval mode for the duration, restored after).
-
-    Under torchrun each rank scores every W-th batch and the per-batch scores are gathered and
-    summed in batch order: the same figures as one process scoring them all. `lockstep`: `model`
-    is FSDP-sharded, so every rank makes the same number of forward passes."""
-
-    def score(batch: Batch) -> dict[str, Any]:
-        batch = batch.to(device)
-        with precision.autocast():
-            outputs = model(**batch.inputs)
-        return objective.score(outputs, batch)
-
-    was_training = model.training
-    model.eval()
+    """Metrics of `model` over `batches` (see `batch_scores`)."""
     accumulator = ScoreAccumulator()
-    try:
-        if cluster.distributed:
-            scores = sharded_results(cluster, list(batches), score, lockstep)
-        else:
-            scores = (score(batch) for batch in batches)  # one batch in memory at a time
-        for batch_scores in scores:
-            accumulator.add(batch_scores)
-    finally:
-        model.train(was_training)
+    for scores in batch_scores(model, objective, batches, precision, device, cluster, lockstep):
+        accumulator.add(scores)
     return accumulator.compute()
 
 
-@torch.inference_mode()
 def score_classifier(
     model: Any,
     objective: Objective,
@@ -99,27 +109,12 @@ def score_classifier(
     cluster: Cluster = SINGLE,
     lockstep: bool = False,
 ) -> dict[str, float]:
-    """loss (mean cross-entropy), accuracy and macro F1 of `model` over `batches` (eval mode, restored after).
-
-    Under torchrun each rank scores every W-th batch; the scores are gathered in batch order, so
-    every rank gets the figures one process would compute (`lockstep`: FSDP, see score_batches)."""
-
-    def score_one(batch: Batch) -> dict[str, Any]:
-        batch = batch.to(device)
-        with precision.autocast():
-            outputs = model(**batch.inputs)
-        return objective.score(outputs, batch)
-
-    was_training = model.training
-    model.eval()
+    """loss (mean cross-entropy), accuracy and macro F1 of `model` over `batches` (see `batch_scores`)."""
     sums = ScoreAccumulator()
     report = load_metric("classification_report")
-    try:
-        for scores in sharded_results(cluster, batches, score_one, lockstep):
-            sums.add(scores)
-            report.add_batch(predictions=scores["predicted"].tolist(), references=scores["expected"].tolist())
-    finally:
-        model.train(was_training)
+    for scores in batch_scores(model, objective, batches, precision, device, cluster, lockstep):
+        sums.add(scores)
+        report.add_batch(predictions=scores["predicted"].tolist(), references=scores["expected"].tolist())
     loss = sums.compute()
     classes = report.compute(num_labels=len(names), label_names=names)
     return {"loss": loss["loss"], "accuracy": classes["accuracy"], "macro_f1": classes["macro_f1"], "examples": loss["tokens"]}
