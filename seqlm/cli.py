@@ -144,6 +144,10 @@ def predict(
     _dispatch("predict", config, set_, given, print_config, debug, quiet, None)
 
 
+# The commands that run as several processes under torchrun (or --nproc).
+DISTRIBUTED_COMMANDS = ("pretrain", "finetune", "evaluate")
+
+
 def _given(**options: Any) -> dict[str, Any]:
     """Command-line options that were actually passed (they override the YAML file)."""
     return {key: value for key, value in options.items() if value is not None}
@@ -171,6 +175,11 @@ def _dispatch(
         if print_config:
             sys.stdout.write(to_yaml(config))
             raise typer.Exit(ExitCode.OK)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and command not in DISTRIBUTED_COMMANDS:
+            # Every rank would do the whole job and write the same outputs.
+            if _rank() > 0:
+                raise typer.Exit(ExitCode.USAGE)
+            _fail(f"seqlm {command} runs as one process; run it without torchrun", ExitCode.USAGE)
         if nproc is not None and "WORLD_SIZE" in os.environ:
             _fail("--nproc starts torchrun itself; under torchrun, leave it out", ExitCode.USAGE)
         if nproc is not None and nproc > 1:  # the config is valid: now start the ranks, each of which reads it again

@@ -70,3 +70,13 @@ def test_nproc_under_torchrun_is_a_usage_error(monkeypatch: pytest.MonkeyPatch, 
     )
     assert result.exit_code == 2
     assert "--nproc starts torchrun itself; under torchrun, leave it out" in result.output
+
+
+@pytest.mark.parametrize("command", ["tokenize", "predict"])
+def test_single_process_commands_refuse_to_run_under_torchrun(command: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    config = "configs/tiny/gpt_tokenize.yaml" if command == "tokenize" else "configs/tiny/gpt_predict.yaml"
+    result = CliRunner().invoke(app, [command, config])
+    assert result.exit_code == 2
+    assert f"seqlm {command} runs as one process; run it without torchrun" in result.output
