@@ -199,6 +199,11 @@ def check_model_dir(path: Path) -> bool:
     if not (path / "config.json").is_file():
         raise DataError(f"{path}: no config.json; pass the model/ dir of a `seqlm pretrain` run (or any HF save_pretrained dir)")
     has_safetensors = any((path / name).is_file() for name in SAFETENSORS_FILES)
+    if not has_safetensors and (path / "sharded").is_dir():
+        raise DataError(
+            f"{path}: a sharded checkpoint (distributed.checkpoint: sharded) holds no full weights; "
+            "use the run's model/ or best/, or resume the run from it"
+        )
     if not has_safetensors and not any((path / name).is_file() for name in PICKLE_FILES):
         raise DataError(f"{path}: no model weights (model.safetensors or pytorch_model.bin); the training run may not have finished")
     if not any((path / name).is_file() for name in TOKENIZER_FILES):

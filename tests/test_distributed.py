@@ -196,6 +196,8 @@ def test_a_stopped_two_process_run_resumes_exactly(
         shards = sorted(p.name for p in (stopped / "checkpoints" / "step-000020" / "sharded").iterdir())
         assert shards == [".metadata", "__0_0.distcp", "__1_0.distcp"]
         assert not (stopped / "checkpoints" / "step-000020" / "model.safetensors").exists()
+        refused = runner.invoke(app, ["evaluate", "--model", str(stopped / "checkpoints" / "step-000020"), "--data", str(data)])
+        assert refused.exit_code == 3 and "a sharded checkpoint" in refused.output and "use the run's model/" in refused.output
 
     _ok(_seqlm(*_pretrain(data, stopped, *settings, "--resume")))
     expected, got = _weights(uninterrupted[strategy, checkpoint]), _weights(stopped)
