@@ -152,7 +152,7 @@ class Checkpointer:
             if self.keep_last is not None:
                 self._retain(state.step)
 
-        on_main(self.parallel.cluster, write)
+        on_main(cluster, write)
         return directory
 
     def _retain(self, step: int) -> None:
