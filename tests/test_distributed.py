@@ -304,3 +304,27 @@ def test_an_error_rank_0_finds_stops_every_rank_with_one_message(data: Path, sin
     assert result.returncode == 2
     assert result.stderr.count("seqlm: error:") == 1, result.stderr
     assert "already holds a run" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bert_mlm_with_nsp_under_fsdp_matches_ddp(tmp_path: Path) -> None:
+    """BERT ties its output layer to its input embedding: FSDP keeps that block with the root
+    (sharding it on its own would split the tie), and `model/` saves the tied weight once."""
+    data = tmp_path / "data"
+    tokenized = runner.invoke(
+        app, ["tokenize", "configs/tiny/bert_tokenize.yaml", "--set", f"output_dir={data}", "--set", "corpus.max_documents=1000", "-q"]
+    )
+    assert tokenized.exit_code == 0, tokenized.output
+    runs = {}
+    for strategy in ("ddp", "fsdp"):
+        runs[strategy] = tmp_path / strategy
+        _ok(_seqlm("pretrain", "configs/tiny/bert_nsp_pretrain.yaml", "--set", f"data={data}", "--set", f"output_dir={runs[strategy]}",
+                   "--set", "training.max_steps=10", "--set", "training.log_every=1", "--set", "training.eval_every=5",
+                   "--set", "model.dropout=0.0", "--set", f"distributed.strategy={strategy}", "--device", "cpu", "--nproc", "2", "-q"))  # fmt: skip
+    for step, loss in _losses(runs["ddp"]).items():
+        assert _losses(runs["fsdp"])[step] == pytest.approx(loss, rel=1e-5), f"step {step}"
+    _close_weights(runs["ddp"], runs["fsdp"])
+
+    from transformers import AutoModelForPreTraining
+
+    model = AutoModelForPreTraining.from_pretrained(runs["fsdp"] / "model")
+    assert model.cls.predictions.decoder.weight is model.bert.embeddings.word_embeddings.weight
