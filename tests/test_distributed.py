@@ -157,6 +157,14 @@ def _wait_for(marker: Path, process: subprocess.Popen) -> None:
     assert marker.exists(), process.communicate()[1][-3000:]
 
 
+def _running(pid: int) -> bool:
+    """The process exists and has not exited (a zombie waiting for its parent has)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:  # gone
+        return False
+
+
 def _ranks_of(process: subprocess.Popen) -> list[int]:
     """The pids of the launcher's ranks (its child processes)."""
     children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
@@ -184,7 +192,7 @@ def test_a_stopped_two_process_run_resumes_exactly(
             os.kill(pid, signal.SIGKILL)
         process.communicate(timeout=60)
         for pid in ranks:  # the ranks are gone too (a node lost with everything on it)
-            while Path(f"/proc/{pid}").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z":
+            while _running(pid):
                 time.sleep(0.05)
     else:
         process.send_signal(stop)
@@ -295,7 +303,7 @@ def test_a_rank_that_dies_ends_the_run_with_a_clear_message(data: Path, tmp_path
     _, stderr = process.communicate(timeout=120)  # never a hang: rank 0's next collective fails at once
     assert process.returncode == 128 + signal.SIGKILL
     assert f"(pid {ranks[1]}) was killed by SIGKILL; the other ranks were stopped" in stderr
-    assert not any(Path(f"/proc/{pid}").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z" for pid in ranks)
+    assert not any(_running(pid) for pid in ranks)
 
 
 def test_an_error_rank_0_finds_stops_every_rank_with_one_message(data: Path, single: Path) -> None:
@@ -328,3 +336,26 @@ def test_bert_mlm_with_nsp_under_fsdp_matches_ddp(tmp_path: Path) -> None:
 
     model = AutoModelForPreTraining.from_pretrained(runs["fsdp"] / "model")
     assert model.cls.predictions.decoder.weight is model.bert.embeddings.word_embeddings.weight
+
+
+def test_a_rank_that_stops_responding_times_the_others_out(data: Path, tmp_path: Path) -> None:
+    """SIGSTOP one rank: the other's next collective gives up after distributed.timeout_s (10 s here)
+    with a message saying so, instead of waiting forever."""
+    run = tmp_path / "run"
+    args = _pretrain(data, run, "--set", "training.batch_size=4", "--set", "training.max_steps=100000",
+                     "--set", "distributed.timeout_s=10", "--nproc", "2")  # fmt: skip
+    process = _start(args)
+    deadline = time.monotonic() + 120
+    while not (run / "metrics.jsonl").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    waiting, stopped = _ranks_of(process)
+    os.kill(stopped, signal.SIGSTOP)
+    stopped_at = time.monotonic()
+    while _running(waiting) and time.monotonic() - stopped_at < 60:
+        time.sleep(0.1)
+    timed_out_after = time.monotonic() - stopped_at
+    os.kill(stopped, signal.SIGCONT)  # a stopped process cannot take the launcher's SIGTERM: let it go
+    _, stderr = process.communicate(timeout=120)
+    assert 9 < timed_out_after < 40, timed_out_after
+    assert process.returncode == 1
+    assert "Timed out waiting 10000ms" in stderr and "if another rank of the run failed or was stopped" in stderr
