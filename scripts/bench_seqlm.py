@@ -18,8 +18,7 @@ and the model save):
 
     python scripts/bench_seqlm.py predict --config PREDICT.yaml --result OUT.json [--set key=value ...]
 
-runs, in one process, `seqlm.predict_run.run` (what `seqlm predict` runs, after the CLI's
-`keep_freed_memory()`) twice: first on the input's first `batch_size` inputs (a warm-up, as
+runs, in one process, `seqlm.predict_run.run` (what `seqlm predict` runs) twice: first on the input's first `batch_size` inputs (a warm-up, as
 bench_hf's `classifier(texts[:batch_size])`; its output goes to a temporary file), then on the
 whole input. OUT.json holds the second run's own summary: `value` = its `inputs_per_s`
 (inputs / seconds of the prediction loop, after the model is loaded, before the output is
@@ -135,12 +134,10 @@ def save_initial_model(config: Any, directory: Path) -> None:
 def predict(config_path: Path, overrides: list[str]) -> dict[str, Any]:
     """seqlm predict's own summary of a run after a one-batch warm-up run (see the module docstring)."""
     from seqlm import predict_run
-    from seqlm.allocator import keep_freed_memory
     from seqlm.config_loading import load_config
     from seqlm.config_schema import PredictConfig
     from seqlm.console import Console
 
-    keep_freed_memory()
     config = load_config(PredictConfig, config_path, overrides)
     console = Console()
     lines = [line for line in Path(config.input).read_text(encoding="utf-8").splitlines(keepends=True) if line.strip()]

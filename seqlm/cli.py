@@ -186,9 +186,6 @@ def _dispatch(
             from seqlm.launcher import launch, strip_nproc
 
             raise typer.Exit(launch(nproc, strip_nproc(sys.argv[1:]), debug))
-        from seqlm.allocator import keep_freed_memory
-
-        keep_freed_memory()
         module = importlib.import_module(f"seqlm.{command}_run")
         module.run(config, console, **run_kwargs)
     except typer.Exit:
