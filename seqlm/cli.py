@@ -175,7 +175,7 @@ def _dispatch(
         if print_config:
             sys.stdout.write(to_yaml(config))
             raise typer.Exit(ExitCode.OK)
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and command not in DISTRIBUTED_COMMANDS:
+        if _world_size() > 1 and command not in DISTRIBUTED_COMMANDS:
             # Every rank would do the whole job and write the same outputs.
             if _rank() > 0:
                 raise typer.Exit(ExitCode.USAGE)
@@ -193,7 +193,7 @@ def _dispatch(
     except SeqlmError as exc:
         if debug:
             traceback.print_exc()
-        if getattr(exc, "reported_by_rank_0", False):  # rank 0 has said it: the others exit with its code, silently
+        if exc.reported_by_rank_0:  # rank 0 has said it: the others exit with its code, silently
             _exit(exc.exit_code)
         _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
@@ -211,7 +211,7 @@ def _dispatch(
     except Exception as exc:  # a bug, not a user error: say so, keep the traceback behind --debug
         if debug:
             traceback.print_exc()
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # most often a collective that lost a rank
+        if _world_size() > 1:  # most often a collective that lost a rank
             _fail(
                 f"{type(exc).__name__}: {first_line(exc)} (if another rank of the run failed or was stopped, its message says why; "
                 "rerun with --debug for the traceback)",
@@ -231,10 +231,19 @@ def _quiet_hf_libraries(debug: bool) -> None:
 
 def _rank() -> int:
     """This process's rank under torchrun (0 outside it): read from the environment, without importing torch."""
+    return _env_int("RANK", 0)
+
+
+def _world_size() -> int:
+    """The number of processes of a torchrun job (1 outside it)."""
+    return _env_int("WORLD_SIZE", 1)
+
+
+def _env_int(name: str, default: int) -> int:
     try:
-        return int(os.environ.get("RANK", "0"))
+        return int(os.environ.get(name, str(default)))
     except ValueError:
-        return 0
+        return default
 
 
 def _fail(message: str, code: ExitCode) -> None:

@@ -30,6 +30,8 @@ class SeqlmError(Exception):
     """Base class: a problem the user can fix; `message` says what and how."""
 
     exit_code: ExitCode = ExitCode.UNEXPECTED
+    # Under torchrun: rank 0 has shown this error for the whole run, so this rank exits silently.
+    reported_by_rank_0: bool = False
 
 
 class ConfigError(SeqlmError):

@@ -55,7 +55,7 @@ def launch(nproc: int, argv: list[str], debug: bool = False) -> int:
         rank, failure = _root_cause(exc.failures)
         code = failure.exitcode
         if code < 0:  # killed by a signal: no rank could say so itself
-            name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else f"signal {-code}"
+            name = signal.Signals(-code).name if -code in set(signal.Signals) else f"signal {-code}"
             print(f"seqlm: error: rank {rank} (pid {failure.pid}) was killed by {name}; the other ranks were stopped", file=sys.stderr)
             return 128 - code  # as a shell reports it: 128 + N
         return code
