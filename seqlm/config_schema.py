@@ -31,6 +31,13 @@ Compile = Annotated[
     Literal["auto"] | bool,
     Field(description="torch.compile the model body (true/false); auto: only on CUDA for runs of 1000+ steps, where it pays."),
 ]
+FastDropout = Annotated[
+    bool,
+    Field(
+        description="CPU runs without compile: dropout masks from 16 random bits per element (p rounded to 1/65536) instead of "
+        "torch's bernoulli, attention dropout included (~10% faster steps, another random stream); false: torch's nn.Dropout."
+    ),
+]
 KeepLast = Annotated[
     int | None,
     Field(ge=1, description="Keep only the N newest checkpoints (plus the best and the one resumed from); null: keep all."),
@@ -179,6 +186,7 @@ class TrainingConfig(Section):
     max_steps: int = Field(default=200, ge=1, description="Optimizer steps.")
     precision: TrainingPrecision = "auto"
     compile: Compile = "auto"
+    fast_dropout: FastDropout = True
     seed: int = Field(default=0, description="Seeds initialisation, data order, masking and dropout.")
     log_every: int = Field(default=10, ge=1, description="Steps between metrics.jsonl records / log lines.")
     eval_every: int = Field(default=100, ge=1, description="Validate every N steps (and at the end).")
@@ -262,6 +270,7 @@ class FinetuneTrainingConfig(Section):
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     precision: TrainingPrecision = "auto"
     compile: Compile = "auto"
+    fast_dropout: FastDropout = True
     seed: int = Field(default=0, description="Seeds the head's initialisation, data order and dropout.")
     log_every: int = Field(default=10, ge=1, description="Steps between metrics.jsonl records / log lines.")
     checkpoint_every: int | None = Field(default=None, ge=1, description="Save checkpoints/step-N every N steps (for --resume).")

@@ -27,6 +27,7 @@ from seqlm.console import Console
 from seqlm.device import Precision, compile_body, resolve_compile, resolve_precision, seed_everything, select_device
 from seqlm.distributed import SINGLE, Cluster, joined, on_main
 from seqlm.errors import ConfigError
+from seqlm.fast_dropout import use_fast_dropout
 from seqlm.labelled_data import LabelledExamples, load_splits
 from seqlm.lm_scoring import score_classifier
 from seqlm.model_loading import remote_code_warning
@@ -161,6 +162,8 @@ def setup(config: FinetuneConfig, console: Console, held: ExitStack, cluster: Cl
     )
     if resolve_compile(training.compile, device, max_steps):
         compile_body(model)  # compiled lazily, at the first step
+    elif training.fast_dropout and device.type == "cpu":
+        use_fast_dropout(model)
     distributed = config.distributed
     parallel = parallelize(
         model, OBJECTIVES["classification"], False, cluster, distributed.strategy, device, distributed.checkpoint == "sharded"
