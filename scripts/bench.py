@@ -28,8 +28,12 @@ whose collapsed representations fine-tune worse than the initialisation (measure
 200 steps: test accuracy 0.29 after 14 MLM steps, 0.23 after 300, 0.49 from the initialisation).
 
 Accuracy check: seqlm and the two HF dynamic-padding fp32 variants train
-`finetune_accuracy_steps` (default 200, about 1.2 epochs) instead of the throughput's
-warm-up + measured steps; their throughput is still that of the same steps as the short runs.
+`finetune_accuracy_steps` (default 200, about 1.2 epochs) instead of the short runs' warm-up +
+measured steps, and their throughput is that of every step after the warm-up: about an epoch,
+so both sides' figures cover the same examples whatever order their samplers draw them in (a
+25-step window of length-grouped batches measures whichever lengths it happened to draw). The
+short runs (padding to max_length, whose rate does not depend on the lengths; bf16) are
+measured on steps warm-up+1 .. warm-up+measured.
 Printed as `test acc seqlm X vs HF Y (chance 1/labels)`, HF being dynamic padding in random
 order: HF's group_by_length sorts each mega-batch of 50 batches longest first without
 shuffling the batches, and in this data verse length tracks the label (wisdom verses are

@@ -43,9 +43,12 @@ class Plan:
     pretrain_warmup: int  # optimizer steps left out of the throughput (also seqlm's log window)
     pretrain_measured: int  # steps measured after the warm-up: a multiple of pretrain_warmup
     finetune_warmup: int
-    finetune_measured: int  # a multiple of finetune_warmup
-    # The accuracy runs (seqlm, and HF dynamic padding fp32 in both orders) train this many steps;
-    # their throughput is still that of steps finetune_warmup+1 .. finetune_warmup+finetune_measured.
+    finetune_measured: int  # steps measured after the warm-up by the short runs: a multiple of finetune_warmup
+    # The accuracy runs (seqlm, and HF dynamic padding fp32 in both orders) train this many steps
+    # (a multiple of finetune_warmup), and their throughput is that of all the steps after the
+    # warm-up: about an epoch, so each side's figure covers the same examples whatever order its
+    # sampler draws them in (with dynamic padding a 25-step window's rate depends on which
+    # lengths it happened to draw).
     finetune_accuracy_steps: int
     scale: int  # the scaling check tokenizes the corpus this many times over
     help_runs: int

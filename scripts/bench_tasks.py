@@ -187,11 +187,13 @@ def bench_finetune(bench: Bench) -> tuple[list[Row], dict[str, Any]]:
 
     def run_seqlm() -> Figure:
         require(REPO / resolved.model, "the preparation (the initial benchmark BERT)")
-        return seqlm_training(bench, "finetune", config, overrides(plan.finetune_accuracy_steps), measured_to, per_step)
+        steps = plan.finetune_accuracy_steps
+        return seqlm_training(bench, "finetune", config, overrides(steps), steps, per_step)
 
     def run_hf(padding: str, order: str, precision: str, steps: int) -> Figure:
         require(REPO / resolved.model, "the preparation (the initial benchmark BERT)")
-        options = ["--warmup", str(plan.finetune_warmup), "--measure", str(plan.finetune_measured), "--padding", padding, "--order", order]
+        measured = str(steps - plan.finetune_warmup)  # every step after the warm-up (see Plan)
+        options = ["--warmup", str(plan.finetune_warmup), "--measure", measured, "--padding", padding, "--order", order]
         log_name = f"hf-finetune-{padding}-{order}-{precision}"
         return bench.hf_figure("finetune", config, overrides(steps), log_name, *options, *(["--bf16"] if precision == "bf16" else []))
 
