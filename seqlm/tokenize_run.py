@@ -27,6 +27,7 @@ import json
 import os
 import shutil
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -232,12 +233,22 @@ def _encode(
     total = corpus.text_bytes
     n_bytes = n_documents = n_tokens = 0
     started = time.monotonic()
+    # One batch is encoded in Rust (which releases the GIL) while Python reads the next and
+    # writes the previous: reading and writing were a fifth of the time when done in turn.
+    encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="seqlm-encode")
+    in_flight: list[tuple[str, Future]] = []  # at most one: the batch being encoded
+
+    def write_encoded() -> None:
+        nonlocal n_tokens
+        if in_flight:
+            split, encoded = in_flight.pop()
+            writers[split].append([encoding.ids + separator for encoding in encoded.result()])
+            n_tokens = sum(writer.n_tokens for writer in writers.values())
 
     def flush(split: str) -> None:
-        nonlocal n_tokens
-        encodings = encode(pending[split], add_special_tokens=False)
-        writers[split].append([encoding.ids + separator for encoding in encodings])
-        n_tokens = sum(writer.n_tokens for writer in writers.values())
+        submitted = encoder.submit(encode, pending[split], add_special_tokens=False)
+        write_encoded()  # the previous batch, while this one encodes
+        in_flight.append((split, submitted))
         pending[split] = []
         pending_bytes[split] = 0
 
@@ -259,12 +270,15 @@ def _encode(
             for split in SPLITS:
                 if pending[split]:
                     flush(split)
+            write_encoded()
             show(bar, total / _MB if total else n_bytes / _MB)
     except BaseException:
+        encoder.shutdown(wait=True, cancel_futures=True)
         for writer in writers.values():
             with contextlib.suppress(Exception):
                 writer.close()
         raise
+    encoder.shutdown()
     splits = {split: writer.close() for split, writer in writers.items()}
     return splits, n_bytes, time.monotonic() - started
 
