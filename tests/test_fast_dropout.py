@@ -17,7 +17,9 @@ from transformers import (
     GPT2Config,
     GPT2LMHeadModel,
 )
+from typer.testing import CliRunner
 
+from seqlm.cli import app
 from seqlm.fast_dropout import (
     ATTENTION_NAME,
     FastDropout,
@@ -151,3 +153,43 @@ def test_a_swapped_model_predicts_as_before_trains_reproducibly_and_saves_a_plai
     auto = (AutoModelForCausalLM, AutoModelForSequenceClassification)[index]
     loaded = auto.from_pretrained(tmp_path).eval()
     torch.testing.assert_close(loaded(input_ids=ids, attention_mask=mask).logits, reference(input_ids=ids, attention_mask=mask).logits)
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["gpt2", "bert-classifier"])
+def test_a_swapped_model_trains_under_cpu_bf16_autocast(index: int) -> None:
+    """precision: auto picks bf16 autocast on CPUs with native bf16: the masks and the attention math take bf16 tensors."""
+    model = _tiny_models()[index]
+    use_fast_dropout(model)
+    ids = torch.randint(1, 64, (3, 12))
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(input_ids=ids, attention_mask=mask, labels=ids if index == 0 else torch.tensor([0, 1, 2])).loss
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.slow
+def test_pretraining_with_fast_dropout_learns_as_with_torch_dropout_and_repeats_itself(tmp_path: Path) -> None:
+    runner = CliRunner()
+    data = tmp_path / "data"
+    result = runner.invoke(app, ["tokenize", "configs/tiny/gpt_tokenize.yaml", "--set", f"output_dir={data}",
+                                 "--set", "corpus.max_documents=300", "-q"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    losses = {}
+    for name, fast in (("fast", "true"), ("fast-again", "true"), ("torch", "false")):
+        run = tmp_path / name
+        args = ["pretrain", "configs/tiny/gpt_pretrain.yaml", "--set", f"data={data}", "--set", f"output_dir={run}",
+                "--set", "training.max_steps=40", "--set", "training.log_every=5", "--set", "training.eval_every=40",
+                "--set", "training.checkpoint_every=null", "--set", "model.dropout=0.1",
+                "--set", f"training.fast_dropout={fast}", "--device", "cpu", "-q"]  # fmt: skip
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        losses[name] = [r["loss"] for r in records if "split" not in r]
+        assert ATTENTION_NAME not in (run / "model" / "config.json").read_text()
+    assert losses["fast"] == losses["fast-again"]  # seeded by torch's generator: a run repeats itself
+    assert losses["fast"] != losses["torch"]  # another random stream
+    assert losses["fast"][-1] < losses["fast"][0] - 1.0  # it learns...
+    assert losses["fast"][-1] == pytest.approx(losses["torch"][-1], rel=0.05)  # ...as much as with nn.Dropout
