@@ -71,9 +71,12 @@ def test_p_zero_and_eval_mode_are_the_identity_and_p_is_kept_for_transformers() 
     assert not torch.equal(module.train()(inputs), inputs)
 
 
-def test_masks_are_drawn_only_for_cpu_tensors() -> None:
-    with pytest.raises(ValueError, match="on the CPU"):
-        fast_dropout(torch.empty(3, device="meta"), 0.1)
+def test_off_the_cpu_it_is_torchs_dropout_and_draws_no_cpu_mask() -> None:
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    output = fast_dropout(torch.empty(3, 4, device="meta"), 0.1)
+    assert output.device.type == "meta" and output.shape == (3, 4)
+    assert torch.equal(torch.get_rng_state(), before)  # the CPU generator was not drawn from
 
 
 @pytest.mark.parametrize("case", ["causal", "bool mask", "float mask", "no mask"])
