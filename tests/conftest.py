@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+import seqlm  # noqa: F401  (first: its MKL reproducibility settings must precede torch's first use)
+
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus" / "train.txt"
 TOKENIZER_LINES = 300  # non-empty corpus lines the tiny tokenizers are trained on
 

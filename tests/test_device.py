@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,15 @@ def test_a_compiled_run_trains_like_an_eager_one(tmp_path: Path) -> None:
         assert (run / "model" / "model.safetensors").is_file()
     # Compiled kernels may reorder float sums: equal within float tolerance, not bit for bit.
     assert losses["true"] == pytest.approx(losses["false"], rel=1e-4)
+
+
+def test_importing_seqlm_asks_mkl_for_reproducible_results_unless_the_user_set_otherwise() -> None:
+    import subprocess
+    import sys
+
+    probe = "import os, seqlm; print(os.environ['MKL_CBWR'], os.environ['MKL_DYNAMIC'])"
+    env = {k: v for k, v in os.environ.items() if k not in ("MKL_CBWR", "MKL_DYNAMIC")}
+    default = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert default.stdout.split() == ["AUTO,STRICT", "FALSE"]
+    chosen = subprocess.run([sys.executable, "-c", probe], env={**env, "MKL_CBWR": "COMPATIBLE"}, capture_output=True, text=True, check=True)
+    assert chosen.stdout.split() == ["COMPATIBLE", "FALSE"]
