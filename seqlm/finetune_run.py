@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from seqlm.allocator import release_large_buffers
 from seqlm.checkpoint import is_sharded, save_model
 from seqlm.classification_batches import ClassificationBatches
 from seqlm.classifier_model import freeze, load_classifier, load_saved_classifier
@@ -98,6 +99,8 @@ class FinetuneRun:
 
 
 def run(config: FinetuneConfig, console: Console) -> dict[str, Any]:
+    # Batches vary in shape: big buffers go back to the OS instead of fragmenting the heap (seqlm.allocator).
+    release_large_buffers()
     with ExitStack() as held:  # the process group and the run dir's lock, from setup() until the run ends
         cluster = held.enter_context(joined(config.distributed.timeout_s, config.device))
         finetune = setup(config, console, held, cluster)

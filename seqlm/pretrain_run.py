@@ -54,8 +54,7 @@ class PretrainRun:
 
 def run(config: PretrainConfig, console: Console) -> dict[str, Any]:
     # Every step allocates the same large buffers (packed blocks: one shape), which glibc would
-    # otherwise hand back to the OS and fault in again. Fine-tuning's batches vary in shape: there
-    # it measured ~100 MB more peak RSS and no gain, so it keeps glibc's defaults.
+    # otherwise hand back to the OS and fault in again (seqlm.allocator; fine-tuning differs).
     keep_freed_memory()
     with ExitStack() as held:  # the process group and the run dir's lock, from setup() until the run ends
         cluster = held.enter_context(joined(config.distributed.timeout_s, config.device))

@@ -5,11 +5,14 @@ from __future__ import annotations
 import platform
 import sys
 
-from seqlm.allocator import keep_freed_memory
+import pytest
+
+from seqlm.allocator import keep_freed_memory, release_large_buffers
 
 
-def test_keep_freed_memory_is_accepted_on_glibc() -> None:
-    applied = keep_freed_memory()
+@pytest.mark.parametrize("policy", [keep_freed_memory, release_large_buffers])
+def test_each_policy_is_accepted_on_glibc(policy) -> None:
+    applied = policy()
     if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
         assert applied
     else:
