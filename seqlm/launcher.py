@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import uuid
 from typing import Any
 
@@ -27,7 +28,7 @@ def launch(nproc: int, argv: list[str], debug: bool = False) -> int:
     """Run `seqlm *argv` as `nproc` ranks on this machine; 0, or the exit code of the rank whose failure
     ended the run. The launcher's own log lines (which rank exited how) only with `debug`: the ranks
     say what went wrong, and a rank killed by a signal is named here."""
-    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.api import DefaultLogsSpecs, SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -38,6 +39,9 @@ def launch(nproc: int, argv: list[str], debug: bool = False) -> int:
     # Ranks on one machine share its cores (torchrun itself would give each one thread).
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     os.environ[LAUNCHED_NPROC] = str(nproc)
+    # The launcher's log directory (each rank's error.json) is one removed afterwards: by default
+    # torch makes a /tmp/torchelastic_* directory per launch and never removes it.
+    log_dir = tempfile.TemporaryDirectory(prefix="seqlm-launch-")
     config = LaunchConfig(
         min_nodes=1,
         max_nodes=1,
@@ -48,9 +52,11 @@ def launch(nproc: int, argv: list[str], debug: bool = False) -> int:
         max_restarts=0,
         monitor_interval=0.2,
         shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+        logs_specs=DefaultLogsSpecs(log_dir=log_dir.name),
     )
     try:
-        elastic_launch(config, sys.executable)("-m", "seqlm", *argv)
+        with log_dir:
+            elastic_launch(config, sys.executable)("-m", "seqlm", *argv)
     except ChildFailedError as exc:
         rank, failure = _root_cause(exc.failures)
         code = failure.exitcode

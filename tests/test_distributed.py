@@ -33,10 +33,9 @@ COMMON = [
 ]  # fmt: skip
 
 
-def _seqlm(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "seqlm", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, env=_env()
-    )
+def _seqlm(*args: str, timeout: float = 300, tmpdir: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**_env(), "TMPDIR": str(tmpdir)} if tmpdir is not None else _env()
+    return subprocess.run([sys.executable, "-m", "seqlm", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def _env() -> dict[str, str]:
@@ -73,8 +72,18 @@ def single(data: Path) -> Path:
 def ddp(data: Path) -> Path:
     """Two processes, the same global batch: 4 per device x grad_accum 2 x 2 processes."""
     run = data.parent / "ddp"
-    _ok(_seqlm(*_pretrain(data, run, "--set", "training.batch_size=4", "--set", "training.grad_accum=2", "--nproc", "2")))
+    scratch = data.parent / "ddp-tmpdir"  # its TMPDIR: see test_a_launch_leaves_no_temporary_files
+    scratch.mkdir()
+    _ok(_seqlm(*_pretrain(data, run, "--set", "training.batch_size=4", "--set", "training.grad_accum=2", "--nproc", "2"), tmpdir=scratch))
     return run
+
+
+def test_a_launch_leaves_no_temporary_files(ddp: Path) -> None:
+    """torch's elastic launcher makes a torchelastic_* log directory per launch and never removes
+    it: a cron job launching every hour would fill /tmp. seqlm gives it one it removes. (Inductor's
+    torchinductor_<user> cache, one per user and reused by every run, may be there.)"""
+    left = sorted(p.name for p in (ddp.parent / "ddp-tmpdir").iterdir() if not p.name.startswith("torchinductor_"))
+    assert left == []
 
 
 def _losses(run: Path) -> dict[int, float]:
@@ -283,7 +292,7 @@ def test_two_nodes_on_one_host_complete_a_run(data: Path, ddp: Path, tmp_path: P
     args = _pretrain(data, run, "--set", "training.batch_size=4", "--set", "training.grad_accum=2")
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
                 "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "seqlm-test"]  # fmt: skip
-    env = {**_env(), "OMP_NUM_THREADS": "1"}
+    env = {**_env(), "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}  # torchrun's own torchelastic_* log dirs
     nodes = [subprocess.Popen([*torchrun, "-m", "seqlm", *args], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     errors = [node.communicate(timeout=300)[1] for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], errors[0][-2000:] + errors[1][-2000:]
