@@ -16,9 +16,10 @@ leaves out a warm-up: the first optimizer steps (seqlm: its metrics.jsonl log wi
 `bench_seqlm`; HF: a TrainerCallback's step times, see `bench_hf`) or, for predict, a warm-up
 call on the first batch, on both sides (seqlm's run through `bench_seqlm.py predict`, which runs
 seqlm's predict on the first batch and then on all the inputs in one process; its rate is the
-second run's own summary). Both sides are measured on the same steps. Pretraining runs
-seqlm and Trainer fp32 twice each (alternating) and keeps each side's fastest run: whole runs
-on this VM vary by up to ±15%, more than the windows inside a run. seqlm runs with its
+second run's own summary). Both sides are measured on the same steps. Pretraining (seqlm
+and Trainer fp32) and predict run twice per side (alternating) and keep each side's fastest
+run and largest peak RSS: whole runs on this VM vary by up to ±15%, more than the windows
+inside a run. seqlm runs with its
 config defaults (what a user gets), from the configs in configs/bench/; the HF side builds its
 model from the same config files and uses the tokenizer files seqlm trained. Everything is
 offline and writes under runs/bench/ (logs in runs/bench/logs/).
@@ -52,8 +53,9 @@ emulates bf16 (no AVX512-BF16/AMX; torch still runs it).
 
 Output: one table (task | HF variant | seqlm | HF | seqlm/HF | peak RSS of each | note, where
 "HF best" marks each task's fastest HF variant), the scaling check, the accuracy check, and
-with `--json` every figure, `hf_best` per task, `accuracy`, and the machine (and its load
-average: the figures are only as quiet as the machine was); see `bench_report`. A
+with `--json` every figure, `hf_best` per task, `accuracy`, and the machine (its load
+average: the figures are only as quiet as the machine was; and its matmul ceiling, fp32 and
+bf16 GFLOP/s, measured first: every ratio sits under it); see `bench_report`. A
 sub-benchmark that fails prints its error and the rest still run; the exit status is then 1,
 also when seqlm's and the pipeline's labels differ on more than 1% of the inputs. Nothing is
 asserted about speed or accuracy.
@@ -78,9 +80,9 @@ TASKS = ("tokenize", "clm", "mlm", "finetune", "predict", "help")
 TINY_MODEL = ["model.n_layers=2", "model.n_heads=2", "model.d_model=64", "model.max_len=64", "training.seq_len=64"]
 
 PLANS = {
-    "default": Plan("default", pretrain_warmup=2, pretrain_measured=12, pretrain_repeats=2, finetune_warmup=5, finetune_measured=25,
+    "default": Plan("default", pretrain_warmup=2, pretrain_measured=12, repeats=2, finetune_warmup=5, finetune_measured=25,
                     finetune_accuracy_steps=200, scale=10, help_runs=7, timeout_s=420),
-    "quick": Plan("quick", pretrain_warmup=2, pretrain_measured=4, pretrain_repeats=1, finetune_warmup=2, finetune_measured=6,
+    "quick": Plan("quick", pretrain_warmup=2, pretrain_measured=4, repeats=1, finetune_warmup=2, finetune_measured=6,
                   finetune_accuracy_steps=8, scale=2, help_runs=3, timeout_s=300, hf_bf16=False,
                   pretrain_overrides=TINY_MODEL, finetune_overrides=["training.max_length=64"]),
 }  # fmt: skip
@@ -97,8 +99,10 @@ def main() -> int:
         parser.error(f"--only: unknown task(s) {', '.join(sorted(only - set(TASKS)))}; known: {', '.join(TASKS)}")
 
     machine = bench_report.machine_info()
+    machine["matmul_gflops"] = bench_report.matmul_gflops()
     bench = Bench(PLANS["quick" if args.quick else "default"], bench_report.bf16_support(machine))
-    bench.say(f"plan {bench.plan.name}: {machine['cpus_usable']} CPUs, bf16 {bench.bf16}, load average {machine['load_average_at_start']}")
+    bench.say(f"plan {bench.plan.name}: {machine['cpus_usable']} CPUs, bf16 {bench.bf16}, load average {machine['load_average_at_start']}, "
+              f"{bench_report.render_matmul(machine['matmul_gflops'])}")
     WORK.mkdir(parents=True, exist_ok=True)
     fresh(WORK / "hf-cache")
     bench_tasks.prepare(bench, only)
@@ -127,7 +131,8 @@ def main() -> int:
     if accuracy is not None:
         print("\n" + bench_report.render_accuracy(accuracy))
     print(f"\n{bench.plan.name} plan, {total_s:.0f} s in all; {machine['cpus_usable']} CPUs ({machine['cpu_model']}), "
-          f"torch {machine['torch']}, load average at start {machine['load_average_at_start'][0]:.2f}")
+          f"torch {machine['torch']}, load average at start {machine['load_average_at_start'][0]:.2f}, "
+          f"{bench_report.render_matmul(machine['matmul_gflops'])}")
     for failure in bench.failures:
         print(f"FAILED: {failure}", file=sys.stderr)
     if args.json is not None:

@@ -42,7 +42,9 @@ class Plan:
     name: str
     pretrain_warmup: int  # optimizer steps left out of the throughput (also seqlm's log window)
     pretrain_measured: int  # steps measured after the warm-up: a multiple of pretrain_warmup
-    pretrain_repeats: int  # seqlm and Trainer fp32 runs per objective, alternating; each side's fastest counts
+    # Runs per side of pretraining (seqlm and Trainer fp32, per objective) and of predict, alternating;
+    # each side's fastest counts, with the largest peak RSS of its runs.
+    repeats: int
     finetune_warmup: int
     finetune_measured: int  # steps measured after the warm-up by the short runs: a multiple of finetune_warmup
     # The accuracy runs (seqlm, and HF dynamic padding fp32 in both orders) train this many steps

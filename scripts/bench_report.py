@@ -167,6 +167,10 @@ def render_accuracy(accuracy: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- the machine
 
 
+def render_matmul(rates: dict[str, float]) -> str:
+    return f"matmul ceiling fp32 {rates['fp32']:.0f} GFLOP/s, bf16 {rates['bf16']:.0f} GFLOP/s"
+
+
 def machine_info() -> dict[str, Any]:
     """What the figures were measured on (and how busy the machine was)."""
     import datasets
@@ -191,6 +195,28 @@ def machine_info() -> dict[str, Any]:
         "tokenizers": tokenizers.__version__,
         "load_average_at_start": os.getloadavg(),
     }
+
+
+def matmul_gflops(size: tuple[int, int, int] = (2048, 1024, 1024), seconds: float = 0.5) -> dict[str, float]:
+    """GFLOP/s of one (m×k)·(k×n) matmul on torch's intra-op threads, fp32 and bf16: the ceiling
+    every training and inference figure sits under (the performance issue's reference CPU gave
+    fp32 ≈ 188 and bf16 ≈ 413 with AVX512-BF16). The best of repeated calls over `seconds` each."""
+    import time
+
+    import torch
+
+    m, k, n = size
+    rates = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
+        torch.mm(a, b)  # warm-up: first-call dispatch and buffer setup
+        best, deadline = float("inf"), time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            torch.mm(a, b)
+            best = min(best, time.perf_counter() - started)
+        rates[name] = 2 * m * k * n / best / 1e9
+    return rates
 
 
 def bf16_support(machine: dict[str, Any]) -> str:

@@ -131,7 +131,7 @@ def scaling_summary(single: Figure, scaled: Figure, scale: int) -> dict[str, Any
 def bench_pretrain(bench: Bench, objective: str) -> list[Row]:
     """tokens/s of pretraining (clm: the GPT-2, mlm: the BERT) against HF Trainer fp32 and bf16.
 
-    seqlm and Trainer fp32 run `plan.pretrain_repeats` times each, alternating, and each side
+    seqlm and Trainer fp32 run `plan.repeats` times each, alternating, and each side
     keeps its fastest run: whole runs on this VM vary by up to ±15% (the same command measured
     5,300-7,500 tokens/s in five runs in a row), more than the windows inside one run."""
     plan = bench.plan
@@ -144,8 +144,8 @@ def bench_pretrain(bench: Bench, objective: str) -> list[Row]:
         return bench.hf_figure("pretrain", config, overrides, f"hf-{objective}-{precision}", *options)
 
     seqlm_runs, hf_runs = [], []
-    for attempt in range(1, plan.pretrain_repeats + 1):
-        of = f" (run {attempt} of {plan.pretrain_repeats})" if plan.pretrain_repeats > 1 else ""
+    for attempt in range(1, plan.repeats + 1):
+        of = run_of(attempt, plan.repeats)
         seqlm_runs.append(bench.measure(f"pretrain {objective} / seqlm{of}", lambda: seqlm_training(bench, "pretrain", config, overrides, steps, None)))
         hf_runs.append(bench.measure(f"pretrain {objective} / HF Trainer fp32{of}", lambda: run_hf("fp32")))
     seqlm = fastest(seqlm_runs)
@@ -154,6 +154,10 @@ def bench_pretrain(bench: Bench, objective: str) -> list[Row]:
     bf16 = Figure(error=skipped) if skipped else bench.measure(f"pretrain {objective} / HF Trainer bf16", lambda: run_hf("bf16"))
     rows.append(Row(f"pretrain {objective}", "Trainer bf16", seqlm, bf16, note="" if skipped else bf16_note(bench)))
     return rows
+
+
+def run_of(attempt: int, repeats: int) -> str:
+    return f" (run {attempt} of {repeats})" if repeats > 1 else ""
 
 
 def fastest(figures: list[Figure]) -> Figure:
@@ -247,7 +251,9 @@ def bench_finetune(bench: Bench) -> tuple[list[Row], dict[str, Any]]:
 
 def bench_predict(bench: Bench) -> list[Row]:
     """examples/s of labelling the test verses: seqlm predict against pipeline("text-classification"),
-    each after a warm-up on the first batch (seqlm: bench_seqlm.py predict)."""
+    each after a warm-up on the first batch (seqlm: bench_seqlm.py predict). Each side runs
+    `plan.repeats` times, alternating, and keeps its fastest run (and its largest peak RSS): in
+    single runs the pipeline's peak RSS alone varied from 488 to 562 MB."""
     from seqlm.config_loading import load_config
     from seqlm.config_schema import PredictConfig
 
@@ -266,8 +272,11 @@ def bench_predict(bench: Bench) -> list[Row]:
         require(REPO / resolved.model, "the finetune benchmark (seqlm)")
         return bench.hf_figure("predict", config, [], "hf-predict")
 
-    seqlm = bench.measure("predict / seqlm", run_seqlm)
-    hf = bench.measure("predict / HF pipeline", run_hf)
+    seqlm_runs, hf_runs = [], []
+    for attempt in range(1, bench.plan.repeats + 1):
+        seqlm_runs.append(bench.measure(f"predict / seqlm{run_of(attempt, bench.plan.repeats)}", run_seqlm))
+        hf_runs.append(bench.measure(f"predict / HF pipeline{run_of(attempt, bench.plan.repeats)}", run_hf))
+    seqlm, hf = fastest(seqlm_runs), fastest(hf_runs)
     note = ""
     labels = [figure.extra.pop("labels", None) for figure in (seqlm, hf)]
     if None not in labels:
