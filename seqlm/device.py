@@ -122,3 +122,17 @@ def compile_body(model: torch.nn.Module) -> None:
     """Compile the model's body (the transformer) in place: state_dict keys and saving are unchanged,
     and the objective's own head code (e.g. seqlm.lm_head_loss) stays eager."""
     model.base_model.compile(dynamic=None)
+
+
+def speed_up(
+    model: torch.nn.Module, compile_setting: Literal["auto"] | bool, fast_dropout: bool, device: torch.device, max_steps: int
+) -> None:
+    """The training config's speed settings, in place: the body compiled (lazily, at the first
+    step) where `compile_setting` resolves true (see resolve_compile); otherwise, on the CPU with
+    `fast_dropout`, seqlm's cheap dropout masks (a compiled body generates its own)."""
+    if resolve_compile(compile_setting, device, max_steps):
+        compile_body(model)
+    elif fast_dropout and device.type == "cpu":
+        from seqlm.fast_dropout import use_fast_dropout
+
+        use_fast_dropout(model)

@@ -25,10 +25,9 @@ from seqlm.classifier_model import freeze, load_classifier, load_saved_classifie
 from seqlm.config_loading import to_yaml
 from seqlm.config_schema import FinetuneConfig
 from seqlm.console import Console
-from seqlm.device import Precision, compile_body, resolve_compile, resolve_precision, seed_everything, select_device
+from seqlm.device import Precision, resolve_precision, seed_everything, select_device, speed_up
 from seqlm.distributed import SINGLE, Cluster, joined, on_main
 from seqlm.errors import ConfigError
-from seqlm.fast_dropout import use_fast_dropout
 from seqlm.labelled_data import LabelledExamples, load_splits
 from seqlm.lm_scoring import score_classifier
 from seqlm.model_loading import remote_code_warning
@@ -163,10 +162,7 @@ def setup(config: FinetuneConfig, console: Console, held: ExitStack, cluster: Cl
         checkpoint_every=training.checkpoint_every,
         on_nan=training.on_nan,
     )
-    if resolve_compile(training.compile, device, max_steps):
-        compile_body(model)  # compiled lazily, at the first step
-    elif training.fast_dropout and device.type == "cpu":
-        use_fast_dropout(model)
+    speed_up(model, training.compile, training.fast_dropout, device, max_steps)
     distributed = config.distributed
     parallel = parallelize(
         model, OBJECTIVES["classification"], False, cluster, distributed.strategy, device, distributed.checkpoint == "sharded"

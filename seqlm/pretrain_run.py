@@ -19,10 +19,9 @@ from seqlm.checkpoint import is_sharded, save_model
 from seqlm.config_loading import to_yaml
 from seqlm.config_schema import PretrainConfig
 from seqlm.console import Console
-from seqlm.device import Precision, compile_body, resolve_compile, resolve_precision, seed_everything, select_device
+from seqlm.device import Precision, resolve_precision, seed_everything, select_device, speed_up
 from seqlm.distributed import SINGLE, Cluster, joined, on_main
 from seqlm.errors import ConfigError
-from seqlm.fast_dropout import use_fast_dropout
 from seqlm.lm_scoring import score_batches
 from seqlm.model_builder import build_model, head_for, load_pretrained, resolve_family
 from seqlm.model_loading import max_positions, remote_code_warning
@@ -103,10 +102,7 @@ def setup(config: PretrainConfig, console: Console, held: ExitStack, cluster: Cl
         mlm_probability=config.mlm_probability,
         whole_word_mask=config.whole_word_mask,
     )
-    if resolve_compile(training.compile, device, training.max_steps):
-        compile_body(model)  # compiled lazily, at the first step
-    elif training.fast_dropout and device.type == "cpu":
-        use_fast_dropout(model)
+    speed_up(model, training.compile, training.fast_dropout, device, training.max_steps)
     n_params = sum(p.numel() for p in model.parameters())
     distributed = config.distributed
     parallel = parallelize(

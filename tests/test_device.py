@@ -11,7 +11,8 @@ import torch
 from typer.testing import CliRunner
 
 from seqlm.cli import app
-from seqlm.device import COMPILE_MIN_STEPS, resolve_compile
+from seqlm.device import COMPILE_MIN_STEPS, resolve_compile, speed_up
+from seqlm.fast_dropout import ATTENTION_NAME, FastDropout
 
 runner = CliRunner()
 
@@ -22,6 +23,36 @@ def test_compile_auto_only_pays_on_long_cuda_runs() -> None:
     assert resolve_compile("auto", cuda, COMPILE_MIN_STEPS - 1) is False  # a smoke run never waits for a compile
     assert resolve_compile("auto", cpu, 10**6) is False
     assert resolve_compile(True, cpu, 1) is True and resolve_compile(False, cuda, 10**6) is False
+
+
+def _tiny_gpt() -> torch.nn.Module:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=32, n_positions=16)
+    return GPT2LMHeadModel._from_config(config, attn_implementation="sdpa")
+
+
+def _kinds(model: torch.nn.Module) -> tuple[int, int]:
+    """(FastDropout modules, torch Dropout modules), the attention implementation aside."""
+    fast = sum(isinstance(m, FastDropout) for m in model.modules())
+    return fast, sum(type(m) is torch.nn.Dropout for m in model.modules())
+
+
+def test_speed_up_compiles_or_swaps_dropout_as_the_config_says() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    eager_cpu = _tiny_gpt()
+    speed_up(eager_cpu, "auto", True, cpu, 10)  # the CPU default: fast dropout, no compile
+    assert _kinds(eager_cpu)[0] > 0 and _kinds(eager_cpu)[1] == 0
+    assert eager_cpu.config._attn_implementation == ATTENTION_NAME
+    assert eager_cpu.base_model._compiled_call_impl is None
+
+    compiled = _tiny_gpt()
+    speed_up(compiled, True, True, cpu, 10)  # compiled: torch's dropout, which inductor fuses
+    assert compiled.base_model._compiled_call_impl is not None and _kinds(compiled)[0] == 0
+
+    for model_off, device in ((_tiny_gpt(), cpu), (_tiny_gpt(), cuda)):  # switched off, or not on the CPU
+        speed_up(model_off, False, device.type == "cuda", device, 10)
+        assert _kinds(model_off)[0] == 0 and model_off.config._attn_implementation == "sdpa"
 
 
 @pytest.mark.slow
