@@ -1,4 +1,5 @@
-"""Device and numeric precision: auto-selection (cuda → mps → cpu) and autocast settings."""
+"""Device, numeric precision and speed settings: auto-selection (cuda → mps → cpu), autocast,
+and when to compile the model or use seqlm's cheap CPU dropout (`speed_up`)."""
 
 from __future__ import annotations
 
