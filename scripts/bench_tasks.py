@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -143,21 +144,29 @@ def bench_pretrain(bench: Bench, objective: str) -> list[Row]:
         options = ["--warmup", str(plan.pretrain_warmup), *(["--bf16"] if precision == "bf16" else [])]
         return bench.hf_figure("pretrain", config, overrides, f"hf-{objective}-{precision}", *options)
 
-    seqlm_runs, hf_runs = [], []
-    for attempt in range(1, plan.repeats + 1):
-        of = run_of(attempt, plan.repeats)
-        seqlm_runs.append(bench.measure(f"pretrain {objective} / seqlm{of}", lambda: seqlm_training(bench, "pretrain", config, overrides, steps, None)))
-        hf_runs.append(bench.measure(f"pretrain {objective} / HF Trainer fp32{of}", lambda: run_hf("fp32")))
-    seqlm = fastest(seqlm_runs)
-    rows = [Row(f"pretrain {objective}", "Trainer fp32", seqlm, fastest(hf_runs))]
+    seqlm, hf = fastest_alternating(
+        bench,
+        (f"pretrain {objective} / seqlm", lambda: seqlm_training(bench, "pretrain", config, overrides, steps, None)),
+        (f"pretrain {objective} / HF Trainer fp32", lambda: run_hf("fp32")),
+    )
+    rows = [Row(f"pretrain {objective}", "Trainer fp32", seqlm, hf)]
     skipped = bf16_skipped(bench)
     bf16 = Figure(error=skipped) if skipped else bench.measure(f"pretrain {objective} / HF Trainer bf16", lambda: run_hf("bf16"))
     rows.append(Row(f"pretrain {objective}", "Trainer bf16", seqlm, bf16, note="" if skipped else bf16_note(bench)))
     return rows
 
 
-def run_of(attempt: int, repeats: int) -> str:
-    return f" (run {attempt} of {repeats})" if repeats > 1 else ""
+def fastest_alternating(
+    bench: Bench, seqlm: tuple[str, Callable[[], Figure]], hf: tuple[str, Callable[[], Figure]]
+) -> tuple[Figure, Figure]:
+    """Each side's `fastest` of `plan.repeats` runs, seqlm and HF alternating; each side is (label, run)."""
+    repeats = bench.plan.repeats
+    runs: tuple[list[Figure], list[Figure]] = ([], [])
+    for attempt in range(1, repeats + 1):
+        of = f" (run {attempt} of {repeats})" if repeats > 1 else ""
+        for (label, run), figures in zip((seqlm, hf), runs):
+            figures.append(bench.measure(f"{label}{of}", run))
+    return fastest(runs[0]), fastest(runs[1])
 
 
 def fastest(figures: list[Figure]) -> Figure:
@@ -272,11 +281,7 @@ def bench_predict(bench: Bench) -> list[Row]:
         require(REPO / resolved.model, "the finetune benchmark (seqlm)")
         return bench.hf_figure("predict", config, [], "hf-predict")
 
-    seqlm_runs, hf_runs = [], []
-    for attempt in range(1, bench.plan.repeats + 1):
-        seqlm_runs.append(bench.measure(f"predict / seqlm{run_of(attempt, bench.plan.repeats)}", run_seqlm))
-        hf_runs.append(bench.measure(f"predict / HF pipeline{run_of(attempt, bench.plan.repeats)}", run_hf))
-    seqlm, hf = fastest(seqlm_runs), fastest(hf_runs)
+    seqlm, hf = fastest_alternating(bench, ("predict / seqlm", run_seqlm), ("predict / HF pipeline", run_hf))
     note = ""
     labels = [figure.extra.pop("labels", None) for figure in (seqlm, hf)]
     if None not in labels:

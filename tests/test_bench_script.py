@@ -49,3 +49,33 @@ def test_the_quick_benchmark_measures_every_task_on_both_sides(tmp_path: Path) -
     assert {"fp32", "bf16"} <= set(document["machine"]["matmul_gflops"])
     # the table goes to stdout: one line per row, plus its header
     assert "seqlm/HF" in done.stdout and "predict classification" in done.stdout
+
+
+def test_repeated_runs_alternate_and_each_side_keeps_its_fastest_and_its_largest_peak() -> None:
+    """The default plan's path (`--quick` runs each side once, to stay under 2 minutes)."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        from bench_report import Figure
+        from bench_tasks import fastest_alternating
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+
+    order: list[str] = []
+
+    class Recorder:
+        plan = type("Plan", (), {"repeats": 2})()
+
+        def measure(self, label: str, produce):
+            order.append(label)
+            return produce()
+
+    rates = {"seqlm": iter([(90.0, 500.0), (110.0, 480.0)]), "hf": iter([(50.0, 600.0), (40.0, 650.0)])}
+
+    def run(side: str) -> Figure:
+        value, peak = next(rates[side])
+        return Figure(value, "x/s", peak, 1.0, {})
+
+    seqlm, hf = fastest_alternating(Recorder(), ("t / seqlm", lambda: run("seqlm")), ("t / HF", lambda: run("hf")))
+    assert order == ["t / seqlm (run 1 of 2)", "t / HF (run 1 of 2)", "t / seqlm (run 2 of 2)", "t / HF (run 2 of 2)"]
+    assert (seqlm.value, seqlm.peak_rss_mb, seqlm.extra["runs"]) == (110.0, 500.0, [90.0, 110.0])
+    assert (hf.value, hf.peak_rss_mb, hf.extra["runs"]) == (50.0, 650.0, [50.0, 40.0])
