@@ -42,8 +42,8 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
-from seqlm.config_loading import load_config
-from seqlm.config_schema import FinetuneConfig, OptimConfig, PredictConfig, PretrainConfig, TokenizeConfig
+from seqlm.config.loading import load_config
+from seqlm.config.schema import FinetuneConfig, OptimConfig, PredictConfig, PretrainConfig, TokenizeConfig
 
 RAW_BATCH_LINES = 10_000
 
@@ -127,7 +127,7 @@ def pretrain(args: argparse.Namespace) -> dict[str, Any]:
     """tokens/s of Trainer on run_clm / run_mlm-style blocks, after `--warmup` steps."""
     from transformers import AutoTokenizer, DataCollatorForLanguageModeling, Trainer, default_data_collator, set_seed
 
-    from seqlm.model_builder import build_model
+    from seqlm.models.build import build_model
 
     config = load_config(PretrainConfig, args.config, args.overrides)
     if config.nsp:

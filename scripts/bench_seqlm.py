@@ -18,7 +18,7 @@ and the model save):
 
     python scripts/bench_seqlm.py predict --config PREDICT.yaml --result OUT.json [--set key=value ...]
 
-runs, in one process, `seqlm.predict_run.run` (what `seqlm predict` runs) twice: first on the input's first `batch_size` inputs (a warm-up, as
+runs, in one process, `seqlm.commands.predict.run` (what `seqlm predict` runs) twice: first on the input's first `batch_size` inputs (a warm-up, as
 bench_hf's `classifier(texts[:batch_size])`; its output goes to a temporary file), then on the
 whole input. OUT.json holds the second run's own summary: `value` = its `inputs_per_s`
 (inputs / seconds of the prediction loop, after the model is loaded, before the output is
@@ -120,10 +120,10 @@ def save_initial_model(config: Any, directory: Path) -> None:
     """The model `seqlm pretrain CONFIG` starts from (seeded, built, untrained), saved as its model/ would be."""
     from transformers import AutoTokenizer
 
-    from seqlm.checkpoint import save_model
-    from seqlm.device import seed_everything
-    from seqlm.model_builder import build_model
-    from seqlm.model_loading import quiet_transformers
+    from seqlm.models.build import build_model
+    from seqlm.models.loading import quiet_transformers
+    from seqlm.runtime.device import seed_everything
+    from seqlm.training.checkpoint import save_model
 
     tokenizer = AutoTokenizer.from_pretrained(str(config.data))  # as TokenDataset.load_tokenizer
     seed_everything(config.training.seed)
@@ -133,9 +133,9 @@ def save_initial_model(config: Any, directory: Path) -> None:
 
 def predict(config_path: Path, overrides: list[str]) -> dict[str, Any]:
     """seqlm predict's own summary of a run after a one-batch warm-up run (see the module docstring)."""
-    from seqlm import predict_run
-    from seqlm.config_loading import load_config
-    from seqlm.config_schema import PredictConfig
+    from seqlm.commands import predict as predict_run
+    from seqlm.config.loading import load_config
+    from seqlm.config.schema import PredictConfig
     from seqlm.console import Console
 
     config = load_config(PredictConfig, config_path, overrides)

@@ -48,8 +48,8 @@ def _tokenized(bench: Bench, config: Path, name: str) -> Figure:
 
 
 def _initial_bert(bench: Bench) -> Figure:
-    from seqlm.config_loading import load_config
-    from seqlm.config_schema import PretrainConfig
+    from seqlm.config.loading import load_config
+    from seqlm.config.schema import PretrainConfig
 
     config = load_config(PretrainConfig, CONFIGS / "bert_pretrain.yaml", bench.plan.pretrain_overrides)
     require(REPO / config.data, "the preparation (seqlm tokenize bert_tokenize.yaml)")
@@ -94,8 +94,8 @@ def hf_tokenize(bench: Bench, config: Path, copies: int, task: str, log_name: st
 
 def corpus_copies(config: Path, copies: int) -> list[str]:
     """--set overrides listing each corpus file of the tokenize config `copies` times."""
-    from seqlm.config_loading import load_config
-    from seqlm.config_schema import TokenizeConfig
+    from seqlm.config.loading import load_config
+    from seqlm.config.schema import TokenizeConfig
 
     corpus = load_config(TokenizeConfig, config, []).corpus
     files = {"train": corpus.train, "validation": corpus.validation}
@@ -104,8 +104,8 @@ def corpus_copies(config: Path, copies: int) -> list[str]:
 
 def seqlm_tokenize(bench: Bench, config: Path, copies: int) -> Figure:
     """`seqlm tokenize` of the corpus repeated `copies` times, with the prepared tokenizer (no training)."""
-    from seqlm.config_loading import load_config
-    from seqlm.config_schema import TokenizeConfig
+    from seqlm.config.loading import load_config
+    from seqlm.config.schema import TokenizeConfig
 
     data = WORK / "gpt-data"
     require(data, "the preparation (seqlm tokenize gpt_tokenize.yaml)")
@@ -183,8 +183,8 @@ def fastest(figures: list[Figure]) -> Figure:
 def seqlm_training(bench: Bench, name: str, config: Path, overrides: list[str], last_step: int, per_step: int | None) -> Figure:
     """tokens/s (pretrain) or examples/s (finetune: `per_step` examples per step) of a seqlm training
     run, over its log windows from the end of the warm-up (its log_every) to `last_step`."""
-    from seqlm.config_loading import load_config
-    from seqlm.config_schema import COMMAND_SCHEMAS
+    from seqlm.config.loading import load_config
+    from seqlm.config.schema import COMMAND_SCHEMAS
 
     resolved = load_config(COMMAND_SCHEMAS[name], config, overrides)
     if name == "pretrain":
@@ -215,8 +215,8 @@ def bf16_note(bench: Bench) -> str:
 
 def bench_finetune(bench: Bench) -> tuple[list[Row], dict[str, Any]]:
     """examples/s of fine-tuning the initial benchmark BERT as a classifier, and the accuracy check."""
-    from seqlm.config_loading import load_config
-    from seqlm.config_schema import FinetuneConfig
+    from seqlm.config.loading import load_config
+    from seqlm.config.schema import FinetuneConfig
 
     plan = bench.plan
     config = CONFIGS / "bert_finetune.yaml"
@@ -263,8 +263,8 @@ def bench_predict(bench: Bench) -> list[Row]:
     each after a warm-up on the first batch (seqlm: bench_seqlm.py predict). Each side runs
     `plan.repeats` times, alternating, and keeps its fastest run (and its largest peak RSS): in
     single runs the pipeline's peak RSS alone varied from 488 to 562 MB."""
-    from seqlm.config_loading import load_config
-    from seqlm.config_schema import PredictConfig
+    from seqlm.config.loading import load_config
+    from seqlm.config.schema import PredictConfig
 
     config = CONFIGS / "bert_classifier_predict.yaml"
     resolved = load_config(PredictConfig, config, [])

@@ -15,14 +15,14 @@ from pydantic_core import PydanticUndefined
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from seqlm.config_schema import COMMAND_SCHEMAS  # noqa: E402
+from seqlm.config.schema import COMMAND_SCHEMAS  # noqa: E402
 
 BEGIN, END = "<!-- config-reference:begin -->", "<!-- config-reference:end -->"
 
 
 def _type_name(annotation: object) -> str:
     text = str(annotation).replace("typing.", "").replace("pathlib._local.", "").replace("pathlib.", "")
-    for noise in ("<class '", "'>", "seqlm.config_schema."):
+    for noise in ("<class '", "'>", "seqlm.config.schema."):
         text = text.replace(noise, "")
     text = text.replace("NoneType", "null").replace("Literal", "one of ")
     return text.replace(" | ", " or ").replace("'", "")

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import torch
 
-from seqlm.allocator import keep_freed_memory
-from seqlm.config_loading import load_config
-from seqlm.config_schema import PretrainConfig
+from seqlm.commands.pretrain import setup
+from seqlm.config.loading import load_config
+from seqlm.config.schema import PretrainConfig
 from seqlm.console import Console
-from seqlm.pretrain_run import setup
-from seqlm.train_loop import LoopHooks, LoopPlan, train
+from seqlm.runtime.allocator import keep_freed_memory
+from seqlm.training.loop import LoopHooks, LoopPlan, train
 
 GROUPS = {
     "matmul": ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear"),

@@ -164,8 +164,8 @@ def _dispatch(
     nproc: Optional[int],
     **run_kwargs: Any,
 ) -> None:
-    from seqlm.config_loading import load_config, to_yaml
-    from seqlm.config_schema import COMMAND_SCHEMAS
+    from seqlm.config.loading import load_config, to_yaml
+    from seqlm.config.schema import COMMAND_SCHEMAS
     from seqlm.console import Console
 
     console = Console(quiet=quiet, silent=_rank() > 0)
@@ -183,10 +183,10 @@ def _dispatch(
         if nproc is not None and "WORLD_SIZE" in os.environ:
             _fail("--nproc starts torchrun itself; under torchrun, leave it out", ExitCode.USAGE)
         if nproc is not None and nproc > 1:  # the config is valid: now start the ranks, each of which reads it again
-            from seqlm.launcher import launch, strip_nproc
+            from seqlm.runtime.launcher import launch, strip_nproc
 
             raise typer.Exit(launch(nproc, strip_nproc(sys.argv[1:]), debug))
-        module = importlib.import_module(f"seqlm.{command}_run")
+        module = importlib.import_module(f"seqlm.commands.{command}")
         module.run(config, console, **run_kwargs)
     except typer.Exit:
         raise
@@ -200,7 +200,7 @@ def _dispatch(
         _fail("interrupted", ExitCode.INTERRUPTED)
     except OSError as exc:  # a disk that fills up anywhere in a run: exit 4, not a "bug"
         from seqlm.errors import SPACE_ERRNOS
-        from seqlm.output_paths import write_failure
+        from seqlm.io.output_paths import write_failure
 
         if debug:
             traceback.print_exc()

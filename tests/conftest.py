@@ -41,10 +41,10 @@ def _restore_cli_env():
 @pytest.fixture(scope="session")
 def tiny_tokenizer() -> Callable[..., Any]:
     """`tiny_tokenizer(kind, vocab_size=300, lowercase=False)`: a tokenizer trained by
-    `seqlm.tokenizer_factory.train_tokenizer` on the first TOKENIZER_LINES non-empty lines
+    `seqlm.data.tokenizers.train_tokenizer` on the first TOKENIZER_LINES non-empty lines
     of data/corpus/train.txt, cached per arguments. Shared: copy it before changing it."""
-    from seqlm.config_schema import TokenizerConfig
-    from seqlm.tokenizer_factory import train_tokenizer
+    from seqlm.config.schema import TokenizerConfig
+    from seqlm.data.tokenizers import train_tokenizer
 
     with CORPUS.open(encoding="utf-8") as handle:
         lines = list(islice((line.strip() for line in handle if line.strip()), TOKENIZER_LINES))

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from seqlm.allocator import keep_freed_memory, release_large_buffers
+from seqlm.runtime.allocator import keep_freed_memory, release_large_buffers
 
 
 @pytest.mark.parametrize("policy", [keep_freed_memory, release_large_buffers])

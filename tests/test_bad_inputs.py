@@ -426,8 +426,8 @@ class _FullDisk:
 
 
 def _fill_disk_after(ctx: Ctx, n_bytes: int) -> None:
-    """The token files `seqlm.token_store.SplitWriter` opens run out of space after `n_bytes`."""
-    import seqlm.token_store as token_store
+    """The token files `seqlm.data.token_store.SplitWriter` opens run out of space after `n_bytes`."""
+    import seqlm.data.token_store as token_store
 
     budget = [n_bytes]
     ctx.monkeypatch.setattr(token_store, "open", lambda *a, **k: _FullDisk(open(*a, **k), budget), raising=False)

@@ -13,10 +13,10 @@ import torch
 from safetensors.torch import load_file
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-import seqlm.checkpoint as checkpoint_module
-from seqlm.checkpoint import COMPLETE, latest_checkpoint, load_trainer_state, save_checkpoint, save_model
+import seqlm.training.checkpoint as checkpoint_module
 from seqlm.errors import ExitCode, OutputError
-from seqlm.train_loop import LoopState
+from seqlm.training.checkpoint import COMPLETE, latest_checkpoint, load_trainer_state, save_checkpoint, save_model
+from seqlm.training.state import LoopState
 
 # Every part of a checkpoint, in the order it is written; COMPLETE comes after the rename.
 PARTS = ("model", "tokenizer", "trainer_state.pt", "trainer_state.json", "config.yaml", COMPLETE)

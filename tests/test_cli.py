@@ -19,7 +19,7 @@ import yaml
 from typer.testing import CliRunner
 
 from seqlm.cli import app
-from seqlm.config_schema import COMMAND_SCHEMAS, EvaluateConfig, TokenizeConfig
+from seqlm.config.schema import COMMAND_SCHEMAS, EvaluateConfig, TokenizeConfig
 from seqlm.errors import ConfigError, DataError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -140,16 +140,16 @@ def tokenize_args(tmp_path: Path) -> list[str]:
 
 
 def stub_run(monkeypatch: pytest.MonkeyPatch, command: str, run) -> list[tuple]:
-    """Make `seqlm.{command}_run` a module whose run() is `run`; returns the calls it received."""
+    """Make `seqlm.commands.{command}` a module whose run() is `run`; returns the calls it received."""
     calls: list[tuple] = []
 
     def recording_run(config, console, **kwargs):
         calls.append((config, console, kwargs))
         return run(config, console, **kwargs)
 
-    module = types.ModuleType(f"seqlm.{command}_run")
+    module = types.ModuleType(f"seqlm.commands.{command}")
     module.run = recording_run
-    monkeypatch.setitem(sys.modules, f"seqlm.{command}_run", module)
+    monkeypatch.setitem(sys.modules, f"seqlm.commands.{command}", module)
     return calls
 
 
@@ -272,7 +272,7 @@ def test_run_modules_load_the_evaluate_library_only_when_a_metric_is_needed() ->
     """`evaluate` imports transformers' pipelines (~3 s): a command failing on a bad path must not pay for it."""
     code = (
         "import sys\n"
-        "import seqlm.evaluate_run, seqlm.pretrain_run, seqlm.finetune_run, seqlm.predict_run\n"
+        "import seqlm.commands.evaluate, seqlm.commands.pretrain, seqlm.commands.finetune, seqlm.commands.predict\n"
         "assert 'evaluate' not in sys.modules, 'evaluate imported at module import'\n"
         "from seqlm.metrics import load_metric\n"
         "load_metric('accuracy')\n"

@@ -16,8 +16,8 @@ import yaml
 from typer.testing import CliRunner
 
 from seqlm.cli import app
-from seqlm.config_loading import load_config, validate
-from seqlm.config_schema import COMMAND_SCHEMAS, PretrainConfig
+from seqlm.config.loading import load_config, validate
+from seqlm.config.schema import COMMAND_SCHEMAS, PretrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"

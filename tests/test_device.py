@@ -1,4 +1,4 @@
-"""seqlm.device: when torch.compile is used, and that a compiled run trains like an eager one."""
+"""seqlm.runtime.device: when torch.compile is used, and that a compiled run trains like an eager one."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import torch
 from typer.testing import CliRunner
 
 from seqlm.cli import app
-from seqlm.device import COMPILE_MIN_STEPS, resolve_compile, speed_up
-from seqlm.fast_dropout import ATTENTION_NAME, FastDropout
+from seqlm.models.fast_dropout import ATTENTION_NAME, FastDropout
+from seqlm.runtime.device import COMPILE_MIN_STEPS, resolve_compile, speed_up
 
 runner = CliRunner()
 

@@ -1,4 +1,4 @@
-"""seqlm.fast_dropout: the cheap dropout masks, the attention math they run in, and the model swap."""
+"""seqlm.models.fast_dropout: the cheap dropout masks, the attention math they run in, and the model swap."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from transformers import (
 from typer.testing import CliRunner
 
 from seqlm.cli import app
-from seqlm.fast_dropout import (
+from seqlm.models.fast_dropout import (
     ATTENTION_NAME,
     FastDropout,
     attention_math,

@@ -19,11 +19,12 @@ import transformers
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from seqlm.classification_batches import ClassificationBatches
 from seqlm.cli import app
-from seqlm.finetune_run import BestTracker
-from seqlm.labelled_data import LabelledExamples
-from seqlm.objectives import OBJECTIVES, Batch
+from seqlm.commands.finetune import BestTracker
+from seqlm.data.batch import Batch
+from seqlm.data.classification_batches import ClassificationBatches
+from seqlm.io.labelled_data import LabelledExamples
+from seqlm.tasks.objectives import OBJECTIVES
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSIFY = REPO / "data" / "classify"

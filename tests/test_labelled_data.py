@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from seqlm.config_schema import LabelledDataConfig
+from seqlm.config.schema import LabelledDataConfig
 from seqlm.errors import DataError
-from seqlm.labelled_data import LabelledExamples, label_ids, label_names, load_splits, read_labelled
+from seqlm.io.labelled_data import LabelledExamples, label_ids, label_names, load_splits, read_labelled
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSIFY = REPO / "data" / "classify"

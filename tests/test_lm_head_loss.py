@@ -16,10 +16,11 @@ from transformers import (
     LlamaForCausalLM,
 )
 
-import seqlm.lm_head_loss as lm_head_loss
-from seqlm.lm_head_loss import causal_lm_loss_sums, linear_cross_entropy_sum, masked_lm_loss_sums
-from seqlm.masking import IGNORE_INDEX
-from seqlm.objectives import OBJECTIVES, Batch
+import seqlm.models.lm_head_loss as lm_head_loss
+from seqlm.data.batch import Batch
+from seqlm.data.masking import IGNORE_INDEX
+from seqlm.models.lm_head_loss import causal_lm_loss_sums, linear_cross_entropy_sum, masked_lm_loss_sums
+from seqlm.tasks.objectives import OBJECTIVES
 
 VOCAB = 101
 
@@ -129,7 +130,7 @@ def test_unsupported_architectures_fall_back_to_the_reference() -> None:
 
 
 def test_under_bf16_autocast_it_matches_the_reference_within_bf16_tolerance() -> None:
-    from seqlm.device import cpu_can_run_bf16
+    from seqlm.runtime.device import cpu_can_run_bf16
 
     if not cpu_can_run_bf16():
         pytest.skip("this CPU cannot run bf16 autocast")

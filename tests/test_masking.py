@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import torch
 
-from seqlm.masking import IGNORE_INDEX, MaskedLMCorruption
+from seqlm.data.masking import IGNORE_INDEX, MaskedLMCorruption
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus" / "train.txt"
 N_LINES = 300

@@ -1,12 +1,12 @@
-"""seqlm.optim: the AdamW seqlm builds (parameter groups, the fused kernel) and the schedules."""
+"""seqlm.training.optim: the AdamW seqlm builds (parameter groups, the fused kernel) and the schedules."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from seqlm.config_schema import OptimConfig
-from seqlm.optim import build_optimizer, build_scheduler, lr_multiplier
+from seqlm.config.schema import OptimConfig
+from seqlm.training.optim import build_optimizer, build_scheduler, lr_multiplier
 
 
 def _model() -> torch.nn.Module:

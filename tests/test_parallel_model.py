@@ -10,11 +10,11 @@ import torch
 from typer.testing import CliRunner
 
 from seqlm.cli import app
-from seqlm.config_schema import DistributedConfig
-from seqlm.distributed import SINGLE, Cluster, sharded_results
-from seqlm.launcher import strip_nproc
-from seqlm.objectives import Batch
-from seqlm.parallel_model import shard_batch
+from seqlm.config.schema import DistributedConfig
+from seqlm.data.batch import Batch
+from seqlm.runtime.distributed import SINGLE, Cluster, sharded_results
+from seqlm.runtime.launcher import strip_nproc
+from seqlm.training.parallel import shard_batch
 
 
 def _batch(rows: int, widths: list[int] | None = None) -> Batch:
@@ -37,6 +37,23 @@ def test_a_share_drops_padding_columns_none_of_its_rows_needs() -> None:
     share = shard_batch(_batch(4, widths=[6, 5, 2, 3]), Cluster(1, 2))
     assert share.inputs["input_ids"].shape == (2, 3)
     assert share.inputs["attention_mask"].tolist() == [[1, 1, 0], [1, 1, 1]]
+
+
+def test_a_share_trims_per_token_targets_to_its_inputs_width() -> None:
+    """Per-token targets (MLM labels, tags, decoder labels) lose the same padding columns as the inputs."""
+    batch = _batch(4, widths=[6, 5, 2, 3])
+    batch.targets["labels"] = torch.arange(24).reshape(4, 6)
+    batch.targets["next_sentence_label"] = torch.arange(4)  # one per row: sliced by rows only
+    share = shard_batch(batch, Cluster(1, 2))
+    assert share.targets["labels"].tolist() == [[12, 13, 14], [18, 19, 20]]
+    assert share.targets["next_sentence_label"].tolist() == [2, 3]
+
+
+def test_a_rank_without_rows_gets_one_row_whose_token_targets_are_ignored() -> None:
+    batch = _batch(1)
+    batch.targets["labels"] = torch.arange(6).reshape(1, 6)
+    empty = shard_batch(batch, Cluster(1, 2))
+    assert empty.targets["labels"].tolist() == [[-100] * 6]
 
 
 def test_a_rank_without_rows_gets_one_example_at_weight_zero() -> None:

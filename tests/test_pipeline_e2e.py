@@ -18,7 +18,7 @@ import transformers
 from typer.testing import CliRunner
 
 from seqlm.cli import app
-from seqlm.token_store import TokenDataset
+from seqlm.data.token_store import TokenDataset
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -208,7 +208,7 @@ def test_llama_family_trains_and_loads_in_plain_transformers(gpt_run: Path) -> N
 
 
 def test_bf16_autocast_on_cpu_trains_when_the_cpu_supports_it(gpt_run: Path) -> None:
-    from seqlm.device import cpu_can_run_bf16
+    from seqlm.runtime.device import cpu_can_run_bf16
 
     run = gpt_run / "bf16"
     args = [
@@ -249,10 +249,10 @@ def test_a_dataset_from_another_tokenizer_is_refused(gpt_run: Path, bert_data: P
 
 
 def test_checkpoint_loop_state_loads_with_weights_only_and_restores(gpt_run: Path) -> None:
-    from seqlm.checkpoint import load_trainer_state
-    from seqlm.config_schema import OptimConfig
-    from seqlm.optim import build_optimizer, build_scheduler
-    from seqlm.train_loop import LoopState
+    from seqlm.config.schema import OptimConfig
+    from seqlm.training.checkpoint import load_trainer_state
+    from seqlm.training.optim import build_optimizer, build_scheduler
+    from seqlm.training.state import LoopState
 
     checkpoint = gpt_run / "run" / "checkpoints" / "step-000150"
     saved = load_trainer_state(checkpoint)  # torch.load(weights_only=True): no pickled code

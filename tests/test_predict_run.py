@@ -234,7 +234,7 @@ def test_corrupted_weights_are_exit_3(clm_dir: Path, tmp_path: Path) -> None:
 def test_a_failure_while_writing_leaves_no_partial_file(
     clm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import seqlm.predict_run as predict_run
+    import seqlm.commands.predict as predict_run
 
     def half_then_fail(records, output_format, stream):
         stream.write(json.dumps(records[0]) + "\n")

@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from seqlm.errors import DataError
-from seqlm.pretrain_data import (
+from seqlm.data.pretrain_data import (
     IS_NEXT,
     NOT_NEXT,
     TRAIN_STREAM,
@@ -26,7 +25,8 @@ from seqlm.pretrain_data import (
     _truncated_lengths,
     step_rng,
 )
-from seqlm.token_store import FORMAT, SplitWriter, TokenDataset, TokenSplit, token_dtype
+from seqlm.data.token_store import FORMAT, SplitWriter, TokenDataset, TokenSplit, token_dtype
+from seqlm.errors import DataError
 
 PAD, CLS, SEP = 0, 2, 3
 BASE = 100  # token ids of documents start here, far from the special ids
@@ -345,7 +345,7 @@ def wordpiece(tiny_tokenizer: Any) -> Any:
 def test_pretrain_batches_depend_only_on_seed_step_micro(
     tmp_path: Path, wordpiece: Any, objective: str
 ) -> None:
-    from seqlm.pretrain_batches import PretrainBatches
+    from seqlm.data.pretrain_batches import PretrainBatches
 
     rng = np.random.default_rng(1)
     documents = [[*rng.integers(5, 300, size=int(rng.integers(3, 40))).tolist(), SEP] for _ in range(60)]

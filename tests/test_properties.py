@@ -28,12 +28,12 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from seqlm.config_loading import apply_override, load_config, read_yaml, to_yaml
-from seqlm.config_schema import CorpusConfig, GenerationConfig, PredictConfig
-from seqlm.corpus import resolve_entry, stream_source
+from seqlm.config.loading import apply_override, load_config, read_yaml, to_yaml
+from seqlm.config.schema import CorpusConfig, GenerationConfig, PredictConfig
+from seqlm.data.corpus import resolve_entry, stream_source
 from seqlm.errors import ConfigError, DataError
-from seqlm.labelled_data import read_labelled
-from seqlm.predict_inputs import read_inputs
+from seqlm.io.labelled_data import read_labelled
+from seqlm.io.predict_inputs import read_inputs
 
 SETTINGS = settings(max_examples=100, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 # `datasets` builds a streaming reader per file: fewer examples keep the corpus tests quick.

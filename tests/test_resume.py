@@ -216,7 +216,7 @@ def test_disk_full_while_checkpointing_is_exit_4_and_the_run_resumes_exactly(
 ) -> None:
     import errno
 
-    import seqlm.checkpoint as checkpoint_module
+    import seqlm.training.checkpoint as checkpoint_module
 
     real = checkpoint_module._write_part
     run = tmp_path / "full"
@@ -244,7 +244,7 @@ def test_disk_full_while_checkpointing_is_exit_4_and_the_run_resumes_exactly(
 
 
 def test_a_second_sigint_stops_at_once_and_leaves_nothing_that_looks_complete(data: Path, tmp_path: Path) -> None:
-    from seqlm.checkpoint import latest_checkpoint
+    from seqlm.training.checkpoint import latest_checkpoint
 
     run = tmp_path / "impatient"
     process = _start_and_wait_for_training(data, run)

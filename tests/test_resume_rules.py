@@ -1,11 +1,11 @@
-"""seqlm.resume: which config changes a resume accepts (logged) and which it refuses (listed)."""
+"""seqlm.training.resume: which config changes a resume accepts (logged) and which it refuses (listed)."""
 
 from __future__ import annotations
 
 import pytest
 
 from seqlm.errors import ConfigError
-from seqlm.resume import check_resumable
+from seqlm.training.resume import check_resumable
 
 SAVED = {"model": {"d_model": 64}, "training": {"max_steps": 100, "log_every": 10, "batch_size": 8}, "resume": "never"}
 

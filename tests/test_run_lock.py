@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from seqlm.errors import ConfigError
-from seqlm.run_lock import LOCK_NAME, run_lock
+from seqlm.training.run_lock import LOCK_NAME, run_lock
 
 
 def test_the_lock_names_its_holder_and_is_removed_at_the_end(tmp_path: Path) -> None:

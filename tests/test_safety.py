@@ -12,7 +12,7 @@ import transformers
 from typer.testing import CliRunner
 
 from seqlm.cli import app
-from seqlm.config_schema import EvaluateConfig, FinetuneConfig, ModelConfig, PredictConfig
+from seqlm.config.schema import EvaluateConfig, FinetuneConfig, ModelConfig, PredictConfig
 
 runner = CliRunner()
 
@@ -74,7 +74,7 @@ def test_setting_it_is_warned_and_passed_through(tiny_model: Path, tmp_path: Pat
 
 
 def test_saved_models_are_safetensors_only(tiny_model: Path) -> None:
-    from seqlm.checkpoint import save_model
+    from seqlm.training.checkpoint import save_model
 
     target = tiny_model.parent / "saved"
     save_model(target, transformers.AutoModelForCausalLM.from_pretrained(tiny_model), transformers.AutoTokenizer.from_pretrained(tiny_model))

@@ -12,8 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from seqlm.errors import DataError, ExitCode
-from seqlm.token_store import (
+from seqlm.data.token_store import (
     FORMAT,
     SPLITS,
     SplitWriter,
@@ -21,6 +20,7 @@ from seqlm.token_store import (
     TokenSplit,
     token_dtype,
 )
+from seqlm.errors import DataError, ExitCode
 
 SEP = 3
 

@@ -64,7 +64,7 @@ def nonblank_lines(path: Path, limit: int) -> list[str]:
 
 
 def open_dataset(path: Path) -> Any:
-    from seqlm.token_store import TokenDataset
+    from seqlm.data.token_store import TokenDataset
 
     return TokenDataset.open(path)
 

@@ -8,14 +8,16 @@ import pytest
 import torch
 import transformers
 
-from seqlm.config_schema import OptimConfig
-from seqlm.device import Precision
-from seqlm.distributed import SINGLE
-from seqlm.masking import IGNORE_INDEX
-from seqlm.objectives import OBJECTIVES, Batch
-from seqlm.optim import build_scheduler, lr_multiplier, parameter_groups
-from seqlm.parallel_model import ParallelModel, parallelize
-from seqlm.train_loop import LoopHooks, LoopPlan, LoopState, train
+from seqlm.config.schema import OptimConfig
+from seqlm.data.batch import Batch
+from seqlm.data.masking import IGNORE_INDEX
+from seqlm.runtime.device import Precision
+from seqlm.runtime.distributed import SINGLE
+from seqlm.tasks.objectives import OBJECTIVES
+from seqlm.training.loop import LoopHooks, LoopPlan, train
+from seqlm.training.optim import build_scheduler, lr_multiplier, parameter_groups
+from seqlm.training.parallel import ParallelModel, parallelize
+from seqlm.training.state import LoopState
 
 VOCAB = 50
 CPU = torch.device("cpu")
@@ -135,7 +137,7 @@ def _poisoned_objective(bad_steps: set[int]):
         calls["step"] += 1
         return {k: v * float("nan") for k, v in sums.items()} if step in bad_steps else sums
 
-    from seqlm.objectives import Objective
+    from seqlm.training.objective import Objective
 
     return Objective("clm", clm.target_counts, loss_sums, clm.score)
 

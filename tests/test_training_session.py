@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from seqlm.run_dir import RunDir
-from seqlm.train_loop import LoopState
-from seqlm.training_session import Checkpointer
+from seqlm.training.run_dir import RunDir
+from seqlm.training.session import Checkpointer
+from seqlm.training.state import LoopState
 
 
 def _fake_checkpoints(run_dir: RunDir, losses: dict[int, float | None], incomplete: tuple[int, ...] = ()) -> None:
@@ -69,9 +69,9 @@ def test_save_applies_retention_after_each_checkpoint(tmp_path: Path, tiny_token
     optimizer = torch.optim.AdamW(model.parameters())
     state = LoopState(optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0))
     run_dir = RunDir(tmp_path)
-    from seqlm.distributed import SINGLE
-    from seqlm.objectives import OBJECTIVES
-    from seqlm.parallel_model import parallelize
+    from seqlm.runtime.distributed import SINGLE
+    from seqlm.tasks.objectives import OBJECTIVES
+    from seqlm.training.parallel import parallelize
 
     parallel = parallelize(model, OBJECTIVES["clm"], True, SINGLE, "ddp", torch.device("cpu"))
     checkpointer = Checkpointer(run_dir, parallel, tokenizer, "seed: 0\n", 2, "loss", "min", None, info=lambda m: None)

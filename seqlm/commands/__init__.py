@@ -1,0 +1,1 @@
+"""One module per CLI verb, each reading setup → fit → save top to bottom."""

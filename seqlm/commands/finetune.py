@@ -1,0 +1,289 @@
+"""`seqlm finetune` (task: classification): setup() → fit() → save(), read top to bottom.
+
+A pretrained model (any HF-format dir: a `seqlm pretrain` run's model/, or a hub id) gets a
+freshly initialised sequence-classification head (`AutoModelForSequenceClassification`:
+[CLS] pooling for BERT, last-token pooling for GPT-style models) and is trained on labelled
+examples by the same loop as pretraining, with the "classification" objective. Validation
+(loss, accuracy, macro F1) runs every `eval_every` steps (default: every epoch) and at the
+end; each improvement of `early_stopping.metric` saves the model to best/, and `patience`
+evaluations without one end training. The test file, when given, is scored with best/.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from seqlm.config.loading import to_yaml
+from seqlm.config.schema import FinetuneConfig
+from seqlm.console import Console
+from seqlm.data.batch import Batch
+from seqlm.data.classification_batches import ClassificationBatches
+from seqlm.errors import ConfigError
+from seqlm.io.labelled_data import LabelledExamples, load_splits
+from seqlm.metrics.scoring import score_classifier
+from seqlm.models.classifier import freeze, load_classifier, load_saved_classifier
+from seqlm.models.loading import remote_code_warning
+from seqlm.runtime.allocator import release_large_buffers
+from seqlm.runtime.device import Precision, resolve_precision, seed_everything, select_device, speed_up
+from seqlm.runtime.distributed import SINGLE, Cluster, joined, on_main
+from seqlm.tasks.objectives import OBJECTIVES
+from seqlm.training.checkpoint import is_sharded, save_model
+from seqlm.training.loop import LoopHooks, LoopPlan, train
+from seqlm.training.objective import Objective
+from seqlm.training.optim import build_optimizer, build_scheduler
+from seqlm.training.parallel import ParallelModel, global_batch_line, parallelize, shard_batch
+from seqlm.training.run_dir import RunDir
+from seqlm.training.session import Checkpointer, agreed_stop, begin, load_run_state, log_record, open_run, short, stopped
+from seqlm.training.signals import graceful_stop
+from seqlm.training.state import LoopState
+
+# The validation metrics and which way is better; early_stopping.metric must be one of them.
+METRIC_MODES = {"loss": "min", "accuracy": "max", "macro_f1": "max"}
+
+
+@dataclass
+class BestTracker:
+    """The best validation result so far and how many evaluations since it improved."""
+
+    metric: str
+    mode: str
+    patience: int | None
+    value: float | None = None
+    step: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    evaluations_since: int = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "step": self.step, "metrics": self.metrics, "evaluations_since": self.evaluations_since}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.value, self.step = state["value"], state["step"]
+        self.metrics, self.evaluations_since = dict(state["metrics"]), int(state["evaluations_since"])
+
+    def update(self, step: int, metrics: dict[str, float]) -> bool:
+        """Record one validation; True when it is a new best (ties keep the earlier model)."""
+        value = metrics[self.metric]
+        better = value == value and (self.value is None or (value > self.value if self.mode == "max" else value < self.value))
+        if better:
+            self.value, self.step, self.metrics, self.evaluations_since = value, step, dict(metrics), 0
+        else:
+            self.evaluations_since += 1
+        return better
+
+    @property
+    def exhausted(self) -> bool:
+        return self.patience is not None and self.evaluations_since >= self.patience
+
+
+@dataclass
+class FinetuneRun:
+    config: FinetuneConfig
+    console: Console
+    run_dir: RunDir
+    splits: dict[str, LabelledExamples]
+    names: list[str]
+    tokenizer: Any
+    parallel: ParallelModel
+    objective: Objective
+    batches: ClassificationBatches
+    validation: list[Batch]
+    plan: LoopPlan
+    state: LoopState
+    best: BestTracker
+    precision: Precision
+    checkpointer: Checkpointer
+    new_weights: list[str]  # initialised by this run, not the pretrained model: saved so a resume can freeze the same
+
+
+def run(config: FinetuneConfig, console: Console) -> dict[str, Any]:
+    # Batches vary in shape: big buffers go back to the OS instead of fragmenting the heap (seqlm.runtime.allocator).
+    release_large_buffers()
+    with ExitStack() as held:  # the process group and the run dir's lock, from setup() until the run ends
+        cluster = held.enter_context(joined(config.distributed.timeout_s, config.device))
+        finetune = setup(config, console, held, cluster)
+        started = time.perf_counter()
+        validation_metrics = fit(finetune)
+        return save(finetune, validation_metrics, time.perf_counter() - started)
+
+
+def setup(config: FinetuneConfig, console: Console, held: ExitStack, cluster: Cluster = SINGLE) -> FinetuneRun:
+    training = config.training
+    stopping = training.early_stopping
+    if stopping.metric not in METRIC_MODES:
+        raise ConfigError(
+            f"training.early_stopping.metric: {stopping.metric!r} is not a validation metric; use one of {', '.join(METRIC_MODES)}"
+        )
+    splits, names = load_splits(config.data)
+    device = cluster.device_for(select_device(config.device))
+    precision = Precision(device, resolve_precision(training.precision, device))
+    run_dir = RunDir(config.output_dir)
+    checkpoint = open_run(run_dir, config, console, held, cluster)
+    seed_everything(training.seed)  # the new head's initialisation, then dropout (a resume restores the RNG)
+
+    if config.trust_remote_code:
+        console.warn(remote_code_warning(config.model))
+    # A sharded checkpoint's weights are loaded into the shards by begin(): start from the model as at first.
+    source = checkpoint if checkpoint is not None and not is_sharded(checkpoint) else config.model
+    model, tokenizer, new_weights = load_classifier(str(source), names, training.max_length, config.trust_remote_code)
+    if checkpoint is not None:  # weights the checkpoint has were new at the start: `freeze: body` still trains them
+        new_weights = load_run_state(checkpoint)["new_weights"]
+    elif new_weights:
+        shown = ", ".join(new_weights[:6]) + (f" (+{len(new_weights) - 6} more)" if len(new_weights) > 6 else "")
+        console.warn(f"{config.model}: newly initialised weights, trained from scratch here: {shown}")
+    trainable, total = freeze(model, training.freeze, new_weights)
+    model.to(device)
+
+    # Batches are drawn whole, as one process would draw them; each rank trains on its rows (shard_batch).
+    batches = ClassificationBatches(
+        splits,
+        names,
+        tokenizer,
+        max_length=training.max_length,
+        batch_size=training.batch_size * cluster.world_size,
+        grad_accum=training.grad_accum,
+        seed=training.seed,
+        group_by_length=training.group_by_length,
+        class_weights=training.class_weights,
+    )
+    if batches.truncated("train"):
+        console.info(
+            f"{batches.truncated('train')} of {len(splits['train'])} training examples are longer than "
+            f"training.max_length ({training.max_length} tokens) and are cut"
+        )
+    max_steps = training.max_steps or max(1, round(training.epochs * batches.batches_per_epoch / training.grad_accum))
+    plan = LoopPlan(
+        max_steps=max_steps,
+        grad_accum=training.grad_accum,
+        grad_clip=config.optim.grad_clip,
+        log_every=training.log_every,
+        eval_every=training.eval_every or batches.steps_per_epoch,
+        checkpoint_every=training.checkpoint_every,
+        on_nan=training.on_nan,
+    )
+    speed_up(model, training.compile, training.fast_dropout, device, max_steps)
+    distributed = config.distributed
+    parallel = parallelize(
+        model, OBJECTIVES["classification"], False, cluster, distributed.strategy, device, distributed.checkpoint == "sharded"
+    )
+    parallel.seed_dropout(training.seed)
+    optimizer = build_optimizer(parallel.module, config.optim, device)
+    scaler = torch.amp.GradScaler(device.type) if precision.needs_grad_scaler else None
+    state = LoopState(optimizer, build_scheduler(optimizer, max_steps, config.optim), scaler)
+    best = BestTracker(stopping.metric, METRIC_MODES[stopping.metric], stopping.patience)
+    run_state = begin(run_dir, config, state, checkpoint, console, parallel)
+    if checkpoint is not None:
+        best.load_state_dict(run_state["best"])
+    counts = ", ".join(f"{name} {len(examples)}" for name, examples in splits.items())
+    console.info(
+        f"finetune classification: {model.config.model_type} from {config.model}, {len(names)} labels, "
+        f"{trainable:,} of {total:,} parameters trained (freeze: {training.freeze}), "
+        f"{device.type}/{precision.name}; examples: {counts}; "
+        f"{global_batch_line(training.batch_size, training.grad_accum, cluster, parallel.strategy)} examples per step "
+        f"(optim.lr as given: not rescaled), {max_steps} steps ({max_steps / batches.steps_per_epoch:.3g} epochs), "
+        f"validation every {plan.eval_every}"
+    )
+    checkpointer = Checkpointer(
+        run_dir, parallel, tokenizer, to_yaml(config), training.keep_last, best.metric, best.mode, checkpoint, console.info
+    )
+    return FinetuneRun(
+        config, console, run_dir, splits, names, tokenizer, parallel, OBJECTIVES["classification"],
+        batches, batches.evaluation("validation"), plan, state, best, precision, checkpointer, new_weights,
+    )  # fmt: skip
+
+
+def fit(finetune: FinetuneRun) -> dict[str, float]:
+    progress = finetune.console.progress("finetune", total=finetune.plan.max_steps, unit="steps")
+    cluster = finetune.parallel.cluster
+    with graceful_stop() as stop_request, progress as bar:
+        hooks = LoopHooks(
+            log=lambda record: log_record(finetune.run_dir, finetune.console, record, finetune.plan.max_steps),
+            evaluate=lambda state: validate_and_keep_best(finetune, state),
+            checkpoint=lambda state, validation: finetune.checkpointer.save(
+                state, validation, run_state={"best": finetune.best.state_dict(), "new_weights": finetune.new_weights}
+            ),
+            progress=lambda state, fields: bar.update(state.step, **fields),
+            should_stop=lambda state, metrics: finetune.best.exhausted,
+            stop_signal=agreed_stop(cluster, stop_request),
+            interrupted=lambda state, signum: stopped(finetune.run_dir, state, signum, cluster),
+        )
+        metrics = train(
+            finetune.parallel,
+            finetune.objective,
+            lambda step, micro: shard_batch(finetune.batches.train(step, micro), cluster),
+            finetune.state,
+            finetune.plan,
+            finetune.precision,
+            hooks,
+        )
+    if finetune.state.step < finetune.plan.max_steps:
+        best = finetune.best
+        since = f" on {best.value:.4g} (step {best.step})" if best.value is not None else ""
+        finetune.console.info(
+            f"early stopping at step {finetune.state.step}: validation {best.metric} has not improved{since} "
+            f"for {best.evaluations_since} evaluations"
+        )
+    return metrics
+
+
+def validate_and_keep_best(finetune: FinetuneRun, state: LoopState) -> dict[str, float]:
+    parallel = finetune.parallel
+    metrics = score_classifier(
+        parallel.module, finetune.objective, finetune.validation, finetune.names, finetune.precision,
+        parallel.device, parallel.cluster, parallel.lockstep,
+    )  # fmt: skip
+    if finetune.best.update(state.step, metrics):  # the same on every rank: the metrics are
+        model = parallel.saveable()
+        on_main(parallel.cluster, lambda: save_model(finetune.run_dir.best_dir, model, finetune.tokenizer))
+    return metrics
+
+
+def save(finetune: FinetuneRun, validation_metrics: dict[str, float], elapsed_s: float) -> dict[str, Any]:
+    run_dir, best, state, parallel = finetune.run_dir, finetune.best, finetune.state, finetune.parallel
+    model = parallel.saveable()  # every rank: under fsdp the full weights are gathered
+
+    def write_models() -> None:
+        save_model(run_dir.model_dir, model, finetune.tokenizer)
+        if best.step is None:  # no validation result was a number (a diverged run): best/ is the final model
+            finetune.console.warn(f"validation {best.metric} was never a number; best/ holds the final model")
+            save_model(run_dir.best_dir, model, finetune.tokenizer)
+
+    on_main(parallel.cluster, write_models)
+    metrics: dict[str, Any] = {
+        "task": "classification",
+        "n_labels": len(finetune.names),
+        "steps": state.step,
+        "skipped_steps": state.skipped_steps,
+        "epochs": round(state.step * finetune.plan.grad_accum / finetune.batches.batches_per_epoch, 3),
+        "stopped_early": state.step < finetune.plan.max_steps,
+        "train_time_s": round(elapsed_s, 3),
+        **{f"val_{key}": value for key, value in validation_metrics.items()},
+        "best_step": best.step if best.step is not None else state.step,
+        **{f"best_val_{key}": value for key, value in (best.metrics or validation_metrics).items()},
+    }
+    if "test" in finetune.splits:  # every rank scores its share with best/, as written by rank 0 above
+        best_model = load_saved_classifier(run_dir.best_dir).to(parallel.device)
+        test = score_classifier(
+            best_model, finetune.objective, finetune.batches.evaluation("test"), finetune.names, finetune.precision,
+            parallel.device, parallel.cluster,
+        )  # fmt: skip
+        metrics.update({f"test_{key}": value for key, value in test.items()})
+    on_main(parallel.cluster, lambda: _write_metrics(finetune, metrics))
+    return metrics
+
+
+def _write_metrics(finetune: FinetuneRun, metrics: dict[str, Any]) -> None:
+    run_dir = finetune.run_dir
+    if "test_loss" in metrics:
+        run_dir.log({"step": metrics["best_step"], "split": "test", **{key: value for key, value in metrics.items() if key.startswith("test_")}})
+    run_dir.write_metrics(metrics)
+    shown = "  ".join(
+        f"{key} {short(metrics[key])}" for key in ("best_step", "best_val_accuracy", "test_accuracy") if key in metrics
+    )
+    finetune.console.info(
+        f"{shown}; model saved to {run_dir.model_dir}, best to {run_dir.best_dir}; metrics in {run_dir.path / 'metrics.json'}"
+    )

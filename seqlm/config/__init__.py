@@ -1,0 +1,1 @@
+"""The config schema of every command, and loading YAML with --set overrides into it."""

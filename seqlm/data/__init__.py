@@ -1,0 +1,1 @@
+"""Corpus, tokenizers, token store, masking and batching shared by every task."""

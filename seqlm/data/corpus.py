@@ -1,0 +1,368 @@
+"""A corpus config as a stream of `(split, document)` pairs, in constant memory.
+
+Contract:
+
+- `Corpus(config, seed)` resolves every entry of `corpus.train` / `corpus.validation` to
+  sources up front, so a missing file fails before any work (`DataError`, exit 3). An entry
+  is a file, a glob, a directory of data files, a directory written by
+  `Dataset.save_to_disk`, or (when it is not an existing path) a hub dataset id.
+- `Corpus.documents()` streams the documents in corpus order, each tagged "train" or
+  "validation". Text files are read line by line, each line in bounded chunks (a line over
+  `seqlm.io.line_reader.MAX_LINE_BYTES` is a DataError at its line); JSONL/CSV/Parquet with
+  `datasets.load_dataset(..., streaming=True)` (nothing is cached, memory stays flat);
+  save_to_disk directories are memory-mapped Arrow.
+- Documents are non-blank strings: empty lines (format text, `documents: line`), blank
+  paragraphs and empty/null cells are skipped.
+- Without validation files, each document goes to validation with probability
+  `validation_ratio`, drawn from `random.Random(seed)`; every pass draws the same sequence,
+  so a second pass splits exactly like the first. If no document was drawn for
+  validation, the last train document becomes validation (`validation_fallback` says so).
+- `max_documents` caps the documents read: in total when splitting by ratio, per split
+  when validation files are given.
+- Errors are one-line `DataError`s naming the file and the fix: missing or unreadable file,
+  missing text column (listing the columns there are), bytes that are not UTF-8 (with the
+  line), a line over 100 MiB, a file that does not parse, no documents at all.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import random
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from seqlm.config.schema import CorpusConfig
+from seqlm.errors import DataError, SeqlmError, first_line
+from seqlm.io.line_reader import raw_lines
+
+_COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd", ".zstd": "zstd"}
+_COMPRESSION_SUFFIXES = set(_COMPRESSIONS)
+_EXTENSION_FORMATS = {
+    ".txt": "text", ".text": "text", ".md": "text",
+    ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
+    ".csv": "csv", ".tsv": "csv",
+    ".parquet": "parquet", ".pq": "parquet",
+}  # fmt: skip
+_BUILDERS = {"text": "text", "jsonl": "json", "csv": "csv", "parquet": "parquet"}
+# A hub id is `name` or `owner/name`; anything with more slashes is a (missing) path.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_ROWS_PER_READ = 1000
+
+
+@dataclass(frozen=True)
+class Source:
+    """One readable unit: a file (`text`/`jsonl`/`csv`/`parquet`), a save_to_disk dir, or a hub id."""
+
+    format: str
+    location: str
+
+    @property
+    def path(self) -> Path:
+        return Path(self.location)
+
+
+class Corpus:
+    """The documents of a `CorpusConfig`, split into train and validation (see module docstring)."""
+
+    def __init__(self, config: CorpusConfig, seed: int = 0):
+        self.config = config
+        self.seed = seed
+        self.train_sources = [s for entry in config.train for s in resolve_entry(entry, config.format)]
+        self.validation_sources = [s for entry in config.validation for s in resolve_entry(entry, config.format)]
+        self.validation_fallback = False  # set by documents() when it had to borrow a train document
+
+    @property
+    def sources(self) -> list[Source]:
+        return self.train_sources + self.validation_sources
+
+    @property
+    def text_bytes(self) -> int | None:
+        """Total size of the input files when all are plain text (a progress total), else None."""
+        if not all(s.format == "text" and s.path.suffix not in _COMPRESSION_SUFFIXES for s in self.sources):
+            return None
+        return sum(s.path.stat().st_size for s in self.sources)
+
+    def describe(self) -> str:
+        names = [s.location for s in self.sources]
+        return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+    def documents(self) -> Iterator[tuple[str, str]]:
+        """Stream `(split, text)` in corpus order; raise DataError if the corpus has no documents."""
+        self.validation_fallback = False
+        if self.validation_sources:
+            for split in ("train", "validation"):
+                for text in self.split_documents(split):
+                    yield split, text
+            return
+        rng = random.Random(self.seed)
+        ratio = self.config.validation_ratio
+        held_back: str | None = None  # the latest train document, in case validation stays empty
+        n_train = n_validation = 0
+        for text in _capped(self._stream(self.train_sources), self.config.max_documents):
+            if rng.random() < ratio:
+                n_validation += 1
+                yield "validation", text
+                continue
+            if held_back is not None:
+                n_train += 1
+                yield "train", held_back
+            held_back = text
+        names = _names(self.train_sources)
+        if held_back is None and n_validation == 0:
+            raise DataError(f"{names}: no documents; check the files and corpus.format")
+        if held_back is None:
+            raise DataError(
+                f"{names}: all {n_validation} document(s) were drawn for validation; "
+                "lower corpus.validation_ratio or add text"
+            )
+        if n_validation == 0 and n_train == 0:
+            raise DataError(f"{names}: a single document cannot be split; add text or give corpus.validation files")
+        if n_validation == 0:
+            self.validation_fallback = True  # keeps validation non-empty on tiny corpora
+            yield "validation", held_back
+        else:
+            yield "train", held_back
+
+    def split_documents(self, split: str) -> Iterator[str]:
+        """Only the documents of one split. With validation files only that split's files are
+        read; with a ratio split the whole stream is, to keep the seeded draws aligned."""
+        if self.validation_sources:
+            sources = self.train_sources if split == "train" else self.validation_sources
+            count = 0
+            for text in _capped(self._stream(sources), self.config.max_documents):
+                count += 1
+                yield text
+            if count == 0:
+                raise DataError(f"{_names(sources)}: no documents; check the files and corpus.format")
+            return
+        for name, text in self.documents():
+            if name == split:
+                yield text
+
+    def fingerprint(self) -> str:
+        """sha256 over the bytes of every input (files streamed in 1 MiB chunks), or the hub id and split."""
+        digest = hashlib.sha256()
+        for role, sources in (("train", self.train_sources), ("validation", self.validation_sources)):
+            for source in sources:
+                digest.update(f"{role}\0{source.format}\0".encode())
+                if source.format == "hub":
+                    digest.update(f"{source.location}\0{self.config.hub_split}\0".encode())
+                    continue
+                files = (
+                    sorted(p for p in source.path.rglob("*") if p.is_file()) if source.path.is_dir() else [source.path]
+                )
+                for file in files:
+                    digest.update(_file_sha256(file).encode())
+        return digest.hexdigest()
+
+    def _stream(self, sources: list[Source]) -> Iterator[str]:
+        for source in sources:
+            yield from stream_source(source, self.config)
+
+
+def resolve_entry(entry: str, format: str = "auto") -> list[Source]:
+    """The sources one `corpus.train`/`corpus.validation` entry stands for (DataError if missing)."""
+    path = Path(entry).expanduser()
+    if format == "hub":
+        return [Source("hub", entry)]
+    if path.is_file():
+        return [Source(format if format != "auto" else _format_of(path), str(path))]
+    if path.is_dir():
+        if format == "disk" or (path / "state.json").is_file() or (path / "dataset_dict.json").is_file():
+            return [Source("disk", str(path))]
+        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        if not files:
+            raise DataError(
+                f"{entry}: an empty directory; point corpus.train/validation at text, JSONL, CSV or Parquet files"
+            )
+        return [Source(format if format != "auto" else _format_of(p), str(p)) for p in files]
+    if any(char in entry for char in "*?["):
+        matches = sorted(glob.glob(str(path)))
+        if matches:
+            return [s for match in matches for s in resolve_entry(match, format)]
+        raise DataError(f"{entry}: no file matches this pattern; check the path (relative to {Path.cwd()})")
+    looks_like_file = bool(path.suffix) and _strip_compression(path).suffix.lower() in _EXTENSION_FORMATS
+    if format == "auto" and _HUB_ID.match(entry) and not looks_like_file:
+        return [Source("hub", entry)]
+    raise DataError(f"{entry}: file not found; check the path (relative to {Path.cwd()}) in corpus.train/validation")
+
+
+def stream_source(source: Source, config: CorpusConfig) -> Iterator[str]:
+    """The non-blank documents of one source, read in constant memory."""
+    try:
+        if source.format == "text":
+            yield from _text_documents(source, config)
+        else:
+            yield from _column_documents(source, config)
+    except SeqlmError:
+        raise
+    except UnicodeDecodeError as exc:
+        where = _locate_bad_utf8(source.path, exc)
+        raise DataError(f"{source.location}: not UTF-8 text ({where}); re-encode it as UTF-8") from exc
+    except FileNotFoundError as exc:
+        raise DataError(f"{source.location}: file not found ({exc}); check corpus.train/validation") from exc
+    except PermissionError as exc:
+        raise DataError(f"{source.location}: permission denied; make the file readable (chmod a+r) or copy it") from exc
+    except Exception as exc:  # a parse error of the user's file, raised from inside the reader
+        first = first_line(exc)
+        raise DataError(
+            f"{source.location}: cannot read it as {source.format} ({first}); check the file or set corpus.format"
+        ) from exc
+
+
+def _text_documents(source: Source, config: CorpusConfig) -> Iterator[str]:
+    """The lines, or blank-line-separated paragraphs, of a text file, as datasets' "text" builder
+    splits them ("\r\n" and "\r" end lines too), but read with a bounded line length."""
+    if config.documents == "line":
+        for line in _text_lines(source):
+            if line.strip():
+                yield line
+        return
+    block: list[str] = []
+    for line in _text_lines(source):
+        if line.strip():  # a whitespace-only line is blank, as in `documents: line`
+            block.append(line)
+        elif block:  # an empty line ends a paragraph
+            yield from _paragraph(block)
+            block = []
+    yield from _paragraph(block)
+
+
+def _paragraph(lines: list[str]) -> Iterator[str]:
+    text = "\n".join(lines)
+    if text.strip():  # a paragraph of whitespace-only lines is not a document
+        yield text
+
+
+def _text_lines(source: Source) -> Iterator[str]:
+    """Each line of a (possibly compressed) text file, decoded strictly as UTF-8, without its line break."""
+    with _open_binary(source.path) as handle:
+        for number, raw in raw_lines(handle, source.location):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(
+                    f"{source.location}: not UTF-8 text (line {number}, byte {exc.start + 1} of the line: {exc.reason}); "
+                    "re-encode it as UTF-8"
+                ) from exc
+            if number == 1:
+                text = text.removeprefix("\ufeff")  # a byte-order mark is not part of the text
+            text = text.removesuffix("\n").removesuffix("\r")
+            yield from text.split("\r")  # a lone "\r" (old Mac files) ends a line too
+
+
+def _open_binary(path: Path) -> Any:
+    """A context manager giving the file's (decompressed) bytes."""
+    compression = _COMPRESSIONS.get(path.suffix.lower())
+    if compression is None:
+        return open(path, "rb")  # noqa: SIM115 - used in a with statement
+    import fsspec
+
+    return fsspec.open(str(path), "rb", compression=compression)
+
+
+def _column_documents(source: Source, config: CorpusConfig) -> Iterator[str]:
+    column = config.text_column
+    checked = False
+    for batch in _column_batches(source, config):
+        if not checked:
+            if column not in batch:
+                names = ", ".join(repr(name) for name in batch) or "(none)"
+                raise DataError(f"{source.location}: no column {column!r} (columns: {names}); set corpus.text_column")
+            checked = True
+        for value in batch[column]:
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise DataError(f"{source.location}: column {column!r} holds {type(value).__name__} values, not text")
+            if value.strip():
+                yield value
+
+
+def _column_batches(source: Source, config: CorpusConfig) -> Iterator[dict[str, list[Any]]]:
+    from datasets import DatasetDict, load_dataset, load_from_disk
+
+    if source.format == "disk":
+        dataset = load_from_disk(source.location)
+        if isinstance(dataset, DatasetDict):
+            if config.hub_split not in dataset:
+                splits = ", ".join(dataset)
+                raise DataError(
+                    f"{source.location}: no split {config.hub_split!r} (splits: {splits}); set corpus.hub_split"
+                )
+            dataset = dataset[config.hub_split]
+        # Arrow files are memory-mapped: iterating pages them in, nothing is copied.
+        yield from dataset.iter(batch_size=_ROWS_PER_READ)
+        return
+    if source.format == "hub":
+        try:
+            stream = load_dataset(source.location, split=config.hub_split, streaming=True)
+        except Exception as exc:
+            first = first_line(exc)
+            raise DataError(
+                f"{source.location}: not a local file or directory, and not loadable as a hub dataset ({first}); "
+                "check the path, or the hub id, split and network"
+            ) from exc
+        yield from stream.iter(batch_size=_ROWS_PER_READ)
+        return
+    builder = _BUILDERS[source.format]
+    options: dict[str, Any] = {}
+    if builder == "csv":
+        # Every cell of the text column is text: no "NA"/"null"/"nan" -> missing, no "1" -> int.
+        options.update(keep_default_na=False, na_filter=False, converters={config.text_column: str})
+    if builder == "csv" and _strip_compression(source.path).suffix.lower() == ".tsv":
+        options["sep"] = "\t"
+    stream = load_dataset(builder, data_files=[source.location], split="train", streaming=True, **options)
+    yield from stream.iter(batch_size=_ROWS_PER_READ)
+
+
+def _capped(texts: Iterator[str], cap: int | None) -> Iterator[str]:
+    if cap is None:
+        yield from texts
+        return
+    for count, text in enumerate(texts, start=1):
+        yield text
+        if count >= cap:
+            return  # stop before the next read: nothing past the cap is read
+
+
+def _names(sources: list[Source]) -> str:
+    return ", ".join(s.location for s in sources) or "(none)"
+
+
+def _strip_compression(path: Path) -> Path:
+    return path.with_suffix("") if path.suffix.lower() in _COMPRESSION_SUFFIXES else path
+
+
+def _format_of(path: Path) -> str:
+    # Unknown extensions (`train.en`, `corpus.raw`) are most often plain text.
+    return _EXTENSION_FORMATS.get(_strip_compression(path).suffix.lower(), "text")
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _locate_bad_utf8(path: Path, exc: UnicodeDecodeError) -> str:
+    """'line N' of the first undecodable byte, found by rescanning the file (error path only)."""
+    import fsspec
+
+    try:
+        with fsspec.open(str(path), "rb", compression="infer") as handle:
+            # A newline byte never occurs inside a multi-byte UTF-8 sequence, so lines decode alone.
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError as line_exc:
+                    return f"line {number}, byte {line_exc.start + 1} of the line: {line_exc.reason}"
+    except OSError:
+        pass
+    return exc.reason

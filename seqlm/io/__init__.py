@@ -1,0 +1,1 @@
+"""Reading users' record files and writing outputs atomically, with FILE:LINE errors."""

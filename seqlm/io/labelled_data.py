@@ -1,0 +1,416 @@
+"""Labelled examples for classification: read, check, split, and map labels to ids.
+
+Contract:
+
+- `read_labelled(location, format, text_field, text_pair_field, label_field)` reads every
+  example of one file into a `LabelledExamples`. JSONL and CSV/TSV are read with the
+  standard library, strictly as UTF-8, so each problem is reported at its exact line
+  (`FILE:LINE: ...`, 1-based; a CSV record spanning lines is reported at its first line):
+  bytes that are not UTF-8, a line that is not a JSON object, a missing or non-text text
+  field, a missing label. Parquet files, `save_to_disk` directories and hub ids (`ID` or
+  `ID:SPLIT`, default split `train`; `DIR:SPLIT` picks a split of a saved DatasetDict) are
+  read with `datasets`; their `lines` are 1-based row numbers. A missing column lists the
+  columns there are. A missing file or a file without examples is a `DataError`.
+- Labels are strings: integers in the file become `str(value)`; a `ClassLabel` column
+  gives its names. With `require_labels=False` a missing label reads as "" (inputs to
+  predict on).
+- `label_names(train, configured)`: the configured order, else the sorted distinct train
+  labels (numerically when they look like numbers: 2 before 10).
+- `label_ids(examples, names)`: ids in `names` order; a label outside it is a `DataError`
+  naming the file, the line and the known labels.
+- `load_splits(config)`: "train", "validation" (a file, or a `validation_ratio` share of
+  train drawn with `split_seed`), and "test" when given; every split's labels are checked.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from seqlm.config.schema import LabelledDataConfig
+from seqlm.errors import DataError, SeqlmError, first_line
+from seqlm.io.line_reader import raw_lines
+
+_EXTENSION_FORMATS = {
+    ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
+    ".csv": "csv", ".tsv": "csv",
+    ".parquet": "parquet", ".pq": "parquet",
+}  # fmt: skip
+_SAVED_DATASET_FILES = ("state.json", "dataset_dict.json")  # what save_to_disk writes at the top
+_SHOWN_LABELS = 20  # an error lists at most this many known labels
+
+
+@dataclass(frozen=True)
+class LabelledExamples:
+    """Examples of one file, in file order; `lines[i]` is where example i is (1-based)."""
+
+    texts: list[str]
+    pairs: list[str] | None  # second texts (sentence pairs), when text_pair_field is set
+    labels: list[str]
+    lines: list[int]
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def where(self, index: int) -> str:
+        """`FILE:LINE` of example `index`, for messages."""
+        return f"{self.source}:{self.lines[index]}"
+
+    def subset(self, indices: list[int] | np.ndarray) -> LabelledExamples:
+        """The examples at `indices`, in that order (same source; lines kept)."""
+        picked = [int(i) for i in indices]
+        return LabelledExamples(
+            texts=[self.texts[i] for i in picked],
+            pairs=[self.pairs[i] for i in picked] if self.pairs is not None else None,
+            labels=[self.labels[i] for i in picked],
+            lines=[self.lines[i] for i in picked],
+            source=self.source,
+        )
+
+
+def read_labelled(
+    location: str,
+    format: str,
+    text_field: str,
+    text_pair_field: str | None,
+    label_field: str,
+    require_labels: bool = True,
+    config_section: str = "data.",
+) -> LabelledExamples:
+    """Every example of `location`; see the module docstring for formats and errors.
+
+    `config_section` prefixes the config keys that messages tell the user to set
+    (`data.label_field` in a finetune config, `label_field` in an evaluate config)."""
+    resolved = _resolve_format(location, format, config_section)
+    fields = _Fields(text_field, text_pair_field, label_field, require_labels, config_section)
+    if resolved == "jsonl":
+        rows = _jsonl_rows(Path(location), fields)
+    elif resolved == "csv":
+        rows = _csv_rows(Path(location), fields)
+    else:
+        rows = _dataset_rows(location, resolved, fields)
+    texts: list[str] = []
+    pairs: list[str] | None = [] if text_pair_field is not None else None
+    labels: list[str] = []
+    lines: list[int] = []
+    for line, text, pair, label in rows:
+        texts.append(text)
+        if pairs is not None:
+            pairs.append(pair or "")
+        labels.append(label)
+        lines.append(line)
+    if not texts:
+        raise DataError(f"{location}: no examples (the file is empty); give a file with one example per line/row")
+    return LabelledExamples(texts, pairs, labels, lines, location)
+
+
+def label_names(train: LabelledExamples, configured: list[str] | None) -> list[str]:
+    """The label set in id order: `configured`, else train's distinct labels sorted (numerically if numbers)."""
+    if configured is not None:
+        duplicates = sorted({name for name in configured if configured.count(name) > 1})
+        if duplicates:
+            raise DataError(f"data.labels: {', '.join(map(repr, duplicates))} listed twice; list each label once")
+        if len(configured) < 2:
+            raise DataError("data.labels: a classifier needs at least 2 labels")
+        return list(configured)
+    names = sorted(set(train.labels), key=_label_order)
+    if len(names) < 2:
+        raise DataError(f"{train.source}: every example has the label {names[0]!r}; a classifier needs at least 2 labels")
+    return names
+
+
+def label_ids(examples: LabelledExamples, names: list[str]) -> list[int]:
+    """Each example's label as its index in `names`; an unknown label is a DataError at its line."""
+    index = {name: i for i, name in enumerate(names)}
+    ids = []
+    for i, label in enumerate(examples.labels):
+        if label not in index:
+            raise DataError(
+                f"{examples.where(i)}: label {label!r} was not seen in training (known: {_shown(names)}); "
+                "fix the label or add examples of it to the training data"
+            )
+        ids.append(index[label])
+    return ids
+
+
+def load_splits(config: LabelledDataConfig) -> tuple[dict[str, LabelledExamples], list[str]]:
+    """{"train", "validation"[, "test"]} and the label names; every label is checked against them."""
+
+    def read(location: str) -> LabelledExamples:
+        return read_labelled(location, config.format, config.text_field, config.text_pair_field, config.label_field)
+
+    train = read(config.train)
+    if config.validation is not None:
+        validation = read(config.validation)
+    else:
+        train, validation = _split_by_ratio(train, config.validation_ratio, config.split_seed)
+    splits = {"train": train, "validation": validation}
+    if config.test is not None:
+        splits["test"] = read(config.test)
+    names = label_names(train, config.labels)
+    for examples in splits.values():
+        if config.labels is not None:
+            _check_configured(examples, names)
+        label_ids(examples, names)
+    return splits, names
+
+
+def _check_configured(examples: LabelledExamples, names: list[str]) -> None:
+    known = set(names)
+    for i, label in enumerate(examples.labels):
+        if label not in known:
+            raise DataError(
+                f"{examples.where(i)}: label {label!r} is not in data.labels ({_shown(names)}); add it there or fix the line"
+            )
+
+
+def _split_by_ratio(examples: LabelledExamples, ratio: float, seed: int) -> tuple[LabelledExamples, LabelledExamples]:
+    n = len(examples)
+    if n < 2:
+        raise DataError(f"{examples.source}: {n} example cannot be split into train and validation; add data.validation")
+    n_validation = min(n - 1, max(1, round(n * ratio)))
+    order = np.random.default_rng(seed).permutation(n)
+    # Each part stays in file order, so messages and any later processing follow the file.
+    return examples.subset(np.sort(order[n_validation:])), examples.subset(np.sort(order[:n_validation]))
+
+
+# --------------------------------------------------------------------------- readers
+
+
+@dataclass(frozen=True)
+class _Fields:
+    text: str
+    pair: str | None
+    label: str
+    require_labels: bool
+    section: str
+
+    def setting(self, field: str) -> str:
+        key = {self.text: "text_field", self.label: "label_field"}.get(field, "text_pair_field")
+        return self.section + key
+
+
+Row = tuple[int, str, "str | None", str]
+
+
+def _resolve_format(location: str, format: str, section: str) -> str:
+    path = Path(location).expanduser()
+    if format == "hub":
+        return "hub"
+    if path.is_dir():
+        if not any((path / name).is_file() for name in _SAVED_DATASET_FILES):
+            raise DataError(
+                f"{location}: a directory, but not one written by Dataset.save_to_disk; pass a JSONL, CSV or Parquet file"
+            )
+        return "disk"
+    if path.is_file():
+        if format != "auto":
+            return format
+        suffix = path.suffix.lower()
+        if suffix not in _EXTENSION_FORMATS:
+            raise DataError(f"{location}: unknown extension {suffix!r}; {_format_fix(section)}")
+        return _EXTENSION_FORMATS[suffix]
+    base, sep, _ = location.rpartition(":")
+    if sep and Path(base).expanduser().is_dir():
+        return "disk"  # DIR:SPLIT, a split of a saved DatasetDict
+    if format == "auto" and path.suffix.lower() not in _EXTENSION_FORMATS and _looks_like_hub_id(location):
+        return "hub"
+    raise DataError(f"{location}: file not found; check the path (relative to {Path.cwd()}) in data.train/validation/test")
+
+
+def _looks_like_hub_id(location: str) -> bool:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(location.partition(":")[0])
+    except HFValidationError:
+        return False
+    return True
+
+
+def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each line, decoded strictly; a bad byte is a DataError at its line."""
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError as exc:
+        raise DataError(f"{path}: file not found; check data.train/validation/test") from exc
+    except PermissionError as exc:
+        raise DataError(f"{path}: permission denied; make the file readable (chmod a+r) or copy it") from exc
+    with handle:
+        for number, raw in raw_lines(handle, str(path), "put one example per line (JSONL) or per CSV row"):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(
+                    f"{path}:{number}: not UTF-8 text (byte {exc.start + 1} of the line: {exc.reason}); re-encode the file as UTF-8"
+                ) from exc
+            if number == 1:
+                text = text.removeprefix("\ufeff")  # a byte-order mark (Excel's UTF-8) is not part of the data
+            yield number, text
+
+
+def _jsonl_rows(path: Path, fields: _Fields) -> Iterator[Row]:
+    for number, line in _decoded_lines(path):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{where}: not valid JSON ({exc.msg}, column {exc.colno}); one JSON object per line") from exc
+        except (ValueError, RecursionError) as exc:  # an integer over 4300 digits; nesting past the recursion limit
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else "a number too long to read"
+            raise DataError(f"{where}: not valid JSON ({reason}); one JSON object per line") from exc
+        if not isinstance(record, dict):
+            raise DataError(f"{where}: a JSON {type(record).__name__}, not an object; one JSON object per line")
+        yield _row(where, number, record, fields)
+
+
+def _csv_rows(path: Path, fields: _Fields) -> Iterator[Row]:
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    numbered = _decoded_lines(path)
+    current = [0]
+
+    def lines() -> Iterator[str]:
+        for number, text in numbered:
+            current[0] = number
+            yield text
+
+    reader = csv.reader(lines(), delimiter=delimiter)
+    try:
+        header = next(reader, None)
+        if header is None:
+            return
+        columns = [name.strip() for name in header]
+        for name in (fields.text, fields.pair, fields.label):
+            if name is not None and name not in columns and (name != fields.label or fields.require_labels):
+                raise DataError(
+                    f"{path}:1: no column {name!r} (columns: {', '.join(map(repr, columns))}); set {fields.setting(name)}"
+                )
+        while True:
+            start = current[0] + 1
+            row = next(reader, None)
+            if row is None:
+                return
+            if not any(cell.strip() for cell in row):
+                continue
+            number = start  # a quoted field may span lines: report the record's first line
+            record = dict(zip(columns, row))
+            yield _row(f"{path}:{number}", number, record, fields, empty_is_missing=True)
+    except csv.Error as exc:
+        raise DataError(f"{path}:{current[0]}: malformed CSV ({exc}); check the quoting") from exc
+
+
+def _row(where: str, number: int, record: dict[str, Any], fields: _Fields, empty_is_missing: bool = False) -> Row:
+    text = _text(where, record, fields.text, fields)
+    pair = _text(where, record, fields.pair, fields) if fields.pair is not None else None
+    label = _label(where, record.get(fields.label), fields, empty_is_missing)
+    return number, text, pair, label
+
+
+def _text(where: str, record: dict[str, Any], field: str, fields: _Fields) -> str:
+    value = record.get(field)
+    if value is None and field in record:
+        raise DataError(f"{where}: field {field!r} is null; give every example a text or drop the line")
+    if value is None:
+        present = ", ".join(map(repr, record)) or "(none)"
+        raise DataError(f"{where}: no {field!r} field (fields: {present}); add it or set {fields.setting(field)}")
+    if not isinstance(value, str):
+        raise DataError(f"{where}: field {field!r} holds a {type(value).__name__}, not text; set {fields.setting(field)}")
+    return value
+
+
+def _label(where: str, value: Any, fields: _Fields, empty_is_missing: bool) -> str:
+    if value is None or (empty_is_missing and isinstance(value, str) and not value.strip()):
+        if not fields.require_labels:
+            return ""
+        raise DataError(f"{where}: missing label (field {fields.label!r}); give every example a label or set {fields.setting(fields.label)}")
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise DataError(
+            f"{where}: label {value!r} is a {type(value).__name__}; labels must be strings or integers ({fields.label!r})"
+        )
+    return str(value)
+
+
+def _format_fix(section: str) -> str:
+    """How to name the format: a finetune config has `data.format`, evaluate/predict go by extension."""
+    if section:
+        return f"set {section}format (jsonl, csv or parquet)"
+    return "name the file .jsonl, .csv or .parquet"
+
+
+def _dataset_rows(location: str, format: str, fields: _Fields) -> Iterator[Row]:
+    try:
+        dataset = _load_dataset(location, format)
+    except SeqlmError:
+        raise
+    except Exception as exc:  # the readers' parse and hub errors share no base class
+        first = first_line(exc)
+        raise DataError(f"{location}: cannot read it as {format} ({first}); check the file, or {_format_fix(fields.section)}") from exc
+    columns = list(dataset.column_names)
+    for name in (fields.text, fields.pair, fields.label):
+        if name is not None and name not in columns and (name != fields.label or fields.require_labels):
+            raise DataError(
+                f"{location}: no column {name!r} (columns: {', '.join(map(repr, columns))}); set {fields.setting(name)}"
+            )
+    names = _class_label_names(dataset.features.get(fields.label))
+    number = 0
+    for batch in dataset.iter(batch_size=1000):
+        for i in range(len(batch[fields.text])):
+            number += 1
+            record = {column: batch[column][i] for column in batch}
+            if names is not None and isinstance(record.get(fields.label), int) and record[fields.label] >= 0:
+                record[fields.label] = names[record[fields.label]]
+            elif names is not None and record.get(fields.label) == -1:
+                record[fields.label] = None  # ClassLabel's "no label" (e.g. a hidden test split)
+            yield _row(f"{location}:{number}", number, record, fields)
+
+
+def _load_dataset(location: str, format: str) -> Any:
+    from datasets import DatasetDict, load_dataset, load_from_disk
+
+    if format == "parquet":
+        import pyarrow.parquet as pq
+        from datasets import Dataset
+        from datasets.table import InMemoryTable
+
+        # Read in memory (no conversion into the datasets cache); the schema metadata keeps ClassLabel names.
+        return Dataset(InMemoryTable(pq.read_table(location)))
+    if format == "disk":
+        path, split = (location, None) if Path(location).is_dir() else location.rsplit(":", 1)
+        dataset = load_from_disk(path)
+        if isinstance(dataset, DatasetDict):
+            split = split or "train"
+            if split not in dataset:
+                raise DataError(f"{path}: no split {split!r} (splits: {', '.join(dataset)}); write it as {path}:SPLIT")
+            dataset = dataset[split]
+        return dataset
+    name, _, split = location.partition(":")
+    return load_dataset(name, split=split or "train")
+
+
+def _class_label_names(feature: Any) -> list[str] | None:
+    from datasets import ClassLabel
+
+    return list(feature.names) if isinstance(feature, ClassLabel) else None
+
+
+def _label_order(label: str) -> tuple[int, float, str]:
+    try:
+        number = float(label)
+    except ValueError:
+        return (1, 0.0, label)
+    return (0, number, label) if math.isfinite(number) else (1, 0.0, label)
+
+
+def _shown(names: list[str]) -> str:
+    shown = ", ".join(names[:_SHOWN_LABELS])
+    return shown + (f", … ({len(names)} in all)" if len(names) > _SHOWN_LABELS else "")

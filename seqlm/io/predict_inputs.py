@@ -1,0 +1,218 @@
+"""Read the inputs of `seqlm predict` (a file, or '-' for stdin) into records, and batch them by length.
+
+Bytes are decoded line by line as strict UTF-8 (a leading BOM and each line's trailing '\\r' are dropped).
+  - text: every line is one input, empty lines included, so output record N belongs to input line N
+    (a final newline does not start an extra input).
+  - jsonl: one JSON object per line; `text_field` (and `text_pair_field`, for sentence pairs) hold the
+    input, every other field is passed through to the output record (e.g. an "id"). Blank lines are skipped.
+  - csv: a header row naming the columns, then one row per input; `text_field` / `text_pair_field` are
+    columns, the other columns are passed through (as strings). Blank rows are skipped.
+Under input_format auto, `.jsonl`/`.json` files are jsonl, `.csv` files csv, everything else (and stdin) text.
+
+Lines are read in bounded chunks: one longer than 100 MiB (`seqlm.io.line_reader.MAX_LINE_BYTES`) is always a
+DataError, even with `skip_bad_lines`. A bad line — not UTF-8, not a JSON object (jsonl), not a well-formed row
+(csv) — is a DataError naming the file and line; with `skip_bad_lines` it is skipped instead, produces no
+record, and is listed in `Inputs.skipped` (so with text input, record numbers no longer match line numbers
+after a skipped line). A record that parses
+but lacks the text field (or holds a non-string there) is always an error: it usually means a wrong text_field.
+An input with no records at all is a DataError too.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from seqlm.errors import ConfigError, DataError
+from seqlm.io.line_reader import raw_lines
+
+SKIP_HINT = "or pass --skip-bad-lines (skip_bad_lines: true) to skip such lines"
+_ONE_PER_LINE = "give one input per line"
+
+
+@dataclass
+class InputRecord:
+    text: str
+    line: int  # 1-based line number in the input, for error messages
+    extra: dict[str, Any] = field(default_factory=dict)  # jsonl/csv fields passed through to the output
+    pair: str | None = None  # the text_pair_field value (sentence-pair classification)
+
+
+@dataclass
+class Inputs:
+    name: str  # the file name, or "<stdin>", for messages
+    skip_bad_lines: bool = False
+    records: list[InputRecord] = field(default_factory=list)
+    skipped: list[tuple[int, str]] = field(default_factory=list)  # (line, problem) of every skipped line
+
+    def bad(self, line: int, problem: str, fix: str) -> None:
+        """A malformed line: skip it (and remember it) or fail, as configured."""
+        if not self.skip_bad_lines:
+            raise DataError(f"{self.name}: line {line}: {problem}; {fix}, {SKIP_HINT}")
+        self.skipped.append((line, problem))
+
+    def skipped_message(self, shown: int = 20) -> str:
+        """'skipped N bad lines: 3, 17, ... (file; first problem: ...)' for the end-of-run warning."""
+        numbers = [str(line) for line, _ in self.skipped]
+        listed = ", ".join(numbers[:shown]) + (f", … (+{len(numbers) - shown} more)" if len(numbers) > shown else "")
+        plural = "s" if len(numbers) != 1 else ""
+        first_line, first_problem = self.skipped[0]
+        return (f"skipped {len(numbers)} bad line{plural}: {listed} "
+                f"(no record written; first problem: {self.name}: line {first_line}: {first_problem})")
+
+
+def resolve_input_format(source: str, input_format: str) -> str:
+    if input_format != "auto":
+        return input_format
+    suffix = Path(source).suffix.lower() if source != "-" else ""
+    return {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv"}.get(suffix, "text")
+
+
+def read_inputs(
+    source: str, input_format: str, text_field: str, console: Any = None, *,
+    text_pair_field: str | None = None, skip_bad_lines: bool = False,
+) -> Inputs:
+    """Parse `source` ('-' is stdin) into records; see the module docstring for the rules."""
+    input_format = resolve_input_format(source, input_format)
+    if text_pair_field is not None and input_format == "text":
+        name = "<stdin>" if source == "-" else source
+        raise ConfigError(f"text_pair_field ({text_pair_field!r}) needs jsonl or csv input (input_format); {name} is read as text lines")
+    inputs = Inputs(name="<stdin>" if source == "-" else source, skip_bad_lines=skip_bad_lines)
+    lines = _decoded_lines(_raw_lines(source, inputs.name, console), inputs, keep_cr=input_format == "csv")
+    if input_format == "text":
+        inputs.records = [InputRecord(text=line, line=number) for number, line in lines]
+    elif input_format == "jsonl":
+        for number, line in lines:
+            if line.strip():
+                record = _parse_json_line(line, number, inputs, text_field, text_pair_field)
+                if record is not None:
+                    inputs.records.append(record)
+    else:
+        inputs.records = _csv_records(lines, inputs, text_field, text_pair_field)
+    if not inputs.records:
+        also = f" ({len(inputs.skipped)} bad line(s) skipped)" if inputs.skipped else ""
+        raise DataError(f"{inputs.name}: no inputs{also}; give one input per line (a JSON object per line for jsonl, "
+                        "a header and rows for csv)")
+    return inputs
+
+
+def _raw_lines(source: str, name: str, console: Any) -> Iterator[tuple[int, bytes]]:
+    """(number, bytes) of every line of `source` ('-' is stdin), each read with a bounded length."""
+    if source == "-":
+        if console is not None and sys.stdin.isatty():
+            console.info("reading inputs from the terminal; end with Ctrl-D")
+        yield from raw_lines(sys.stdin.buffer, name, _ONE_PER_LINE)
+        return
+    path = Path(source)
+    if path.is_dir():
+        raise DataError(f"{source}: is a directory; pass a text, JSONL or CSV file, or '-' for stdin")
+    if not path.is_file():
+        raise DataError(f"{source}: input file not found; pass a text, JSONL or CSV file, or '-' for stdin")
+    try:
+        handle = open(path, "rb")
+    except PermissionError as exc:
+        raise DataError(f"{source}: permission denied; make the file readable (chmod a+r) or copy it") from exc
+    with handle:
+        yield from raw_lines(handle, name, _ONE_PER_LINE)
+
+
+def _decoded_lines(raw: Iterator[tuple[int, bytes]], inputs: Inputs, keep_cr: bool = False) -> Iterator[tuple[int, str]]:
+    """(line number, text) of every line that decodes; the others go through `inputs.bad`.
+    A final newline ends the last line; it does not start an empty input."""
+    for number, line in raw:
+        line = line.removesuffix(b"\n")
+        if not keep_cr:  # csv keeps it: inside a quoted cell "\r\n" is data, and csv.reader ends rows on "\r\n" itself
+            line = line.removesuffix(b"\r")
+        if number == 1:
+            line = line.removeprefix(codecs.BOM_UTF8)
+        try:
+            yield number, line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            inputs.bad(number, f"not valid UTF-8 (byte {exc.start + 1})", "re-encode the file as UTF-8")
+
+
+def _parse_json_line(
+    line: str, number: int, inputs: Inputs, text_field: str, pair_field: str | None
+) -> InputRecord | None:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        inputs.bad(number, f"not valid JSON ({exc.msg} at column {exc.colno})", "expected one JSON object per line")
+        return None
+    except (ValueError, RecursionError) as exc:  # an integer over 4300 digits; nesting past the recursion limit
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else "a number too long to read"
+        inputs.bad(number, f"not valid JSON ({reason})", "expected one JSON object per line")
+        return None
+    if not isinstance(obj, dict):
+        inputs.bad(number, f"a JSON {type(obj).__name__}, not an object", "expected one JSON object per line")
+        return None
+    where = f"{inputs.name}: line {number}"
+    for name in (text_field, pair_field):
+        if name is None:
+            continue
+        if name not in obj:
+            keys = ", ".join(map(repr, sorted(obj))) or "none"
+            setting = "text_field" if name == text_field else "text_pair_field"
+            raise DataError(f"{where}: no field '{name}' (fields: {keys}); set {setting} to the field with the text")
+        if not isinstance(obj[name], str):
+            raise DataError(f"{where}: field '{name}' is {type(obj[name]).__name__}, not a string")
+    extra = {key: value for key, value in obj.items() if key not in (text_field, pair_field)}
+    return InputRecord(text=obj[text_field], line=number, extra=extra, pair=obj[pair_field] if pair_field else None)
+
+
+def _csv_records(
+    lines: Iterator[tuple[int, str]], inputs: Inputs, text_field: str, pair_field: str | None
+) -> list[InputRecord]:
+    cursor = {"start": 0, "last": 0, "fresh": True}  # first and last physical line of the row being read
+
+    def stream() -> Iterator[str]:
+        for number, line in lines:
+            if cursor["fresh"]:
+                cursor["start"], cursor["fresh"] = number, False
+            cursor["last"] = number
+            yield line + "\n"
+
+    reader = csv.reader(stream())
+    header: list[str] | None = None
+    records = []
+    while True:
+        cursor["fresh"] = True
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            inputs.bad(cursor["last"], f"not a valid CSV row ({exc})", "fix the row's quoting")
+            continue
+        number = cursor["start"]
+        if not row:
+            continue  # a blank line
+        if header is None:
+            header = row
+            for name, setting in ((text_field, "text_field"), (pair_field, "text_pair_field")):
+                if name is not None and name not in header:
+                    raise DataError(f"{inputs.name}: line {number}: no column '{name}' in the header "
+                                    f"(columns: {', '.join(map(repr, header))}); set {setting} to the column with the text")
+            continue
+        if len(row) != len(header):
+            inputs.bad(number, f"{len(row)} fields, the header has {len(header)}", "quote fields that hold commas")
+            continue
+        values = dict(zip(header, row))
+        extra = {key: value for key, value in values.items() if key not in (text_field, pair_field)}
+        records.append(InputRecord(text=values[text_field], line=number, extra=extra,
+                                   pair=values[pair_field] if pair_field else None))
+    return records
+
+
+def length_batches(sequences: list[list[int]], batch_size: int) -> Iterator[tuple[int, list[int]]]:
+    """Yield (inputs done so far, indices) with similar lengths batched together, longest first."""
+    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))  # stable: ties keep input order
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        yield start + len(batch), batch

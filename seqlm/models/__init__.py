@@ -1,0 +1,1 @@
+"""The only code that names transformers' model classes: build, load, heads."""

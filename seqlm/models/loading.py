@@ -1,0 +1,257 @@
+"""Load a trained language model and its tokenizer for inference (`predict`, `evaluate`).
+
+`load_for_inference(model, device, task=...)` accepts an HF-format directory (config.json,
+weights, tokenizer files — what `seqlm pretrain` writes) or a hub id, which is passed through to
+`from_pretrained` unchanged. It works out whether the model is causal ("clm"), masked ("mlm") or a
+sequence classifier ("classification"), loads the matching head in fp32 (lower precision is applied by autocast, see `seqlm.runtime.device`),
+moves it to `device` and puts it in eval mode. Remote code runs only with `trust_remote_code=True`.
+
+Every user-fixable problem (missing dir, no config.json, no or corrupted weights, no tokenizer,
+weights that do not fit the architecture) is a `DataError` with one line naming the path and the fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from seqlm.errors import ConfigError, DataError, first_line
+
+Objective = Literal["clm", "mlm", "classification"]
+Task = Literal["auto", "clm", "mlm", "classification"]
+
+SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")
+PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+# Any one of these is enough for AutoTokenizer to build a tokenizer (fast JSON, WordPiece vocab,
+# GPT-2 style vocab+merges, sentencepiece model).
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model")
+# Architecture name suffixes that say which objective a checkpoint was trained for.
+CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
+MASKED_SUFFIXES = ("ForMaskedLM", "ForPreTraining")
+CLASSIFICATION_SUFFIXES = ("ForSequenceClassification",)
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference: `model` is in eval mode on the requested device."""
+
+    model: Any  # a transformers PreTrainedModel (AutoModelFor{CausalLM,MaskedLM,SequenceClassification})
+    tokenizer: Any  # a transformers PreTrainedTokenizerBase
+    objective: Objective
+    path: str
+
+    @property
+    def max_positions(self) -> int | None:
+        """Positions the model accepts (None when its config does not bound them)."""
+        return max_positions(self.model.config)
+
+
+def load_for_inference(model: str, device: torch.device | str, *, task: Task = "auto", trust_remote_code: bool = False) -> LoadedModel:
+    """Load `model` (a local HF-format dir or a hub id) for `task`; see the module docstring."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    local = Path(model).expanduser()
+    source, load_kwargs = model_source(model)
+    load_kwargs["trust_remote_code"] = trust_remote_code
+
+    with quiet_transformers():
+        try:
+            config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError, KeyError) as exc:
+            raise DataError(_load_failure(model, local, "config", exc)) from exc
+        objective = _resolve_objective(config, task, model)
+        auto_class = _auto_class(objective)
+        try:
+            loaded, info = auto_class.from_pretrained(
+                source, config=config, dtype=torch.float32, output_loading_info=True, **load_kwargs
+            )
+        except Exception as exc:  # safetensors, torch and hub errors share no base class; all mean "unloadable"
+            raise DataError(_load_failure(model, local, "weights", exc)) from exc
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError, KeyError) as exc:
+            raise DataError(_load_failure(model, local, "tokenizer", exc)) from exc
+
+    # Missing keys mean freshly initialised (random) weights, e.g. an encoder-only checkpoint
+    # loaded with an LM head: its predictions would be noise, so refuse instead of warning.
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" (+{len(missing) - 3} more)" if len(missing) > 3 else "")
+        trained = "fine-tuned as a classifier" if objective == "classification" else "trained as a language model"
+        raise DataError(
+            f"{model}: the checkpoint lacks weights the {objective} head needs ({shown}); "
+            f"pass a model {trained} (e.g. a `seqlm pretrain` or `seqlm finetune` run's model/ dir)"
+        )
+    if objective != "mlm" and tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token  # batching needs a pad id; it is masked out anyway
+    if objective == "classification" and loaded.config.pad_token_id is None and tokenizer.pad_token_id is not None:
+        # GPT-style classifiers pool the last token that is not config.pad_token_id; without one they
+        # refuse batches of more than one input. Padding then uses this same id (see predict_classification).
+        loaded.config.pad_token_id = tokenizer.pad_token_id
+    if objective == "mlm" and tokenizer.mask_token is None:
+        raise DataError(f"{model}: the tokenizer has no mask token; a masked LM needs one (e.g. [MASK])")
+
+    loaded.to(device)
+    loaded.eval()
+    return LoadedModel(model=loaded, tokenizer=tokenizer, objective=objective, path=model)
+
+
+def model_source(model: str) -> tuple[str, dict[str, Any]]:
+    """What to pass to `from_pretrained`: a checked local model dir (with `use_safetensors`) or a hub id."""
+    local = Path(model).expanduser()
+    if local.is_dir():
+        return str(local), {"use_safetensors": check_model_dir(local)}
+    if local.exists():
+        raise DataError(f"{model}: is a file, not a model directory; pass the directory holding config.json")
+    if not plausible_hub_id(model):
+        raise DataError(f"{model}: model directory not found; pass a dir written by `seqlm pretrain` (its model/) or a hub id")
+    return model, {}
+
+
+def remote_code_warning(model: str) -> str:
+    """The warning every command prints when a config sets trust_remote_code: true."""
+    return f"trust_remote_code: true: Python code shipped with {model} may run on this machine; use it only for sources you trust"
+
+
+def max_positions(config: Any) -> int | None:
+    """The model's position limit from its config (GPT-2 `n_positions` is aliased to this name)."""
+    value = getattr(config, "max_position_embeddings", None)
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
+def token_limit(requested: int | None, model_config: Any, tokenizer: Any, key: str) -> int:
+    """Tokens per input/window: `requested` (never more than the model's positions), else the
+    model's positions or the tokenizer's limit when lower (e.g. RoBERTa: 514 positions, 512 usable).
+    `key` names the setting in messages."""
+    positions = max_positions(model_config)
+    if requested is not None:
+        if positions is not None and requested > positions:
+            raise ConfigError(f"{key} ({requested}) exceeds the model's {positions} positions; set it to {positions} or less")
+        return requested
+    tokenizer_limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < (positions or 1_000_000):
+        return tokenizer_limit
+    if positions is None:
+        raise ConfigError(f"the model's config sets no position limit; set {key}")
+    return positions
+
+
+def detect_objective(config: Any) -> Objective | None:
+    """'classification', 'clm' or 'mlm' from the config's `architectures`, else 'clm'/'mlm' from the auto mappings; None if neither fits."""
+    for name in getattr(config, "architectures", None) or []:
+        if name.endswith(CLASSIFICATION_SUFFIXES):
+            return "classification"
+        if name.endswith(CAUSAL_SUFFIXES):
+            return "clm"
+        if name.endswith(MASKED_SUFFIXES):
+            return "mlm"
+    causal, masked = _supports(config, "clm"), _supports(config, "mlm")
+    if causal and masked:  # e.g. BERT: a decoder config means it was trained left-to-right
+        return "clm" if getattr(config, "is_decoder", False) else "mlm"
+    if causal:
+        return "clm"
+    return "mlm" if masked else None
+
+
+def _resolve_objective(config: Any, task: Task, model: str) -> Objective:
+    if task != "auto":
+        if not _supports(config, task):
+            raise DataError(f"{model}: a {type(config).__name__} model has no {task} head; use task auto or the other objective")
+        return task
+    objective = detect_objective(config)
+    if objective is None:
+        raise DataError(f"{model}: {type(config).__name__} is neither a causal nor a masked language model nor a sequence classifier")
+    return objective
+
+
+def _supports(config: Any, objective: Objective) -> bool:
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING,
+        MODEL_FOR_MASKED_LM_MAPPING,
+        MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING,
+    )
+
+    mapping = {
+        "clm": MODEL_FOR_CAUSAL_LM_MAPPING,
+        "mlm": MODEL_FOR_MASKED_LM_MAPPING,
+        "classification": MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING,
+    }[objective]
+    return type(config) in mapping
+
+
+def _auto_class(objective: Objective) -> Any:
+    import transformers
+
+    return {
+        "clm": transformers.AutoModelForCausalLM,
+        "mlm": transformers.AutoModelForMaskedLM,
+        "classification": transformers.AutoModelForSequenceClassification,
+    }[objective]
+
+
+def check_model_dir(path: Path) -> bool:
+    """Fail early with a precise message; returns whether the weights are safetensors."""
+    if not (path / "config.json").is_file():
+        raise DataError(f"{path}: no config.json; pass the model/ dir of a `seqlm pretrain` run (or any HF save_pretrained dir)")
+    has_safetensors = any((path / name).is_file() for name in SAFETENSORS_FILES)
+    if not has_safetensors and (path / "sharded").is_dir():
+        raise DataError(
+            f"{path}: a sharded checkpoint (distributed.checkpoint: sharded) holds no full weights; "
+            "use the run's model/ or best/, or resume the run from it"
+        )
+    if not has_safetensors and not any((path / name).is_file() for name in PICKLE_FILES):
+        raise DataError(f"{path}: no model weights (model.safetensors or pytorch_model.bin); the training run may not have finished")
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise DataError(f"{path}: no tokenizer files (tokenizer.json or vocab files); copy them from the dataset's tokenizer/ dir")
+    single = path / "model.safetensors"
+    if single.is_file():
+        from safetensors import safe_open
+
+        # Opening validates the header against the file size, so truncated copies fail here.
+        try:
+            with safe_open(str(single), framework="pt") as handle:
+                handle.keys()
+        except Exception as exc:  # SafetensorError is not exported under a stable name
+            raise DataError(f"{single}: unreadable or corrupted weights ({first_line(exc)}); re-copy or re-save the model") from exc
+    return has_safetensors
+
+
+def plausible_hub_id(name: str) -> bool:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+def _load_failure(model: str, local: Path, what: str, exc: Exception) -> str:
+    detail = first_line(exc)
+    if local.is_dir():
+        return f"{model}: could not load the {what} ({detail}); re-save the model dir with save_pretrained"
+    return (
+        f"{model}: no such local directory, and loading it as a hub id failed ({detail}); "
+        "check the path, or the hub id and your network (HF_HUB_OFFLINE)"
+    )
+
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Hide transformers' load report and progress bars: this module reports problems itself."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()

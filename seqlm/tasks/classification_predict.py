@@ -1,0 +1,118 @@
+"""`seqlm predict` for sequence-classification models (`*ForSequenceClassification` checkpoints).
+
+Inputs (with their `text_pair_field` values, for sentence pairs) are tokenized in one batched call,
+`tokenizer(texts, text_pairs)`, as `seqlm finetune` encodes its examples (an empty pair is an empty
+second segment; a single-input call, as in transformers' pipeline, would drop it). Inputs longer than
+`max_length` tokens (default: the model's positions) are cut to it (pairs lose tokens from the longer
+side first) and counted. Batches of similar length are padded on the right. GPT-style models pool the
+last token that is not the pad token, so padding uses the pad id the model knows (`config.pad_token_id`,
+which `model_loading` fills in from the tokenizer): batched predictions equal one-at-a-time ones. An
+input that tokenizes to nothing (an empty line, with a tokenizer that adds no special tokens) is scored
+as the lone BOS/EOS token.
+
+Record: {"input", "input_pair" (pairs only), "label": the top class's name from config.id2label,
+"score": its probability, "scores": the `top_k` most probable classes as [{"label", "score"}], sorted
+by score, descending}. Probabilities are those of the pipeline: a softmax over the classes (they sum
+to 1 with top_k ≥ the number of classes), a sigmoid per class for multi-label or one-label models, the
+raw logit for regression.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+
+from seqlm.config.schema import PredictConfig
+from seqlm.errors import DataError
+from seqlm.io.predict_inputs import InputRecord, length_batches
+from seqlm.models.loading import LoadedModel, token_limit
+from seqlm.runtime.device import Precision
+
+OUTPUT_FIELDS = ("input", "input_pair", "label", "score", "scores")
+
+
+def length_limit(loaded: LoadedModel, max_length: int | None) -> int:
+    """Tokens per input: `max_length`, else the model's positions (or the tokenizer's limit, if lower)."""
+    return token_limit(max_length, loaded.model.config, loaded.tokenizer, "max_length")
+
+
+def classify(
+    loaded: LoadedModel, records: list[InputRecord], config: PredictConfig, precision: Precision, limit: int | None,
+    report: Any,
+) -> tuple[list[dict[str, Any]], int]:
+    """One record per input, in input order, and how many inputs were truncated to `limit` tokens."""
+    tokenizer, model = loaded.tokenizer, loaded.model
+    pairs = config.text_pair_field is not None
+    texts, pair_texts = [r.text for r in records], [r.pair or "" for r in records]
+    encoded = _encode(tokenizer, texts, pair_texts if pairs else None)
+    long = [i for i, features in enumerate(encoded) if limit is not None and len(features["input_ids"]) > limit]
+    if long:  # re-encoded with truncation, so that pairs are cut as the tokenizer cuts them (longest side first)
+        cut = _encode(tokenizer, [texts[i] for i in long], [pair_texts[i] for i in long] if pairs else None,
+                      truncation=True, max_length=limit)
+        for i, features in zip(long, cut):
+            encoded[i] = features
+    for index, features in enumerate(encoded):
+        if not features["input_ids"]:
+            encoded[index] = _lone_start_token(tokenizer, list(features), records[index], config.input)
+    pad_id = model.config.pad_token_id
+    pad_id = pad_id if pad_id is not None else (tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+    pad_values = {"input_ids": pad_id, "token_type_ids": getattr(tokenizer, "pad_token_type_id", 0)}
+    extra_kwargs = {"use_cache": False} if "use_cache" in inspect.signature(model.forward).parameters else {}
+    scoring = _scoring_function(model.config)
+    id2label = model.config.id2label or {}
+    results: list[dict[str, Any]] = [{} for _ in records]
+    for done, batch in length_batches([e["input_ids"] for e in encoded], config.batch_size):
+        inputs = _pad([encoded[i] for i in batch], pad_values)
+        with torch.inference_mode(), precision.autocast():
+            logits = model(**{k: v.to(model.device) for k, v in inputs.items()}, **extra_kwargs).logits
+        probs = scoring(logits.float())  # fp32: autocast logits may be bf16
+        top_k = min(config.top_k, probs.shape[-1])
+        scores, ids = probs.topk(top_k, dim=-1)
+        for index, id_row, score_row in zip(batch, ids.tolist(), scores.tolist()):
+            ranked = [{"label": str(id2label.get(i, f"LABEL_{i}")), "score": s} for i, s in zip(id_row, score_row)]
+            result: dict[str, Any] = {"input": records[index].text}
+            if pairs:
+                result["input_pair"] = records[index].pair
+            results[index] = {**result, "label": ranked[0]["label"], "score": ranked[0]["score"], "scores": ranked}
+        report(done)
+    return results, len(long)
+
+
+def _encode(tokenizer: Any, texts: list[str], pairs: list[str] | None, **options: Any) -> list[dict[str, list[int]]]:
+    """Token ids (and masks, token types) per input, from one batched call as `seqlm finetune` makes it.
+
+    Batched, an empty pair is an empty second segment ([CLS] A [SEP] [SEP]); a single-input call
+    (transformers' pipeline) would drop it instead. verbose=False: over-long inputs are counted, not warned about.
+    """
+    args = (texts, pairs) if pairs is not None else (texts,)
+    batch = tokenizer(*args, verbose=False, return_attention_mask=True, **options)  # padding below needs the mask
+    keys = list(batch.keys())
+    return [{key: batch[key][i] for key in keys} for i in range(len(texts))]
+
+
+def _lone_start_token(tokenizer: Any, keys: list[str], record: InputRecord, source: str) -> dict[str, list[int]]:
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if start is None:
+        name = "<stdin>" if source == "-" else source
+        raise DataError(f"{name}: line {record.line}: the input gives no tokens, and the tokenizer has no BOS/EOS token to score")
+    return {key: [start] if key == "input_ids" else [1] if key == "attention_mask" else [0] for key in keys}
+
+
+def _scoring_function(config: Any) -> Any:
+    """The text-classification pipeline's default: softmax, sigmoid (multi-label / one label) or none (regression)."""
+    if config.problem_type == "regression":
+        return lambda logits: logits
+    if config.problem_type == "multi_label_classification" or config.num_labels == 1:
+        return torch.sigmoid
+    return lambda logits: logits.softmax(-1)
+
+
+def _pad(batch: list[dict[str, list[int]]], pad_values: dict[str, int]) -> dict[str, torch.Tensor]:
+    """Right-pad every field of the batch to its longest row (attention masks and others with 0)."""
+    width = max(len(features["input_ids"]) for features in batch)
+    return {
+        key: torch.tensor([row[key] + [pad_values.get(key, 0)] * (width - len(row[key])) for row in batch], dtype=torch.long)
+        for key in batch[0]
+    }

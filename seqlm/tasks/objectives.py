@@ -1,0 +1,140 @@
+"""Training objectives: what a batch holds, and the summed losses and counts over it.
+
+The training loop is objective-agnostic. An objective says how many targets a batch has
+(`target_counts`, known before the forward pass, so gradient accumulation can normalise
+every micro-batch by the token count of the whole optimizer step) and returns *summed*
+losses (`loss_sums`). Loss = Σ_terms loss_sum[term] / count[term] over the step, which makes
+accumulation of k micro-batches of b equal to one batch of k·b.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from seqlm.data.batch import Batch
+from seqlm.data.masking import IGNORE_INDEX
+from seqlm.models.lm_head_loss import causal_lm_loss_sums, masked_lm_loss_sums
+from seqlm.training.objective import Objective
+
+
+def _shifted(labels: torch.Tensor) -> torch.Tensor:
+    """Causal LM: position t predicts token t+1 (transformers' models do not shift for us here)."""
+    return labels[:, 1:]
+
+
+def _token_nll_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
+
+
+# --------------------------------------------------------------------------- causal LM
+
+
+def _clm_counts(batch: Batch) -> dict[str, int]:
+    return {"lm": int((_shifted(batch.targets["labels"]) != IGNORE_INDEX).sum())}
+
+
+def _clm_losses(outputs: Any, batch: Batch) -> dict[str, torch.Tensor]:
+    return {"lm": _token_nll_sum(outputs.logits[:, :-1], _shifted(batch.targets["labels"]))}
+
+
+def _clm_score(outputs: Any, batch: Batch) -> dict[str, Any]:
+    labels = _shifted(batch.targets["labels"])
+    return {"nll": float(_token_nll_sum(outputs.logits[:, :-1], labels)), "tokens": int((labels != IGNORE_INDEX).sum())}
+
+
+# --------------------------------------------------------------------------- masked LM (+ NSP)
+
+
+def _mlm_logits(outputs: Any) -> torch.Tensor:
+    # BertForMaskedLM returns `logits`; BertForPreTraining returns `prediction_logits`.
+    return outputs.prediction_logits if hasattr(outputs, "prediction_logits") else outputs.logits
+
+
+def _mlm_counts(batch: Batch) -> dict[str, int]:
+    return {"lm": int((batch.targets["labels"] != IGNORE_INDEX).sum())}
+
+
+def _mlm_losses(outputs: Any, batch: Batch) -> dict[str, torch.Tensor]:
+    return {"lm": _token_nll_sum(_mlm_logits(outputs), batch.targets["labels"])}
+
+
+def _mlm_score(outputs: Any, batch: Batch) -> dict[str, Any]:
+    labels = batch.targets["labels"]
+    logits = _mlm_logits(outputs)
+    selected = labels != IGNORE_INDEX
+    return {
+        "nll": float(_token_nll_sum(logits, labels)),
+        "tokens": int(selected.sum()),
+        "predicted": logits.argmax(dim=-1)[selected].cpu(),
+        "expected": labels[selected].cpu(),
+    }
+
+
+def _nsp_counts(batch: Batch) -> dict[str, int]:
+    return {**_mlm_counts(batch), "nsp": int(batch.targets["next_sentence_label"].numel())}
+
+
+def _nsp_losses(outputs: Any, batch: Batch) -> dict[str, torch.Tensor]:
+    nsp = F.cross_entropy(outputs.seq_relationship_logits.float(), batch.targets["next_sentence_label"], reduction="sum")
+    return {**_mlm_losses(outputs, batch), "nsp": nsp}
+
+
+def _nsp_score(outputs: Any, batch: Batch) -> dict[str, Any]:
+    logits = outputs.seq_relationship_logits.float()
+    labels = batch.targets["next_sentence_label"]
+    return {
+        **_mlm_score(outputs, batch),
+        "nsp_nll": float(F.cross_entropy(logits, labels, reduction="sum")),
+        "pairs": int(labels.numel()),
+        "nsp_predicted": logits.argmax(dim=-1).cpu(),
+        "nsp_expected": labels.cpu(),
+    }
+
+
+# --------------------------------------------------------------------------- sequence classification
+
+
+def _classification_counts(batch: Batch) -> dict[str, float]:
+    # Examples; with class weights (targets["weights"], one per example) their sum, as
+    # torch's weighted cross-entropy normalises: the loss is then Σ w·nll / Σ w over the step.
+    weights = batch.targets.get("weights")
+    if weights is not None:
+        return {"classification": float(weights.sum())}
+    return {"classification": int(batch.targets["labels"].numel())}
+
+
+def _classification_losses(outputs: Any, batch: Batch) -> dict[str, torch.Tensor]:
+    nll = F.cross_entropy(outputs.logits.float(), batch.targets["labels"], reduction="none")
+    weights = batch.targets.get("weights")
+    return {"classification": (nll * weights).sum() if weights is not None else nll.sum()}
+
+
+def _classification_score(outputs: Any, batch: Batch) -> dict[str, Any]:
+    # Unweighted: validation reports the plain mean cross-entropy, whatever training weighted.
+    logits = outputs.logits.float()
+    labels = batch.targets["labels"]
+    return {
+        "nll": float(F.cross_entropy(logits, labels, reduction="sum")),
+        "tokens": int(labels.numel()),  # examples
+        "predicted": logits.argmax(dim=-1).cpu(),
+        "expected": labels.cpu(),
+    }
+
+
+def _clm_fast(model: Any, batch: Batch) -> dict[str, torch.Tensor] | None:
+    return causal_lm_loss_sums(model, batch.inputs, batch.targets["labels"])
+
+
+def _mlm_fast(model: Any, batch: Batch) -> dict[str, torch.Tensor] | None:
+    return masked_lm_loss_sums(model, batch.inputs, batch.targets)
+
+
+OBJECTIVES: dict[str, Objective] = {
+    "clm": Objective("clm", _clm_counts, _clm_losses, _clm_score, _clm_fast),
+    "mlm": Objective("mlm", _mlm_counts, _mlm_losses, _mlm_score, _mlm_fast),
+    "mlm+nsp": Objective("mlm+nsp", _nsp_counts, _nsp_losses, _nsp_score, _mlm_fast),
+    "classification": Objective("classification", _classification_counts, _classification_losses, _classification_score),
+}
