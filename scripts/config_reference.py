@@ -15,14 +15,15 @@ from pydantic_core import PydanticUndefined
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from seqlm.config.schema import COMMAND_SCHEMAS  # noqa: E402
+from seqlm.config import COMMAND_SCHEMAS  # noqa: E402
+from seqlm.config.finetune import FINETUNE_TASK_CONFIGS  # noqa: E402
 
 BEGIN, END = "<!-- config-reference:begin -->", "<!-- config-reference:end -->"
 
 
 def _type_name(annotation: object) -> str:
     text = str(annotation).replace("typing.", "").replace("pathlib._local.", "").replace("pathlib.", "")
-    for noise in ("<class '", "'>", "seqlm.config.schema."):
+    for noise in ("<class '", "'>", "seqlm.config.schema.", "seqlm.config.finetune."):
         text = text.replace(noise, "")
     text = text.replace("NoneType", "null").replace("Literal", "one of ")
     return text.replace(" | ", " or ").replace("'", "")
@@ -49,15 +50,27 @@ def _section(model: type[BaseModel], prefix: str) -> tuple[list[str], list[tuple
 def reference() -> str:
     lines = []
     for command, schema in COMMAND_SCHEMAS.items():
-        lines += [f"#### `seqlm {command}`", "", "| key | type | default | meaning |", "|---|---|---|---|"]
-        queue: list[tuple[str, type[BaseModel]]] = [("", schema)]
-        while queue:
-            prefix, model = queue.pop(0)
-            rows, nested = _section(model, f"{prefix}." if prefix else "")
-            lines += rows
-            queue += nested
-        lines.append("")
+        for title, model in _members(command, schema):
+            lines += _table(title, model)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _members(command: str, schema: object) -> list[tuple[str, type[BaseModel]]]:
+    """One table per command; a union (finetune) gets one per member, titled by its task."""
+    if isinstance(schema, type):
+        return [(f"`seqlm {command}`", schema)]
+    return [(f"`seqlm {command}` — `task: {task}`", model) for task, model in FINETUNE_TASK_CONFIGS.items()]
+
+
+def _table(title: str, schema: type[BaseModel]) -> list[str]:
+    lines = [f"#### {title}", "", "| key | type | default | meaning |", "|---|---|---|---|"]
+    queue: list[tuple[str, type[BaseModel]]] = [("", schema)]
+    while queue:
+        prefix, model = queue.pop(0)
+        rows, nested = _section(model, f"{prefix}." if prefix else "")
+        lines += rows
+        queue += nested
+    return lines + [""]
 
 
 def readme_block(readme: str) -> str:

@@ -164,8 +164,8 @@ def _dispatch(
     nproc: Optional[int],
     **run_kwargs: Any,
 ) -> None:
+    from seqlm.config import COMMAND_SCHEMAS
     from seqlm.config.loading import load_config, to_yaml
-    from seqlm.config.schema import COMMAND_SCHEMAS
     from seqlm.console import Console
 
     console = Console(quiet=quiet, silent=_rank() > 0)

@@ -1,8 +1,10 @@
 """Shared test setup: nothing may reach the Hugging Face hub; the CLI's env defaults do not leak;
-tiny tokenizers are trained once per session with the production code."""
+tiny tokenizers are trained once per session with the production code; the tiny BERT and GPT-2
+the fine-tuning tests start from are pretrained once per session through the CLI; CLI helpers."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from itertools import islice
@@ -10,10 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
-import seqlm  # noqa: F401  (first: its MKL reproducibility settings must precede torch's first use)
+import seqlm as _seqlm_env  # noqa: F401  (first: its MKL reproducibility settings must precede torch's first use)
+from seqlm.cli import app
 
-CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus" / "train.txt"
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = REPO / "data" / "corpus" / "train.txt"
 TOKENIZER_LINES = 300  # non-empty corpus lines the tiny tokenizers are trained on
 
 # The CLI sets these with os.environ.setdefault; in-process (CliRunner) runs would leak them.
@@ -59,3 +64,67 @@ def tiny_tokenizer() -> Callable[..., Any]:
         return cache[key]
 
     return make
+
+
+# --------------------------------------------------------------------------- CLI helpers and pretrained tiny models
+
+
+runner = CliRunner()
+
+
+def invoke(*args: object):
+    return runner.invoke(app, [str(arg) for arg in args])
+
+
+def seqlm(*args: object) -> str:
+    result = invoke(*args)
+    assert result.exit_code == 0, f"seqlm {' '.join(map(str, args))} failed ({result.exit_code}):\n{result.output}"
+    return result.stdout
+
+
+def sets(**overrides: object) -> list[str]:
+    """--set key=value for each override (`data__train` → data.train)."""
+    args: list[str] = []
+    for key, value in overrides.items():
+        args += ["--set", f"{key.replace('__', '.')}={value}"]
+    return args
+
+
+def jsonl_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def assert_data_error(result, *fragments: str) -> None:
+    report = f"exit {result.exit_code}\nstderr:\n{result.stderr}"
+    assert result.exit_code == 3, report
+    assert "Traceback" not in result.output, report
+    lines = result.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("seqlm: error: "), report
+    for fragment in fragments:
+        assert fragment in lines[-1], f"{fragment!r} not in {lines[-1]!r}"
+
+
+# --------------------------------------------------------------------------- fixtures: data and pretrained models
+
+
+def _pretrained(root: Path, family: str) -> Path:
+    """configs/tiny/{family}_tokenize.yaml (on 1,000 documents) + {family}_pretrain.yaml (100 steps)."""
+    data, run = root / "data", root / "run"
+    seqlm("tokenize", f"configs/tiny/{family}_tokenize.yaml", *sets(output_dir=data, corpus__max_documents=1000), "-q")
+    seqlm("pretrain", f"configs/tiny/{family}_pretrain.yaml", *sets(output_dir=run, data=data, training__max_steps=100), "-q")
+    return run / "model"
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _pretrained(tmp_path_factory.mktemp("tiny-bert"), "bert")
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _pretrained(tmp_path_factory.mktemp("tiny-gpt"), "gpt")

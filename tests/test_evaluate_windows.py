@@ -18,7 +18,7 @@ from collections import Counter
 
 import pytest
 
-from seqlm.commands.evaluate import causal_windows
+from seqlm.tasks.causal_lm import causal_windows
 
 SIZES = [0, 1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 31, 32, 33, 64, 100, 101, 257]
 SEQ_LENS = [2, 3, 4, 5, 8, 16, 33]

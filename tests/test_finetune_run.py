@@ -16,63 +16,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 import transformers
+from conftest import REPO, assert_data_error, invoke, jsonl_rows, seqlm, sets, write_jsonl
 from safetensors.torch import load_file
-from typer.testing import CliRunner
 
-from seqlm.cli import app
 from seqlm.commands.finetune import BestTracker
 from seqlm.data.batch import Batch
-from seqlm.data.classification_batches import ClassificationBatches
+from seqlm.data.example_batches import ExampleBatches
 from seqlm.io.labelled_data import LabelledExamples
+from seqlm.tasks.classification import build_batches
 from seqlm.tasks.objectives import OBJECTIVES
 
-REPO = Path(__file__).resolve().parents[1]
 CLASSIFY = REPO / "data" / "classify"
 LABELS = (CLASSIFY / "labels.txt").read_text(encoding="utf-8").split()
 MAX_LENGTH = 64  # the tiny models' positions (configs/tiny/*_finetune.yaml)
-runner = CliRunner()
-
-
-def invoke(*args: object):
-    return runner.invoke(app, [str(arg) for arg in args])
-
-
-def seqlm(*args: object) -> str:
-    result = invoke(*args)
-    assert result.exit_code == 0, f"seqlm {' '.join(map(str, args))} failed ({result.exit_code}):\n{result.output}"
-    return result.stdout
-
-
-def sets(**overrides: object) -> list[str]:
-    """--set key=value for each override (`data__train` → data.train)."""
-    args: list[str] = []
-    for key, value in overrides.items():
-        args += ["--set", f"{key.replace('__', '.')}={value}"]
-    return args
-
-
-def jsonl_rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
-    return path
-
-
-def assert_data_error(result, *fragments: str) -> None:
-    report = f"exit {result.exit_code}\nstderr:\n{result.stderr}"
-    assert result.exit_code == 3, report
-    assert "Traceback" not in result.output, report
-    lines = result.stderr.strip().splitlines()
-    assert lines and lines[-1].startswith("seqlm: error: "), report
-    for fragment in fragments:
-        assert fragment in lines[-1], f"{fragment!r} not in {lines[-1]!r}"
-
-
-# --------------------------------------------------------------------------- fixtures: data and pretrained models
-
-
 @pytest.fixture(scope="session")
 def classify_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The shipped train set; test.jsonl split into a validation file (600) and a test file (600),
@@ -87,24 +43,6 @@ def classify_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "small_train": write_jsonl(root / "small_train.jsonl", train_rows[:240]),
         "small_validation": write_jsonl(root / "small_validation.jsonl", test_rows[:120]),
     }
-
-
-def _pretrained(root: Path, family: str) -> Path:
-    """configs/tiny/{family}_tokenize.yaml (on 1,000 documents) + {family}_pretrain.yaml (100 steps)."""
-    data, run = root / "data", root / "run"
-    seqlm("tokenize", f"configs/tiny/{family}_tokenize.yaml", *sets(output_dir=data, corpus__max_documents=1000), "-q")
-    seqlm("pretrain", f"configs/tiny/{family}_pretrain.yaml", *sets(output_dir=run, data=data, training__max_steps=100), "-q")
-    return run / "model"
-
-
-@pytest.fixture(scope="session")
-def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _pretrained(tmp_path_factory.mktemp("tiny-bert"), "bert")
-
-
-@pytest.fixture(scope="session")
-def tiny_gpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _pretrained(tmp_path_factory.mktemp("tiny-gpt"), "gpt")
 
 
 def finetune(family: str, model: Path, output_dir: Path, data: dict[str, Path], **overrides: object) -> dict:
@@ -375,9 +313,9 @@ def batches_of(tiny_tokenizer):
     rows = jsonl_rows(CLASSIFY / "train.jsonl")[:250]
     train = LabelledExamples([r["text"] for r in rows], None, [r["label"] for r in rows], list(range(1, 251)), "train.jsonl")
 
-    def make(**options) -> ClassificationBatches:
+    def make(**options) -> ExampleBatches:
         settings = {"max_length": 48, "batch_size": 16, "grad_accum": 1, "seed": 3, "group_by_length": True, **options}
-        return ClassificationBatches({"train": train, "validation": train.subset(range(40))}, LABELS, tokenizer, **settings)
+        return build_batches({"train": train, "validation": train.subset(range(40))}, LABELS, tokenizer, **settings)
 
     return make
 
@@ -401,7 +339,7 @@ def test_an_epoch_sees_every_example_once_with_padding_to_the_longest(batches_of
         order = np.concatenate(batches.epoch_order(epoch))
         assert sorted(order.tolist()) == list(range(250))
     assert not np.array_equal(np.concatenate(batches.epoch_order(0)), np.concatenate(batches.epoch_order(1)))
-    lengths = batches.encoded["train"]["lengths"]
+    lengths = batches.splits["train"].lengths
     for step in range(16):
         batch = batches.train(step, 0)
         mask = batch.inputs["attention_mask"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from seqlm.config.schema import LabelledDataConfig
+from seqlm.config.finetune import LabelledDataConfig
 from seqlm.errors import DataError
 from seqlm.io.labelled_data import LabelledExamples, label_ids, label_names, load_splits, read_labelled
 

@@ -19,7 +19,7 @@ import evaluate
 import numpy as np
 import pytest
 
-from seqlm.metrics import METRICS, Accuracy, ClassificationReport, TokenPerplexity, load_metric
+from seqlm.metrics import METRICS, Accuracy, ClassificationReport, SequenceLabelling, TokenPerplexity, load_metric
 
 
 def chunks(values: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
@@ -27,7 +27,12 @@ def chunks(values: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
 
 
 def test_registry() -> None:
-    assert METRICS == {"token_perplexity": TokenPerplexity, "accuracy": Accuracy, "classification_report": ClassificationReport}
+    assert METRICS == {
+        "token_perplexity": TokenPerplexity,
+        "accuracy": Accuracy,
+        "classification_report": ClassificationReport,
+        "sequence_labelling": SequenceLabelling,
+    }
     assert isinstance(load_metric("token_perplexity"), TokenPerplexity)
     assert isinstance(load_metric("accuracy"), Accuracy)
     assert isinstance(load_metric("accuracy"), evaluate.Metric)
@@ -151,9 +156,11 @@ def test_load_metric_does_not_touch_network_or_module_cache(monkeypatch: pytest.
     caches = [Path(evaluate.config.HF_MODULES_CACHE), Path(evaluate.config.HF_METRICS_CACHE)]
     before = [_files(cache) for cache in caches]
 
+    samples = {"sequence_labelling": ([["B-PER", "O"]], [["B-PER", "I-PER"]])}  # tag sequences, not ids
     for name in METRICS:
         metric = load_metric(name)
-        metric.add_batch(predictions=[1, 2], references=[1, 3])
+        predictions, references = samples.get(name, ([1, 2], [1, 3]))
+        metric.add_batch(predictions=predictions, references=references)
         assert metric.compute()
         assert metric.keep_in_memory
         assert metric.cache_file_name is None

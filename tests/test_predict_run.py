@@ -181,7 +181,7 @@ def test_a_missing_mask_token_is_a_data_error_naming_the_line(mlm_dirs: dict[str
     source.write_text("a [MASK] here\nno mask here\n", encoding="utf-8")
     result = predict("--model", str(mlm_dirs["mlm"]), "-i", str(source), "-o", str(out))
     assert result.exit_code == 3
-    assert "in.txt: line 2" in result.stderr and "[MASK]" in result.stderr
+    assert "in.txt:2:" in result.stderr and "[MASK]" in result.stderr
     assert os.listdir(tmp_path) == ["in.txt"]  # no output, no temp file
 
 

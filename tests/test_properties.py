@@ -408,7 +408,7 @@ def test_predict_text_inputs_on_arbitrary_bytes(data: bytes, skip_bad_lines: boo
         if (bad and not skip_bad_lines) or not good:
             with pytest.raises(DataError) as caught:
                 read_inputs(str(path), "text", "text", skip_bad_lines=skip_bad_lines)
-            fragment = f"{path}: line {bad[0]}: not valid UTF-8" if bad and not skip_bad_lines else f"{path}: no inputs"
+            fragment = f"{path}:{bad[0]}: not valid UTF-8" if bad and not skip_bad_lines else f"{path}: no inputs"
             assert_one_line(caught.value, fragment)
             return
         inputs = read_inputs(str(path), "text", "text", skip_bad_lines=skip_bad_lines)
@@ -501,7 +501,7 @@ def test_jsonl_readers_on_pathological_json(reader: str, line: str) -> None:
             else:
                 read_labelled(str(path), "auto", "text", None, "label")
         except DataError as exc:
-            assert_one_line(exc, str(path), f"{path}: line 2" if reader == "predict_inputs" else f"{path}:2")
+            assert_one_line(exc, str(path), f"{path}:2")
 
 
 # --------------------------------------------------------------------------- labelled data

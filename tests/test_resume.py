@@ -362,3 +362,50 @@ def test_finetune_sigterm_checkpoints_and_resume_is_bit_identical(finetuned, tmp
     _same_weights(expected / "model", run / "model")
     _same_weights(expected / "best", run / "best")
     assert _without_speed(_records(run)) == _without_speed(_records(expected))
+
+
+# --------------------------------------------------------------------------- token classification
+
+
+@pytest.fixture(scope="module")
+def tagged(uninterrupted: Path) -> tuple[list[str], Path]:
+    """An uninterrupted token-classification run of the pretrained tiny GPT-2 (byte-level BPE, dropout 0.1)
+    on 600 POS sentences, and its arguments."""
+    root = uninterrupted.parent / "tagging"
+    root.mkdir()
+    rows = (REPO / "data" / "tasks" / "token_classification" / "pos_ud_ewt" / "train.jsonl").read_text(encoding="utf-8").splitlines()
+    train, validation = root / "train.jsonl", root / "validation.jsonl"
+    train.write_text("\n".join(rows[:600]) + "\n", encoding="utf-8")
+    validation.write_text("\n".join(rows[600:800]) + "\n", encoding="utf-8")
+    args = _tagging_args(uninterrupted / "model", train, validation, root / "uninterrupted")
+    _seqlm(*args, "-q")
+    return [str(uninterrupted / "model"), str(train), str(validation)], root / "uninterrupted"
+
+
+def _tagging_args(model: Path, train: Path, validation: Path, output_dir: Path) -> list[str]:
+    args = _finetune_args(model, train, validation, output_dir)
+    args[1] = "configs/tiny/bert_pos_finetune.yaml"  # task: token_classification, from the GPT-2 here
+    return [*args, "--set", "training.batch_size=16"]  # 600 sentences: about 38 batches per epoch, so step 20 is mid-epoch
+
+
+def test_token_classification_sigkill_mid_epoch_then_resume_is_bit_identical(tagged, tmp_path: Path) -> None:
+    (model, train, validation), expected = tagged
+    run = tmp_path / "killed"
+    args = _tagging_args(Path(model), Path(train), Path(validation), run)
+    process = subprocess.Popen([sys.executable, "-m", "seqlm", *args, "-q"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    marker = run / "checkpoints" / "step-000020" / "COMPLETE"
+    _wait_for(marker, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert marker.exists(), process.stderr.read().decode() if process.stderr else "no checkpoint"
+    assert not (run / "model").exists(), "the run finished before it could be killed"
+
+    result = runner.invoke(app, [*args, "--resume"])
+    assert result.exit_code == 0, result.output
+    assert "resumed from" in result.stderr
+    _same_weights(expected / "model", run / "model")
+    _same_weights(expected / "best", run / "best")
+    assert _without_speed(_records(run)) == _without_speed(_records(expected)), "losses or validation results differ"
+    metrics = json.loads((run / "metrics.json").read_text())
+    steps_per_epoch = metrics["steps"] / metrics["epochs"]
+    assert metrics["task"] == "token_classification" and 20 < steps_per_epoch < 60, metrics  # the kill landed mid-epoch

@@ -12,7 +12,8 @@ import transformers
 from typer.testing import CliRunner
 
 from seqlm.cli import app
-from seqlm.config.schema import EvaluateConfig, FinetuneConfig, ModelConfig, PredictConfig
+from seqlm.config.finetune import FinetuneRunConfig
+from seqlm.config.schema import EvaluateConfig, ModelConfig, PredictConfig
 
 runner = CliRunner()
 
@@ -32,7 +33,7 @@ def tiny_model(tiny_tokenizer, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 def test_trust_remote_code_is_off_unless_a_config_sets_it() -> None:
     assert ModelConfig().trust_remote_code is False
-    for schema in (FinetuneConfig, EvaluateConfig, PredictConfig):
+    for schema in (FinetuneRunConfig, EvaluateConfig, PredictConfig):
         assert schema.model_fields["trust_remote_code"].default is False
 
 

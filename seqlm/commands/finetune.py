@@ -1,12 +1,12 @@
-"""`seqlm finetune` (task: classification): setup() → fit() → save(), read top to bottom.
+"""`seqlm finetune`: setup() → fit() → save(), read top to bottom, for every task.
 
-A pretrained model (any HF-format dir: a `seqlm pretrain` run's model/, or a hub id) gets a
-freshly initialised sequence-classification head (`AutoModelForSequenceClassification`:
-[CLS] pooling for BERT, last-token pooling for GPT-style models) and is trained on labelled
-examples by the same loop as pretraining, with the "classification" objective. Validation
-(loss, accuracy, macro F1) runs every `eval_every` steps (default: every epoch) and at the
-end; each improvement of `early_stopping.metric` saves the model to best/, and `patience`
-evaluations without one end training. The test file, when given, is scored with best/.
+The config's `task:` names a task in `seqlm.tasks`, which supplies what differs: how its
+records are read and checked, encoded and batched, its head and objective, and its validation
+metrics. A pretrained model (any HF-format dir: a `seqlm pretrain` run's model/, or a hub id)
+gets the task's freshly initialised head and is trained by the same loop as pretraining.
+Validation runs every `eval_every` steps (default: every epoch) and at the end; each
+improvement of `early_stopping.metric` saves the model to best/, and `patience` evaluations
+without one end training. The test file, when given, is scored with best/.
 """
 
 from __future__ import annotations
@@ -18,20 +18,18 @@ from typing import Any
 
 import torch
 
+from seqlm import tasks
+from seqlm.config.finetune import FinetuneConfig
 from seqlm.config.loading import to_yaml
-from seqlm.config.schema import FinetuneConfig
 from seqlm.console import Console
 from seqlm.data.batch import Batch
-from seqlm.data.classification_batches import ClassificationBatches
 from seqlm.errors import ConfigError
-from seqlm.io.labelled_data import LabelledExamples, load_splits
-from seqlm.metrics.scoring import score_classifier
-from seqlm.models.classifier import freeze, load_classifier, load_saved_classifier
+from seqlm.models.fine_tuning import freeze, load_saved, load_with_head
 from seqlm.models.loading import remote_code_warning
 from seqlm.runtime.allocator import release_large_buffers
 from seqlm.runtime.device import Precision, resolve_precision, seed_everything, select_device, speed_up
 from seqlm.runtime.distributed import SINGLE, Cluster, joined, on_main
-from seqlm.tasks.objectives import OBJECTIVES
+from seqlm.tasks.task import SupervisedBatches, Task
 from seqlm.training.checkpoint import is_sharded, save_model
 from seqlm.training.loop import LoopHooks, LoopPlan, train
 from seqlm.training.objective import Objective
@@ -41,9 +39,6 @@ from seqlm.training.run_dir import RunDir
 from seqlm.training.session import Checkpointer, agreed_stop, begin, load_run_state, log_record, open_run, short, stopped
 from seqlm.training.signals import graceful_stop
 from seqlm.training.state import LoopState
-
-# The validation metrics and which way is better; early_stopping.metric must be one of them.
-METRIC_MODES = {"loss": "min", "accuracy": "max", "macro_f1": "max"}
 
 
 @dataclass
@@ -85,12 +80,13 @@ class FinetuneRun:
     config: FinetuneConfig
     console: Console
     run_dir: RunDir
-    splits: dict[str, LabelledExamples]
+    task: Task
+    splits: dict[str, Any]
     names: list[str]
     tokenizer: Any
     parallel: ParallelModel
     objective: Objective
-    batches: ClassificationBatches
+    batches: SupervisedBatches
     validation: list[Batch]
     plan: LoopPlan
     state: LoopState
@@ -113,12 +109,15 @@ def run(config: FinetuneConfig, console: Console) -> dict[str, Any]:
 
 def setup(config: FinetuneConfig, console: Console, held: ExitStack, cluster: Cluster = SINGLE) -> FinetuneRun:
     training = config.training
-    stopping = training.early_stopping
-    if stopping.metric not in METRIC_MODES:
+    task = tasks.get(config.task)
+    supervised = task.finetuning
+    modes = supervised.metric_modes
+    if training.early_stopping.metric is not None and training.early_stopping.metric not in modes:
         raise ConfigError(
-            f"training.early_stopping.metric: {stopping.metric!r} is not a validation metric; use one of {', '.join(METRIC_MODES)}"
+            f"training.early_stopping.metric: {training.early_stopping.metric!r} is not a validation metric; use one of {', '.join(modes)}"
         )
-    splits, names = load_splits(config.data)
+    splits, names = supervised.load(config.data)
+    metric = training.early_stopping.metric or supervised.default_metric(names)
     device = cluster.device_for(select_device(config.device))
     precision = Precision(device, resolve_precision(training.precision, device))
     run_dir = RunDir(config.output_dir)
@@ -129,7 +128,7 @@ def setup(config: FinetuneConfig, console: Console, held: ExitStack, cluster: Cl
         console.warn(remote_code_warning(config.model))
     # A sharded checkpoint's weights are loaded into the shards by begin(): start from the model as at first.
     source = checkpoint if checkpoint is not None and not is_sharded(checkpoint) else config.model
-    model, tokenizer, new_weights = load_classifier(str(source), names, training.max_length, config.trust_remote_code)
+    model, tokenizer, new_weights = load_with_head(str(source), task.head, names, training.max_length, config.trust_remote_code)
     if checkpoint is not None:  # weights the checkpoint has were new at the start: `freeze: body` still trains them
         new_weights = load_run_state(checkpoint)["new_weights"]
     elif new_weights:
@@ -139,22 +138,7 @@ def setup(config: FinetuneConfig, console: Console, held: ExitStack, cluster: Cl
     model.to(device)
 
     # Batches are drawn whole, as one process would draw them; each rank trains on its rows (shard_batch).
-    batches = ClassificationBatches(
-        splits,
-        names,
-        tokenizer,
-        max_length=training.max_length,
-        batch_size=training.batch_size * cluster.world_size,
-        grad_accum=training.grad_accum,
-        seed=training.seed,
-        group_by_length=training.group_by_length,
-        class_weights=training.class_weights,
-    )
-    if batches.truncated("train"):
-        console.info(
-            f"{batches.truncated('train')} of {len(splits['train'])} training examples are longer than "
-            f"training.max_length ({training.max_length} tokens) and are cut"
-        )
+    batches = supervised.batches(splits, names, tokenizer, config, cluster.world_size, console.info)
     max_steps = training.max_steps or max(1, round(training.epochs * batches.batches_per_epoch / training.grad_accum))
     plan = LoopPlan(
         max_steps=max_steps,
@@ -168,19 +152,19 @@ def setup(config: FinetuneConfig, console: Console, held: ExitStack, cluster: Cl
     speed_up(model, training.compile, training.fast_dropout, device, max_steps)
     distributed = config.distributed
     parallel = parallelize(
-        model, OBJECTIVES["classification"], False, cluster, distributed.strategy, device, distributed.checkpoint == "sharded"
+        model, task.objective, False, cluster, distributed.strategy, device, distributed.checkpoint == "sharded"
     )
     parallel.seed_dropout(training.seed)
     optimizer = build_optimizer(parallel.module, config.optim, device)
     scaler = torch.amp.GradScaler(device.type) if precision.needs_grad_scaler else None
     state = LoopState(optimizer, build_scheduler(optimizer, max_steps, config.optim), scaler)
-    best = BestTracker(stopping.metric, METRIC_MODES[stopping.metric], stopping.patience)
+    best = BestTracker(metric, modes[metric], training.early_stopping.patience)
     run_state = begin(run_dir, config, state, checkpoint, console, parallel)
     if checkpoint is not None:
         best.load_state_dict(run_state["best"])
     counts = ", ".join(f"{name} {len(examples)}" for name, examples in splits.items())
     console.info(
-        f"finetune classification: {model.config.model_type} from {config.model}, {len(names)} labels, "
+        f"finetune {task.name}: {model.config.model_type} from {config.model}, {len(names)} labels, "
         f"{trainable:,} of {total:,} parameters trained (freeze: {training.freeze}), "
         f"{device.type}/{precision.name}; examples: {counts}; "
         f"{global_batch_line(training.batch_size, training.grad_accum, cluster, parallel.strategy)} examples per step "
@@ -191,7 +175,7 @@ def setup(config: FinetuneConfig, console: Console, held: ExitStack, cluster: Cl
         run_dir, parallel, tokenizer, to_yaml(config), training.keep_last, best.metric, best.mode, checkpoint, console.info
     )
     return FinetuneRun(
-        config, console, run_dir, splits, names, tokenizer, parallel, OBJECTIVES["classification"],
+        config, console, run_dir, task, splits, names, tokenizer, parallel, task.objective,
         batches, batches.evaluation("validation"), plan, state, best, precision, checkpointer, new_weights,
     )  # fmt: skip
 
@@ -232,7 +216,7 @@ def fit(finetune: FinetuneRun) -> dict[str, float]:
 
 def validate_and_keep_best(finetune: FinetuneRun, state: LoopState) -> dict[str, float]:
     parallel = finetune.parallel
-    metrics = score_classifier(
+    metrics = finetune.task.finetuning.score(
         parallel.module, finetune.objective, finetune.validation, finetune.names, finetune.precision,
         parallel.device, parallel.cluster, parallel.lockstep,
     )  # fmt: skip
@@ -254,7 +238,7 @@ def save(finetune: FinetuneRun, validation_metrics: dict[str, float], elapsed_s:
 
     on_main(parallel.cluster, write_models)
     metrics: dict[str, Any] = {
-        "task": "classification",
+        "task": finetune.task.name,
         "n_labels": len(finetune.names),
         "steps": state.step,
         "skipped_steps": state.skipped_steps,
@@ -266,8 +250,8 @@ def save(finetune: FinetuneRun, validation_metrics: dict[str, float], elapsed_s:
         **{f"best_val_{key}": value for key, value in (best.metrics or validation_metrics).items()},
     }
     if "test" in finetune.splits:  # every rank scores its share with best/, as written by rank 0 above
-        best_model = load_saved_classifier(run_dir.best_dir).to(parallel.device)
-        test = score_classifier(
+        best_model = load_saved(run_dir.best_dir, finetune.task.head).to(parallel.device)
+        test = finetune.task.finetuning.score(
             best_model, finetune.objective, finetune.batches.evaluation("test"), finetune.names, finetune.precision,
             parallel.device, parallel.cluster,
         )  # fmt: skip
@@ -281,9 +265,8 @@ def _write_metrics(finetune: FinetuneRun, metrics: dict[str, Any]) -> None:
     if "test_loss" in metrics:
         run_dir.log({"step": metrics["best_step"], "split": "test", **{key: value for key, value in metrics.items() if key.startswith("test_")}})
     run_dir.write_metrics(metrics)
-    shown = "  ".join(
-        f"{key} {short(metrics[key])}" for key in ("best_step", "best_val_accuracy", "test_accuracy") if key in metrics
-    )
+    keys = ["best_step"] + [f"{prefix}_{name}" for prefix in ("best_val", "test") for name in finetune.task.finetuning.shown_metrics]
+    shown = "  ".join(f"{key} {short(metrics[key])}" for key in keys if key in metrics)
     finetune.console.info(
         f"{shown}; model saved to {run_dir.model_dir}, best to {run_dir.best_dir}; metrics in {run_dir.path / 'metrics.json'}"
     )

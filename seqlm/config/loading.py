@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Discriminator, Tag, ValidationError
 
 from seqlm.errors import ConfigError, DataError, first_line
 
@@ -78,8 +78,27 @@ def _reason(exc: BaseException) -> str:
     return first_line(exc)
 
 
+def union_member(schema: Any, data: dict[str, Any]) -> Any:
+    """The class that validates `data`: `schema` itself, or for a discriminated union (e.g.
+    `FinetuneConfig`, by `task:`) the member `data`'s tag selects; an unknown tag is a ConfigError."""
+    if isinstance(schema, type):
+        return schema
+    union, *metadata = get_args(schema)
+    discriminator = next(item for item in metadata if isinstance(item, Discriminator))
+    members = {}
+    for member in get_args(union):
+        cls, *tags = get_args(member)
+        members[next(tag.tag for tag in tags if isinstance(tag, Tag))] = cls
+    tag = discriminator.discriminator(data)
+    if tag not in members:
+        key = (discriminator.custom_error_context or {}).get("key", "(top level)")
+        raise ConfigError(f"{key}: {tag!r} is not one of {', '.join(members)}; set {key} to one of them")
+    return members[tag]
+
+
 def validate(schema: type[Schema], data: dict[str, Any], source: str) -> Schema:
     """Validate `data` (from `source`, for messages); the first problem becomes a ConfigError."""
+    schema = union_member(schema, data)
     try:
         return schema.model_validate(data)
     except ValidationError as exc:

@@ -232,66 +232,6 @@ class PretrainConfig(Section):
         return self
 
 
-# --------------------------------------------------------------------------- finetune
-
-
-class LabelledDataConfig(Section):
-    """Labelled examples: JSONL / CSV / Parquet files or a save_to_disk dir (a hub id when online)."""
-
-    train: str = Field(description="Training examples.")
-    validation: str | None = Field(default=None, description="Validation examples; else validation_ratio of train.")
-    test: str | None = Field(default=None, description="Test examples, scored once at the end.")
-    validation_ratio: float = Field(default=0.1, gt=0.0, lt=1.0, description="Share of train held out when no validation file is given.")
-    split_seed: int = Field(default=0, description="Seeds the train/validation split by ratio.")
-    format: Literal["auto", "jsonl", "csv", "parquet", "disk", "hub"] = Field(default="auto", description="auto: from the extension.")
-    text_field: str = Field(default="text", description="The column holding the text.")
-    text_pair_field: str | None = Field(default=None, description="A second text column (sentence pairs).")
-    label_field: str = Field(default="label", description="The column holding the label (string or integer).")
-    labels: list[str] | None = Field(default=None, description="The label set in order; default: the sorted labels of train.")
-
-
-class EarlyStoppingConfig(Section):
-    metric: str = Field(
-        default="accuracy", description="Validation metric that picks best/: accuracy or macro_f1 (higher is better), loss (lower)."
-    )
-    patience: int | None = Field(default=None, ge=1, description="Stop after this many evaluations without improvement; null: never.")
-
-
-class FinetuneTrainingConfig(Section):
-    batch_size: int = Field(default=32, ge=1, description="Examples per micro-batch.")
-    grad_accum: int = Field(default=1, ge=1, description="Micro-batches per optimizer step.")
-    epochs: float = Field(default=3.0, gt=0.0, description="Passes over the training set (max_steps wins when set).")
-    max_steps: int | None = Field(default=None, ge=1, description="Optimizer steps; overrides epochs.")
-    max_length: int = Field(default=128, ge=2, description="Tokens per example; longer ones are truncated.")
-    group_by_length: bool = Field(default=True, description="Batch examples of similar length (less padding).")
-    freeze: Literal["none", "embeddings", "body"] = Field(default="none", description="embeddings: freeze them; body: train only the newly initialised weights (the head).")
-    class_weights: Literal["none", "balanced"] = Field(default="none", description="balanced: weight classes by inverse frequency.")
-    eval_every: int | None = Field(default=None, ge=1, description="Validate every N steps; null: every epoch.")
-    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
-    precision: TrainingPrecision = "auto"
-    compile: Compile = "auto"
-    fast_dropout: FastDropout = True
-    seed: int = Field(default=0, description="Seeds the head's initialisation, data order and dropout.")
-    log_every: int = Field(default=10, ge=1, description="Steps between metrics.jsonl records / log lines.")
-    checkpoint_every: int | None = Field(default=None, ge=1, description="Save checkpoints/step-N every N steps (for --resume).")
-    keep_last: KeepLast = None
-    on_nan: OnNan = "stop"
-
-
-class FinetuneConfig(Section):
-    output_dir: Path = Field(description="The run directory (config.yaml, metrics, best/, model/).")
-    task: Literal["classification"] = Field(default="classification", description="What to fine-tune for.")
-    model: str = Field(description="Start from this HF-format model dir (e.g. a pretrain run's model/) or hub id.")
-    trust_remote_code: TrustRemoteCode = False
-    data: LabelledDataConfig
-    optim: OptimConfig = Field(default_factory=OptimConfig)
-    training: FinetuneTrainingConfig = Field(default_factory=FinetuneTrainingConfig)
-    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
-    device: Device = Field(default="auto", description="auto: cuda, then mps, then cpu.")
-    resume: Resume = "never"
-    overwrite: Overwrite = False
-
-
 # --------------------------------------------------------------------------- evaluate
 
 
@@ -299,7 +239,7 @@ class EvaluateConfig(Section):
     model: str = Field(description="An HF-format model dir (e.g. a run's model/) or a hub id.")
     trust_remote_code: TrustRemoteCode = False
     data: Path = Field(
-        description="LMs: a `seqlm tokenize` dataset dir or a text file (one document per line); classifiers: a labelled JSONL/CSV/Parquet file."
+        description="LMs: a `seqlm tokenize` dataset dir or a text file (one document per line); classifiers: a labelled JSONL/CSV/Parquet file; token classifiers: a tagged JSONL/CoNLL/CoNLL-U file."
     )
     split: Literal["train", "validation"] = Field(default="validation", description="Dataset split to score.")
     output_dir: Path | None = Field(default=None, description="Where metrics.json goes; default: beside the model.")
@@ -312,6 +252,9 @@ class EvaluateConfig(Section):
     text_field: str = Field(default="text", description="classification: the text column of the labelled file.")
     text_pair_field: str | None = Field(default=None, description="classification: a second text column.")
     label_field: str = Field(default="label", description="classification: the label column.")
+    tokens_field: str = Field(default="tokens", description="token_classification (jsonl): the field holding the words.")
+    tags_field: str = Field(default="tags", description="token_classification (jsonl): the field holding one tag per word.")
+    conllu_column: Literal["upos", "xpos"] = Field(default="upos", description="token_classification (.conllu): the tag column.")
     seed: int = Field(default=0, description="mlm: fixes which tokens are masked.")
     precision: Precision = Field(default="fp32", description="auto, fp32, bf16 or fp16 (CUDA).")
     device: Device = Field(default="auto", description="auto: cuda, then mps, then cpu.")
@@ -336,21 +279,22 @@ class PredictConfig(Section):
     input_format: Literal["auto", "text", "jsonl", "csv"] = Field(default="auto", description="auto: .jsonl/.json → jsonl, .csv → csv, else text.")
     text_field: str = Field(default="text", description="jsonl/csv: the field holding the input text.")
     text_pair_field: str | None = Field(default=None, description="classification: a second text field (sentence pairs).")
+    words_field: str | None = Field(
+        default=None, description="token_classification (jsonl): a field holding the input already split into words (a list of strings)."
+    )
+    word_split: Literal["whitespace", "pretokenizer"] = Field(
+        default="whitespace",
+        description="token_classification: how raw text is split into words: at whitespace, or by the tokenizer's pre-tokenizer (punctuation split off, as transformers' pipeline does).",
+    )
     output_format: Literal["auto", "jsonl", "csv"] = Field(default="auto", description="auto: .csv → csv, else jsonl.")
     batch_size: int = Field(default=16, ge=1, description="Inputs per forward pass / generate call.")
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     top_k: int = Field(default=5, ge=1, description="mlm: candidates per [MASK]; classification: most probable classes listed.")
     skip_bad_lines: bool = Field(default=False, description="Skip (and count) inputs that are not UTF-8 / valid JSON instead of failing.")
-    max_length: int | None = Field(default=None, ge=2, description="classification: tokens per input (longer ones truncated); default: the model's positions.")
+    max_length: int | None = Field(
+        default=None, ge=2,
+        description="classifiers: tokens per input (classification truncates longer ones; token_classification splits them into windows at word boundaries); default: the model's positions.",
+    )
     seed: int = Field(default=0, description="Seeds sampling.")
     precision: Precision = Field(default="fp32", description="auto, fp32, bf16 or fp16 (CUDA).")
     device: Device = Field(default="auto", description="auto: cuda, then mps, then cpu.")
-
-
-COMMAND_SCHEMAS: dict[str, type[Section]] = {
-    "tokenize": TokenizeConfig,
-    "pretrain": PretrainConfig,
-    "finetune": FinetuneConfig,
-    "evaluate": EvaluateConfig,
-    "predict": PredictConfig,
-}

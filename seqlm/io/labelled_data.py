@@ -7,7 +7,7 @@ Contract:
   standard library, strictly as UTF-8, so each problem is reported at its exact line
   (`FILE:LINE: ...`, 1-based; a CSV record spanning lines is reported at its first line):
   bytes that are not UTF-8, a line that is not a JSON object, a missing or non-text text
-  field, a missing label. Parquet files, `save_to_disk` directories and hub ids (`ID` or
+  field, a missing label (the shared reading layer is `seqlm.io.records`). Parquet files, `save_to_disk` directories and hub ids (`ID` or
   `ID:SPLIT`, default split `train`; `DIR:SPLIT` picks a split of a saved DatasetDict) are
   read with `datasets`; their `lines` are 1-based row numbers. A missing column lists the
   columns there are. A missing file or a file without examples is a `DataError`.
@@ -25,8 +25,6 @@ Contract:
 from __future__ import annotations
 
 import csv
-import json
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,17 +32,15 @@ from typing import Any
 
 import numpy as np
 
-from seqlm.config.schema import LabelledDataConfig
-from seqlm.errors import DataError, SeqlmError, first_line
-from seqlm.io.line_reader import raw_lines
+from seqlm.config.finetune import LabelledDataConfig
+from seqlm.errors import DataError
+from seqlm.io import records
 
 _EXTENSION_FORMATS = {
     ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
     ".csv": "csv", ".tsv": "csv",
     ".parquet": "parquet", ".pq": "parquet",
 }  # fmt: skip
-_SAVED_DATASET_FILES = ("state.json", "dataset_dict.json")  # what save_to_disk writes at the top
-_SHOWN_LABELS = 20  # an error lists at most this many known labels
 
 
 @dataclass(frozen=True)
@@ -89,7 +85,7 @@ def read_labelled(
 
     `config_section` prefixes the config keys that messages tell the user to set
     (`data.label_field` in a finetune config, `label_field` in an evaluate config)."""
-    resolved = _resolve_format(location, format, config_section)
+    resolved = records.resolve_format(location, format, _EXTENSION_FORMATS, "JSONL, CSV or Parquet", _format_fix(config_section))
     fields = _Fields(text_field, text_pair_field, label_field, require_labels, config_section)
     if resolved == "jsonl":
         rows = _jsonl_rows(Path(location), fields)
@@ -121,7 +117,7 @@ def label_names(train: LabelledExamples, configured: list[str] | None) -> list[s
         if len(configured) < 2:
             raise DataError("data.labels: a classifier needs at least 2 labels")
         return list(configured)
-    names = sorted(set(train.labels), key=_label_order)
+    names = sorted(set(train.labels), key=records.name_order)
     if len(names) < 2:
         raise DataError(f"{train.source}: every example has the label {names[0]!r}; a classifier needs at least 2 labels")
     return names
@@ -134,7 +130,7 @@ def label_ids(examples: LabelledExamples, names: list[str]) -> list[int]:
     for i, label in enumerate(examples.labels):
         if label not in index:
             raise DataError(
-                f"{examples.where(i)}: label {label!r} was not seen in training (known: {_shown(names)}); "
+                f"{examples.where(i)}: label {label!r} was not seen in training (known: {records.shown(names)}); "
                 "fix the label or add examples of it to the training data"
             )
         ids.append(index[label])
@@ -151,7 +147,7 @@ def load_splits(config: LabelledDataConfig) -> tuple[dict[str, LabelledExamples]
     if config.validation is not None:
         validation = read(config.validation)
     else:
-        train, validation = _split_by_ratio(train, config.validation_ratio, config.split_seed)
+        train, validation = records.split_by_ratio(train, config.validation_ratio, config.split_seed)
     splits = {"train": train, "validation": validation}
     if config.test is not None:
         splits["test"] = read(config.test)
@@ -168,18 +164,8 @@ def _check_configured(examples: LabelledExamples, names: list[str]) -> None:
     for i, label in enumerate(examples.labels):
         if label not in known:
             raise DataError(
-                f"{examples.where(i)}: label {label!r} is not in data.labels ({_shown(names)}); add it there or fix the line"
+                f"{examples.where(i)}: label {label!r} is not in data.labels ({records.shown(names)}); add it there or fix the line"
             )
-
-
-def _split_by_ratio(examples: LabelledExamples, ratio: float, seed: int) -> tuple[LabelledExamples, LabelledExamples]:
-    n = len(examples)
-    if n < 2:
-        raise DataError(f"{examples.source}: {n} example cannot be split into train and validation; add data.validation")
-    n_validation = min(n - 1, max(1, round(n * ratio)))
-    order = np.random.default_rng(seed).permutation(n)
-    # Each part stays in file order, so messages and any later processing follow the file.
-    return examples.subset(np.sort(order[n_validation:])), examples.subset(np.sort(order[:n_validation]))
 
 
 # --------------------------------------------------------------------------- readers
@@ -197,86 +183,23 @@ class _Fields:
         key = {self.text: "text_field", self.label: "label_field"}.get(field, "text_pair_field")
         return self.section + key
 
+    def columns(self) -> dict[str, str]:
+        """The columns a table must have (column → config key); the label only when it is required."""
+        names = [self.text, self.pair, self.label if self.require_labels else None]
+        return {name: self.setting(name) for name in names if name is not None}
+
 
 Row = tuple[int, str, "str | None", str]
 
 
-def _resolve_format(location: str, format: str, section: str) -> str:
-    path = Path(location).expanduser()
-    if format == "hub":
-        return "hub"
-    if path.is_dir():
-        if not any((path / name).is_file() for name in _SAVED_DATASET_FILES):
-            raise DataError(
-                f"{location}: a directory, but not one written by Dataset.save_to_disk; pass a JSONL, CSV or Parquet file"
-            )
-        return "disk"
-    if path.is_file():
-        if format != "auto":
-            return format
-        suffix = path.suffix.lower()
-        if suffix not in _EXTENSION_FORMATS:
-            raise DataError(f"{location}: unknown extension {suffix!r}; {_format_fix(section)}")
-        return _EXTENSION_FORMATS[suffix]
-    base, sep, _ = location.rpartition(":")
-    if sep and Path(base).expanduser().is_dir():
-        return "disk"  # DIR:SPLIT, a split of a saved DatasetDict
-    if format == "auto" and path.suffix.lower() not in _EXTENSION_FORMATS and _looks_like_hub_id(location):
-        return "hub"
-    raise DataError(f"{location}: file not found; check the path (relative to {Path.cwd()}) in data.train/validation/test")
-
-
-def _looks_like_hub_id(location: str) -> bool:
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    try:
-        validate_repo_id(location.partition(":")[0])
-    except HFValidationError:
-        return False
-    return True
-
-
-def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, text) of each line, decoded strictly; a bad byte is a DataError at its line."""
-    try:
-        handle = open(path, "rb")
-    except FileNotFoundError as exc:
-        raise DataError(f"{path}: file not found; check data.train/validation/test") from exc
-    except PermissionError as exc:
-        raise DataError(f"{path}: permission denied; make the file readable (chmod a+r) or copy it") from exc
-    with handle:
-        for number, raw in raw_lines(handle, str(path), "put one example per line (JSONL) or per CSV row"):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise DataError(
-                    f"{path}:{number}: not UTF-8 text (byte {exc.start + 1} of the line: {exc.reason}); re-encode the file as UTF-8"
-                ) from exc
-            if number == 1:
-                text = text.removeprefix("\ufeff")  # a byte-order mark (Excel's UTF-8) is not part of the data
-            yield number, text
-
-
 def _jsonl_rows(path: Path, fields: _Fields) -> Iterator[Row]:
-    for number, line in _decoded_lines(path):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{where}: not valid JSON ({exc.msg}, column {exc.colno}); one JSON object per line") from exc
-        except (ValueError, RecursionError) as exc:  # an integer over 4300 digits; nesting past the recursion limit
-            reason = "nested too deeply" if isinstance(exc, RecursionError) else "a number too long to read"
-            raise DataError(f"{where}: not valid JSON ({reason}); one JSON object per line") from exc
-        if not isinstance(record, dict):
-            raise DataError(f"{where}: a JSON {type(record).__name__}, not an object; one JSON object per line")
-        yield _row(where, number, record, fields)
+    for number, record in records.jsonl_records(path):
+        yield _row(f"{path}:{number}", number, record, fields)
 
 
 def _csv_rows(path: Path, fields: _Fields) -> Iterator[Row]:
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    numbered = _decoded_lines(path)
+    numbered = records.decoded_lines(path)
     current = [0]
 
     def lines() -> Iterator[str]:
@@ -290,11 +213,7 @@ def _csv_rows(path: Path, fields: _Fields) -> Iterator[Row]:
         if header is None:
             return
         columns = [name.strip() for name in header]
-        for name in (fields.text, fields.pair, fields.label):
-            if name is not None and name not in columns and (name != fields.label or fields.require_labels):
-                raise DataError(
-                    f"{path}:1: no column {name!r} (columns: {', '.join(map(repr, columns))}); set {fields.setting(name)}"
-                )
+        records.check_columns(str(path), columns, fields.columns(), where=f"{path}:1")
         while True:
             start = current[0] + 1
             row = next(reader, None)
@@ -321,8 +240,7 @@ def _text(where: str, record: dict[str, Any], field: str, fields: _Fields) -> st
     if value is None and field in record:
         raise DataError(f"{where}: field {field!r} is null; give every example a text or drop the line")
     if value is None:
-        present = ", ".join(map(repr, record)) or "(none)"
-        raise DataError(f"{where}: no {field!r} field (fields: {present}); add it or set {fields.setting(field)}")
+        raise records.missing_field(where, record, field, fields.setting(field))
     if not isinstance(value, str):
         raise DataError(f"{where}: field {field!r} holds a {type(value).__name__}, not text; set {fields.setting(field)}")
     return value
@@ -332,7 +250,8 @@ def _label(where: str, value: Any, fields: _Fields, empty_is_missing: bool) -> s
     if value is None or (empty_is_missing and isinstance(value, str) and not value.strip()):
         if not fields.require_labels:
             return ""
-        raise DataError(f"{where}: missing label (field {fields.label!r}); give every example a label or set {fields.setting(fields.label)}")
+        fix = f"give every example a label or set {fields.setting(fields.label)}"
+        raise DataError(f"{where}: missing label (field {fields.label!r}); {fix}")
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise DataError(
             f"{where}: label {value!r} is a {type(value).__name__}; labels must be strings or integers ({fields.label!r})"
@@ -348,20 +267,9 @@ def _format_fix(section: str) -> str:
 
 
 def _dataset_rows(location: str, format: str, fields: _Fields) -> Iterator[Row]:
-    try:
-        dataset = _load_dataset(location, format)
-    except SeqlmError:
-        raise
-    except Exception as exc:  # the readers' parse and hub errors share no base class
-        first = first_line(exc)
-        raise DataError(f"{location}: cannot read it as {format} ({first}); check the file, or {_format_fix(fields.section)}") from exc
-    columns = list(dataset.column_names)
-    for name in (fields.text, fields.pair, fields.label):
-        if name is not None and name not in columns and (name != fields.label or fields.require_labels):
-            raise DataError(
-                f"{location}: no column {name!r} (columns: {', '.join(map(repr, columns))}); set {fields.setting(name)}"
-            )
-    names = _class_label_names(dataset.features.get(fields.label))
+    dataset = records.open_dataset(location, format, _format_fix(fields.section))
+    records.check_columns(location, list(dataset.column_names), fields.columns())
+    names = records.class_label_names(dataset.features.get(fields.label))
     number = 0
     for batch in dataset.iter(batch_size=1000):
         for i in range(len(batch[fields.text])):
@@ -372,45 +280,3 @@ def _dataset_rows(location: str, format: str, fields: _Fields) -> Iterator[Row]:
             elif names is not None and record.get(fields.label) == -1:
                 record[fields.label] = None  # ClassLabel's "no label" (e.g. a hidden test split)
             yield _row(f"{location}:{number}", number, record, fields)
-
-
-def _load_dataset(location: str, format: str) -> Any:
-    from datasets import DatasetDict, load_dataset, load_from_disk
-
-    if format == "parquet":
-        import pyarrow.parquet as pq
-        from datasets import Dataset
-        from datasets.table import InMemoryTable
-
-        # Read in memory (no conversion into the datasets cache); the schema metadata keeps ClassLabel names.
-        return Dataset(InMemoryTable(pq.read_table(location)))
-    if format == "disk":
-        path, split = (location, None) if Path(location).is_dir() else location.rsplit(":", 1)
-        dataset = load_from_disk(path)
-        if isinstance(dataset, DatasetDict):
-            split = split or "train"
-            if split not in dataset:
-                raise DataError(f"{path}: no split {split!r} (splits: {', '.join(dataset)}); write it as {path}:SPLIT")
-            dataset = dataset[split]
-        return dataset
-    name, _, split = location.partition(":")
-    return load_dataset(name, split=split or "train")
-
-
-def _class_label_names(feature: Any) -> list[str] | None:
-    from datasets import ClassLabel
-
-    return list(feature.names) if isinstance(feature, ClassLabel) else None
-
-
-def _label_order(label: str) -> tuple[int, float, str]:
-    try:
-        number = float(label)
-    except ValueError:
-        return (1, 0.0, label)
-    return (0, number, label) if math.isfinite(number) else (1, 0.0, label)
-
-
-def _shown(names: list[str]) -> str:
-    shown = ", ".join(names[:_SHOWN_LABELS])
-    return shown + (f", … ({len(names)} in all)" if len(names) > _SHOWN_LABELS else "")

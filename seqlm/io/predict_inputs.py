@@ -5,6 +5,7 @@ Bytes are decoded line by line as strict UTF-8 (a leading BOM and each line's tr
     (a final newline does not start an extra input).
   - jsonl: one JSON object per line; `text_field` (and `text_pair_field`, for sentence pairs) hold the
     input, every other field is passed through to the output record (e.g. an "id"). Blank lines are skipped.
+    Lines are parsed by `seqlm.io.records.json_object`, as the training data readers parse theirs.
   - csv: a header row naming the columns, then one row per input; `text_field` / `text_pair_field` are
     columns, the other columns are passed through (as strings). Blank rows are skipped.
 Under input_format auto, `.jsonl`/`.json` files are jsonl, `.csv` files csv, everything else (and stdin) text.
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import codecs
 import csv
-import json
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,6 +31,7 @@ from typing import Any
 
 from seqlm.errors import ConfigError, DataError
 from seqlm.io.line_reader import raw_lines
+from seqlm.io.records import RecordProblem, json_object
 
 SKIP_HINT = "or pass --skip-bad-lines (skip_bad_lines: true) to skip such lines"
 _ONE_PER_LINE = "give one input per line"
@@ -42,6 +43,7 @@ class InputRecord:
     line: int  # 1-based line number in the input, for error messages
     extra: dict[str, Any] = field(default_factory=dict)  # jsonl/csv fields passed through to the output
     pair: str | None = None  # the text_pair_field value (sentence-pair classification)
+    words: list[str] | None = None  # the words_field value (token classification of pre-split words); text: them joined by spaces
 
 
 @dataclass
@@ -54,7 +56,7 @@ class Inputs:
     def bad(self, line: int, problem: str, fix: str) -> None:
         """A malformed line: skip it (and remember it) or fail, as configured."""
         if not self.skip_bad_lines:
-            raise DataError(f"{self.name}: line {line}: {problem}; {fix}, {SKIP_HINT}")
+            raise DataError(f"{self.name}:{line}: {problem}; {fix}, {SKIP_HINT}")
         self.skipped.append((line, problem))
 
     def skipped_message(self, shown: int = 20) -> str:
@@ -64,7 +66,7 @@ class Inputs:
         plural = "s" if len(numbers) != 1 else ""
         first_line, first_problem = self.skipped[0]
         return (f"skipped {len(numbers)} bad line{plural}: {listed} "
-                f"(no record written; first problem: {self.name}: line {first_line}: {first_problem})")
+                f"(no record written; first problem: {self.name}:{first_line}: {first_problem})")
 
 
 def resolve_input_format(source: str, input_format: str) -> str:
@@ -76,13 +78,16 @@ def resolve_input_format(source: str, input_format: str) -> str:
 
 def read_inputs(
     source: str, input_format: str, text_field: str, console: Any = None, *,
-    text_pair_field: str | None = None, skip_bad_lines: bool = False,
+    text_pair_field: str | None = None, skip_bad_lines: bool = False, words_field: str | None = None,
 ) -> Inputs:
     """Parse `source` ('-' is stdin) into records; see the module docstring for the rules."""
     input_format = resolve_input_format(source, input_format)
     if text_pair_field is not None and input_format == "text":
         name = "<stdin>" if source == "-" else source
         raise ConfigError(f"text_pair_field ({text_pair_field!r}) needs jsonl or csv input (input_format); {name} is read as text lines")
+    if words_field is not None and input_format != "jsonl":
+        name = "<stdin>" if source == "-" else source
+        raise ConfigError(f"words_field ({words_field!r}) needs jsonl input (input_format: jsonl); {name} is read as {input_format}")
     inputs = Inputs(name="<stdin>" if source == "-" else source, skip_bad_lines=skip_bad_lines)
     lines = _decoded_lines(_raw_lines(source, inputs.name, console), inputs, keep_cr=input_format == "csv")
     if input_format == "text":
@@ -90,7 +95,7 @@ def read_inputs(
     elif input_format == "jsonl":
         for number, line in lines:
             if line.strip():
-                record = _parse_json_line(line, number, inputs, text_field, text_pair_field)
+                record = _parse_json_line(line, number, inputs, text_field, text_pair_field, words_field)
                 if record is not None:
                     inputs.records.append(record)
     else:
@@ -138,21 +143,18 @@ def _decoded_lines(raw: Iterator[tuple[int, bytes]], inputs: Inputs, keep_cr: bo
 
 
 def _parse_json_line(
-    line: str, number: int, inputs: Inputs, text_field: str, pair_field: str | None
+    line: str, number: int, inputs: Inputs, text_field: str, pair_field: str | None, words_field: str | None = None
 ) -> InputRecord | None:
     try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as exc:
-        inputs.bad(number, f"not valid JSON ({exc.msg} at column {exc.colno})", "expected one JSON object per line")
+        obj = json_object(line)
+    except RecordProblem as problem:  # skippable, unlike a record without the text field below
+        inputs.bad(number, problem.problem, problem.fix)
         return None
-    except (ValueError, RecursionError) as exc:  # an integer over 4300 digits; nesting past the recursion limit
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else "a number too long to read"
-        inputs.bad(number, f"not valid JSON ({reason})", "expected one JSON object per line")
-        return None
-    if not isinstance(obj, dict):
-        inputs.bad(number, f"a JSON {type(obj).__name__}, not an object", "expected one JSON object per line")
-        return None
-    where = f"{inputs.name}: line {number}"
+    where = f"{inputs.name}:{number}"
+    if words_field is not None:
+        words = _words(obj, words_field, where)
+        extra = {key: value for key, value in obj.items() if key != words_field}
+        return InputRecord(text=" ".join(words), line=number, extra=extra, words=words)
     for name in (text_field, pair_field):
         if name is None:
             continue
@@ -164,6 +166,17 @@ def _parse_json_line(
             raise DataError(f"{where}: field '{name}' is {type(obj[name]).__name__}, not a string")
     extra = {key: value for key, value in obj.items() if key not in (text_field, pair_field)}
     return InputRecord(text=obj[text_field], line=number, extra=extra, pair=obj[pair_field] if pair_field else None)
+
+
+def _words(obj: dict[str, Any], field: str, where: str) -> list[str]:
+    """A record's pre-split words: a list of non-empty strings without whitespace."""
+    if field not in obj:
+        keys = ", ".join(map(repr, sorted(obj))) or "none"
+        raise DataError(f"{where}: no field '{field}' (fields: {keys}); set words_field to the field with the words")
+    words = obj[field]
+    if not isinstance(words, list) or not all(isinstance(word, str) and word and not any(c.isspace() for c in word) for word in words):
+        raise DataError(f"{where}: field '{field}' is not a list of words (non-empty strings without spaces); write it as [\"word\", ...]")
+    return words
 
 
 def _csv_records(
@@ -197,7 +210,7 @@ def _csv_records(
             header = row
             for name, setting in ((text_field, "text_field"), (pair_field, "text_pair_field")):
                 if name is not None and name not in header:
-                    raise DataError(f"{inputs.name}: line {number}: no column '{name}' in the header "
+                    raise DataError(f"{inputs.name}:{number}: no column '{name}' in the header "
                                     f"(columns: {', '.join(map(repr, header))}); set {setting} to the column with the text")
             continue
         if len(row) != len(header):

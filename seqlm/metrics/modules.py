@@ -16,6 +16,8 @@ import datasets
 import evaluate
 import numpy as np
 
+from seqlm.metrics.sequence_labelling import sequence_labelling_scores
+
 
 class _Metric(evaluate.Metric):
     def compute(self, *, predictions: Any = None, references: Any = None, **kwargs: Any) -> dict[str, Any] | None:
@@ -152,8 +154,39 @@ def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     return out
 
 
+class SequenceLabelling(_Metric):
+    """Token classification (NER, POS) from tag sequences: `seqlm.metrics.sequence_labelling_scores`.
+
+    predictions / references: one list of tag strings per sequence (words, not word pieces).
+    `compute(scheme=..., mode=...)`: scheme "auto" (default: detected from the tags), "IOB1", "IOB2",
+    "IOE1", "IOE2", "IOBES", "BILOU" for entity precision / recall / F1 (seqeval's), or None for
+    per-tag scores and the confusion matrix (scikit-learn's); mode "default" (conlleval) or "strict".
+    """
+
+    def _info(self) -> evaluate.MetricInfo:
+        return evaluate.MetricInfo(
+            description="Token accuracy plus entity (seqeval) or per-tag (scikit-learn) precision, recall and F1.",
+            citation="",
+            inputs_description="predictions: lists of tag strings; references: lists of tag strings; "
+            "compute kwargs: scheme (str or None), mode ('default' or 'strict')",
+            features=datasets.Features(
+                {"predictions": datasets.Sequence(datasets.Value("string")), "references": datasets.Sequence(datasets.Value("string"))}
+            ),
+        )
+
+    def _compute(
+        self,
+        predictions: Sequence[Sequence[str]],
+        references: Sequence[Sequence[str]],
+        scheme: str | None = "auto",
+        mode: str = "default",
+    ) -> dict[str, Any]:
+        return sequence_labelling_scores(references, predictions, scheme=scheme, mode=mode)
+
+
 METRICS: dict[str, type[evaluate.Metric]] = {
     "token_perplexity": TokenPerplexity,
     "accuracy": Accuracy,
     "classification_report": ClassificationReport,
+    "sequence_labelling": SequenceLabelling,
 }

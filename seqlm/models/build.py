@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from seqlm.config.schema import ModelConfig
 from seqlm.errors import ConfigError, DataError, first_line
+from seqlm.models.heads import auto_class
 from seqlm.models.loading import check_model_dir, plausible_hub_id
 
 Family = Literal["gpt2", "llama", "bert"]
@@ -36,7 +37,7 @@ def build_model(model: ModelConfig, objective: str, nsp: bool, tokenizer: Any) -
     if model.from_pretrained is not None:
         built = load_pretrained(model.from_pretrained, head, model.trust_remote_code)
     else:
-        built = _auto_class(head).from_config(_scratch_config(model, objective, tokenizer), attn_implementation="sdpa")
+        built = auto_class(head).from_config(_scratch_config(model, objective, tokenizer), attn_implementation="sdpa")
     model_vocab = built.get_input_embeddings().weight.shape[0]
     if model_vocab < len(tokenizer):
         raise DataError(
@@ -54,21 +55,11 @@ def load_pretrained(name_or_path: str, head: Head, trust_remote_code: bool = Fal
     elif path.exists() or not plausible_hub_id(name_or_path):
         raise DataError(f"{name_or_path}: model.from_pretrained must be an HF-format model directory or a hub id")
     try:
-        return _auto_class(head).from_pretrained(
+        return auto_class(head).from_pretrained(
             str(path) if path.is_dir() else name_or_path, attn_implementation="sdpa", trust_remote_code=trust_remote_code
         )
     except (OSError, ValueError) as exc:
         raise DataError(f"{name_or_path}: cannot load a {head} model: {first_line(exc)}") from exc
-
-
-def _auto_class(head: Head) -> Any:
-    import transformers
-
-    return {
-        "causal_lm": transformers.AutoModelForCausalLM,
-        "masked_lm": transformers.AutoModelForMaskedLM,
-        "pretraining": transformers.AutoModelForPreTraining,
-    }[head]
 
 
 def _scratch_config(model: ModelConfig, objective: str, tokenizer: Any) -> Any:

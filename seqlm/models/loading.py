@@ -1,9 +1,9 @@
 """Load a trained language model and its tokenizer for inference (`predict`, `evaluate`).
 
-`load_for_inference(model, device, task=...)` accepts an HF-format directory (config.json,
-weights, tokenizer files — what `seqlm pretrain` writes) or a hub id, which is passed through to
-`from_pretrained` unchanged. It works out whether the model is causal ("clm"), masked ("mlm") or a
-sequence classifier ("classification"), loads the matching head in fp32 (lower precision is applied by autocast, see `seqlm.runtime.device`),
+`load_for_inference(model, device, head=...)` accepts an HF-format directory (config.json,
+weights, tokenizer files — what `seqlm pretrain` and `seqlm finetune` write) or a hub id, which is
+passed through to `from_pretrained` unchanged. It works out which head the model was saved with
+(`seqlm.models.heads.detect_head`: causal LM, masked LM, sequence or token classifier), loads it in fp32 (lower precision is applied by autocast, see `seqlm.runtime.device`),
 moves it to `device` and puts it in eval mode. Remote code runs only with `trust_remote_code=True`.
 
 Every user-fixable problem (missing dir, no config.json, no or corrupted weights, no tokenizer,
@@ -16,33 +16,28 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from seqlm.errors import ConfigError, DataError, first_line
-
-Objective = Literal["clm", "mlm", "classification"]
-Task = Literal["auto", "clm", "mlm", "classification"]
+from seqlm.models.heads import HEADS, auto_class, detect_head, supports
+from seqlm.models.packaged import packaged_model_dir
 
 SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")
 PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 # Any one of these is enough for AutoTokenizer to build a tokenizer (fast JSON, WordPiece vocab,
 # GPT-2 style vocab+merges, sentencepiece model).
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model")
-# Architecture name suffixes that say which objective a checkpoint was trained for.
-CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
-MASKED_SUFFIXES = ("ForMaskedLM", "ForPreTraining")
-CLASSIFICATION_SUFFIXES = ("ForSequenceClassification",)
 
 
 @dataclass
 class LoadedModel:
     """A model ready for inference: `model` is in eval mode on the requested device."""
 
-    model: Any  # a transformers PreTrainedModel (AutoModelFor{CausalLM,MaskedLM,SequenceClassification})
+    model: Any  # a transformers PreTrainedModel with the head below (seqlm.models.heads)
     tokenizer: Any  # a transformers PreTrainedTokenizerBase
-    objective: Objective
+    head: str  # a key of seqlm.models.heads.HEADS
     path: str
 
     @property
@@ -51,8 +46,8 @@ class LoadedModel:
         return max_positions(self.model.config)
 
 
-def load_for_inference(model: str, device: torch.device | str, *, task: Task = "auto", trust_remote_code: bool = False) -> LoadedModel:
-    """Load `model` (a local HF-format dir or a hub id) for `task`; see the module docstring."""
+def load_for_inference(model: str, device: torch.device | str, *, head: str = "auto", trust_remote_code: bool = False) -> LoadedModel:
+    """Load `model` (a local HF-format dir or a hub id) with `head` (auto: the one it was saved with); see the module docstring."""
     from transformers import AutoConfig, AutoTokenizer
 
     local = Path(model).expanduser()
@@ -64,10 +59,9 @@ def load_for_inference(model: str, device: torch.device | str, *, task: Task = "
             config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
         except (OSError, ValueError, KeyError) as exc:
             raise DataError(_load_failure(model, local, "config", exc)) from exc
-        objective = _resolve_objective(config, task, model)
-        auto_class = _auto_class(objective)
+        head = _resolve_head(config, head, model)
         try:
-            loaded, info = auto_class.from_pretrained(
+            loaded, info = auto_class(head).from_pretrained(
                 source, config=config, dtype=torch.float32, output_loading_info=True, **load_kwargs
             )
         except Exception as exc:  # safetensors, torch and hub errors share no base class; all mean "unloadable"
@@ -82,28 +76,29 @@ def load_for_inference(model: str, device: torch.device | str, *, task: Task = "
     missing = sorted(info.get("missing_keys") or [])
     if missing:
         shown = ", ".join(missing[:3]) + (f" (+{len(missing) - 3} more)" if len(missing) > 3 else "")
-        trained = "fine-tuned as a classifier" if objective == "classification" else "trained as a language model"
+        trained = "fine-tuned for that task" if head.endswith("classification") else "trained as a language model"
         raise DataError(
-            f"{model}: the checkpoint lacks weights the {objective} head needs ({shown}); "
+            f"{model}: the checkpoint lacks weights the {head} head needs ({shown}); "
             f"pass a model {trained} (e.g. a `seqlm pretrain` or `seqlm finetune` run's model/ dir)"
         )
-    if objective != "mlm" and tokenizer.pad_token is None and tokenizer.eos_token is not None:
+    if head != "masked_lm" and tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token  # batching needs a pad id; it is masked out anyway
-    if objective == "classification" and loaded.config.pad_token_id is None and tokenizer.pad_token_id is not None:
+    if head == "sequence_classification" and loaded.config.pad_token_id is None and tokenizer.pad_token_id is not None:
         # GPT-style classifiers pool the last token that is not config.pad_token_id; without one they
         # refuse batches of more than one input. Padding then uses this same id (see predict_classification).
         loaded.config.pad_token_id = tokenizer.pad_token_id
-    if objective == "mlm" and tokenizer.mask_token is None:
+    if head == "masked_lm" and tokenizer.mask_token is None:
         raise DataError(f"{model}: the tokenizer has no mask token; a masked LM needs one (e.g. [MASK])")
 
     loaded.to(device)
     loaded.eval()
-    return LoadedModel(model=loaded, tokenizer=tokenizer, objective=objective, path=model)
+    return LoadedModel(model=loaded, tokenizer=tokenizer, head=head, path=model)
 
 
 def model_source(model: str) -> tuple[str, dict[str, Any]]:
-    """What to pass to `from_pretrained`: a checked local model dir (with `use_safetensors`) or a hub id."""
-    local = Path(model).expanduser()
+    """What to pass to `from_pretrained`: a checked local model dir (with `use_safetensors`), a packaged
+    model's dir (an alias such as `minilm`, see `seqlm.models.packaged`) or a hub id."""
+    local = packaged_model_dir(model) or Path(model).expanduser()
     if local.is_dir():
         return str(local), {"use_safetensors": check_model_dir(local)}
     if local.exists():
@@ -124,6 +119,20 @@ def max_positions(config: Any) -> int | None:
     return int(value) if isinstance(value, int) and value > 0 else None
 
 
+def model_label_names(model_config: Any, model: str) -> list[str]:
+    """Label names in id order from a classifier's id2label (sequence or token); multi-label and regression models are refused."""
+    problem = getattr(model_config, "problem_type", None)
+    if problem in ("regression", "multi_label_classification") or getattr(model_config, "num_labels", 0) < 2:
+        raise DataError(f"{model}: a {problem or 'one-output'} model; seqlm evaluate scores single-label classifiers (2+ classes)")
+    id2label = {int(key): str(value) for key, value in (getattr(model_config, "id2label", None) or {}).items()}
+    if sorted(id2label) != list(range(model_config.num_labels)):
+        raise DataError(f"{model}: config.json's id2label does not name classes 0..{model_config.num_labels - 1}; fix id2label/label2id")
+    names = [id2label[i] for i in range(model_config.num_labels)]
+    if len(set(names)) != len(names):
+        raise DataError(f"{model}: config.json's id2label names a class twice ({names}); give each class its own name")
+    return names
+
+
 def token_limit(requested: int | None, model_config: Any, tokenizer: Any, key: str) -> int:
     """Tokens per input/window: `requested` (never more than the model's positions), else the
     model's positions or the tokenizer's limit when lower (e.g. RoBERTa: 514 positions, 512 usable).
@@ -141,57 +150,16 @@ def token_limit(requested: int | None, model_config: Any, tokenizer: Any, key: s
     return positions
 
 
-def detect_objective(config: Any) -> Objective | None:
-    """'classification', 'clm' or 'mlm' from the config's `architectures`, else 'clm'/'mlm' from the auto mappings; None if neither fits."""
-    for name in getattr(config, "architectures", None) or []:
-        if name.endswith(CLASSIFICATION_SUFFIXES):
-            return "classification"
-        if name.endswith(CAUSAL_SUFFIXES):
-            return "clm"
-        if name.endswith(MASKED_SUFFIXES):
-            return "mlm"
-    causal, masked = _supports(config, "clm"), _supports(config, "mlm")
-    if causal and masked:  # e.g. BERT: a decoder config means it was trained left-to-right
-        return "clm" if getattr(config, "is_decoder", False) else "mlm"
-    if causal:
-        return "clm"
-    return "mlm" if masked else None
-
-
-def _resolve_objective(config: Any, task: Task, model: str) -> Objective:
-    if task != "auto":
-        if not _supports(config, task):
-            raise DataError(f"{model}: a {type(config).__name__} model has no {task} head; use task auto or the other objective")
-        return task
-    objective = detect_objective(config)
-    if objective is None:
-        raise DataError(f"{model}: {type(config).__name__} is neither a causal nor a masked language model nor a sequence classifier")
-    return objective
-
-
-def _supports(config: Any, objective: Objective) -> bool:
-    from transformers.models.auto.modeling_auto import (
-        MODEL_FOR_CAUSAL_LM_MAPPING,
-        MODEL_FOR_MASKED_LM_MAPPING,
-        MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING,
-    )
-
-    mapping = {
-        "clm": MODEL_FOR_CAUSAL_LM_MAPPING,
-        "mlm": MODEL_FOR_MASKED_LM_MAPPING,
-        "classification": MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING,
-    }[objective]
-    return type(config) in mapping
-
-
-def _auto_class(objective: Objective) -> Any:
-    import transformers
-
-    return {
-        "clm": transformers.AutoModelForCausalLM,
-        "mlm": transformers.AutoModelForMaskedLM,
-        "classification": transformers.AutoModelForSequenceClassification,
-    }[objective]
+def _resolve_head(config: Any, head: str, model: str) -> str:
+    if head != "auto":
+        if not supports(config, head):
+            raise DataError(f"{model}: a {type(config).__name__} model has no {head} head in transformers")
+        return head
+    detected = detect_head(config)
+    if detected is None:
+        known = ", ".join(HEADS)
+        raise DataError(f"{model}: {type(config).__name__} has none of the heads seqlm uses ({known}); pass such a model")
+    return detected
 
 
 def check_model_dir(path: Path) -> bool:

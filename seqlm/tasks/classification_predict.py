@@ -1,10 +1,10 @@
 """`seqlm predict` for sequence-classification models (`*ForSequenceClassification` checkpoints).
 
 Inputs (with their `text_pair_field` values, for sentence pairs) are tokenized in one batched call,
-`tokenizer(texts, text_pairs)`, as `seqlm finetune` encodes its examples (an empty pair is an empty
-second segment; a single-input call, as in transformers' pipeline, would drop it). Inputs longer than
-`max_length` tokens (default: the model's positions) are cut to it (pairs lose tokens from the longer
-side first) and counted. Batches of similar length are padded on the right. GPT-style models pool the
+`tokenizer(texts, text_pairs)`, by the same `seqlm.data.text_examples.encode_texts` as `seqlm finetune`
+encodes its examples (an empty pair is an empty second segment; a single-input call, as in
+transformers' pipeline, would drop it). Inputs longer than `max_length` tokens (default: the model's
+positions) are cut to it (pairs lose tokens from the longer side first) and counted. Batches of similar length are padded on the right. GPT-style models pool the
 last token that is not the pad token, so padding uses the pad id the model knows (`config.pad_token_id`,
 which `model_loading` fills in from the tokenizer): batched predictions equal one-at-a-time ones. An
 input that tokenizes to nothing (an empty line, with a tokenizer that adds no special tokens) is scored
@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from seqlm.config.schema import PredictConfig
+from seqlm.data.text_examples import encode_texts
 from seqlm.errors import DataError
 from seqlm.io.predict_inputs import InputRecord, length_batches
 from seqlm.models.loading import LoadedModel, token_limit
@@ -46,13 +47,8 @@ def classify(
     tokenizer, model = loaded.tokenizer, loaded.model
     pairs = config.text_pair_field is not None
     texts, pair_texts = [r.text for r in records], [r.pair or "" for r in records]
-    encoded = _encode(tokenizer, texts, pair_texts if pairs else None)
-    long = [i for i, features in enumerate(encoded) if limit is not None and len(features["input_ids"]) > limit]
-    if long:  # re-encoded with truncation, so that pairs are cut as the tokenizer cuts them (longest side first)
-        cut = _encode(tokenizer, [texts[i] for i in long], [pair_texts[i] for i in long] if pairs else None,
-                      truncation=True, max_length=limit)
-        for i, features in zip(long, cut):
-            encoded[i] = features
+    examples = encode_texts(tokenizer, texts, pair_texts if pairs else None, limit)
+    encoded = [{key: rows[i].tolist() for key, rows in examples.rows.items()} for i in range(len(texts))]
     for index, features in enumerate(encoded):
         if not features["input_ids"]:
             encoded[index] = _lone_start_token(tokenizer, list(features), records[index], config.input)
@@ -77,26 +73,14 @@ def classify(
                 result["input_pair"] = records[index].pair
             results[index] = {**result, "label": ranked[0]["label"], "score": ranked[0]["score"], "scores": ranked}
         report(done)
-    return results, len(long)
-
-
-def _encode(tokenizer: Any, texts: list[str], pairs: list[str] | None, **options: Any) -> list[dict[str, list[int]]]:
-    """Token ids (and masks, token types) per input, from one batched call as `seqlm finetune` makes it.
-
-    Batched, an empty pair is an empty second segment ([CLS] A [SEP] [SEP]); a single-input call
-    (transformers' pipeline) would drop it instead. verbose=False: over-long inputs are counted, not warned about.
-    """
-    args = (texts, pairs) if pairs is not None else (texts,)
-    batch = tokenizer(*args, verbose=False, return_attention_mask=True, **options)  # padding below needs the mask
-    keys = list(batch.keys())
-    return [{key: batch[key][i] for key in keys} for i in range(len(texts))]
+    return results, examples.truncated
 
 
 def _lone_start_token(tokenizer: Any, keys: list[str], record: InputRecord, source: str) -> dict[str, list[int]]:
     start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     if start is None:
         name = "<stdin>" if source == "-" else source
-        raise DataError(f"{name}: line {record.line}: the input gives no tokens, and the tokenizer has no BOS/EOS token to score")
+        raise DataError(f"{name}:{record.line}: the input gives no tokens, and the tokenizer has no BOS/EOS token to score")
     return {key: [start] if key == "input_ids" else [1] if key == "attention_mask" else [0] for key in keys}
 
 

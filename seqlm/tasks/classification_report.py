@@ -4,9 +4,10 @@ The file (`config.data`: JSONL / CSV / Parquet, read by `seqlm.io.labelled_data.
 holds a text column, optionally a second text column (sentence pairs) and a string label
 column. Labels are mapped to the model's classes through its `config.id2label` /
 `label2id`; a label the model does not know is a `DataError` naming it and its line.
-Examples are tokenized with truncation to `config.seq_len` tokens (default: the model's
-positions), scored in batches of similar length (right-padded with the model's pad id, so a
-decoder classifier pools its last real token) and put back in file order. `max_batches` caps
+Examples are tokenized as `seqlm finetune` tokenizes them (`seqlm.data.text_examples`), with
+truncation to `config.seq_len` tokens (default: the model's positions), scored in batches of
+similar length (`ExampleBatches.evaluation`: right-padded with the model's pad id, so a decoder
+classifier pools its last real token) and put back in file order. `max_batches` caps
 the work at the first `max_batches × batch_size` examples.
 
 Metrics go through seqlm's `classification_report` metric module: accuracy, macro and
@@ -23,10 +24,13 @@ import torch
 
 from seqlm.config.schema import EvaluateConfig
 from seqlm.console import Console
+from seqlm.data.batch import Batch
+from seqlm.data.example_batches import ExampleBatches
+from seqlm.data.text_examples import encode_texts
 from seqlm.errors import DataError
 from seqlm.io.labelled_data import label_ids, read_labelled
 from seqlm.metrics import load_metric
-from seqlm.models.loading import token_limit
+from seqlm.models.loading import model_label_names, token_limit
 from seqlm.runtime.device import Precision
 from seqlm.runtime.distributed import SINGLE, Cluster, sharded_results
 
@@ -67,9 +71,11 @@ def evaluate_classifier(
         raise DataError(f"{config.data}: no labelled examples to evaluate")
 
     max_length = token_limit(config.seq_len, loaded.model.config, tokenizer, "seq_len")
-    encoded = _encode(tokenizer, model, texts, pairs, max_length)
-    for index, ids in enumerate(encoded["input_ids"]):
-        if not ids:
+    encoded = encode_texts(tokenizer, texts, pairs, max_length)
+    if "token_type_ids" not in inspect.signature(model.forward).parameters:
+        encoded.rows.pop("token_type_ids", None)
+    for index, length in enumerate(encoded.lengths):
+        if not length:
             raise DataError(f"{config.data}:{lines[index]}: the text gives no tokens; remove the example or fill it in")
 
     batch_size = config.batch_size
@@ -81,7 +87,8 @@ def evaluate_classifier(
         f"evaluate classification: {config.model} on {config.data}, {len(texts)} examples, "
         f"{len(names)} labels, up to {max_length} tokens each"
     )
-    logits = _score(model, encoded, pad_id, batch_size, precision, device, console, cluster)
+    batches = ExampleBatches({"test": encoded}, pad_id or 0, batch_size, 1, 0).evaluation("test")
+    logits = _score(model, batches, len(texts), precision, device, console, cluster)
 
     targets = torch.tensor(references, dtype=torch.long)
     loss = float(torch.nn.functional.cross_entropy(logits, targets, reduction="sum")) / len(references)
@@ -102,30 +109,6 @@ def evaluate_classifier(
     }
 
 
-def model_label_names(model_config: Any, model: str) -> list[str]:
-    """Class names in id order from the config's id2label; only single-label classifiers are scored."""
-    problem = getattr(model_config, "problem_type", None)
-    if problem in ("regression", "multi_label_classification") or getattr(model_config, "num_labels", 0) < 2:
-        raise DataError(f"{model}: a {problem or 'one-output'} model; seqlm evaluate scores single-label classifiers (2+ classes)")
-    id2label = {int(key): str(value) for key, value in (getattr(model_config, "id2label", None) or {}).items()}
-    if sorted(id2label) != list(range(model_config.num_labels)):
-        raise DataError(f"{model}: config.json's id2label does not name classes 0..{model_config.num_labels - 1}; fix id2label/label2id")
-    names = [id2label[i] for i in range(model_config.num_labels)]
-    if len(set(names)) != len(names):
-        raise DataError(f"{model}: config.json's id2label names a class twice ({names}); give each class its own name")
-    return names
-
-
-def _encode(tokenizer: Any, model: Any, texts: list[str], pairs: list[str] | None, max_length: int) -> dict[str, list]:
-    """Token ids (and the other inputs the model takes) of every example, truncated, unpadded."""
-    encoded = tokenizer(texts, pairs, truncation=True, max_length=max_length)
-    accepted = inspect.signature(model.forward).parameters
-    inputs = {"input_ids": encoded["input_ids"]}
-    if "token_type_ids" in encoded and "token_type_ids" in accepted:
-        inputs["token_type_ids"] = encoded["token_type_ids"]
-    return inputs
-
-
 def _pad_id(model: Any) -> int | None:
     """The id padding uses: the model's own, since a decoder classifier pools the last token that
     is not `config.pad_token_id` (encoders mask padding and pool [CLS]; any id does for them).
@@ -136,41 +119,21 @@ def _pad_id(model: Any) -> int | None:
 
 @torch.inference_mode()
 def _score(
-    model: Any,
-    encoded: dict[str, list],
-    pad_id: int | None,
-    batch_size: int,
-    precision: Precision,
-    device: torch.device,
-    console: Console,
-    cluster: Cluster,
+    model: Any, batches: list[Batch], n_examples: int, precision: Precision, device: torch.device, console: Console, cluster: Cluster
 ) -> torch.Tensor:
-    """fp32 logits (n_examples, n_labels) in input order; batches hold examples of similar length."""
-    lengths = [len(ids) for ids in encoded["input_ids"]]
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])  # longest first: memory fails early
-    logits = torch.empty((len(lengths), model.config.num_labels), dtype=torch.float32)
+    """fp32 logits (n_examples, n_labels) in input order; batches (longest first) hold examples of similar length."""
+    logits = torch.empty((n_examples, model.config.num_labels), dtype=torch.float32)
     extra = {"use_cache": False} if "use_cache" in inspect.signature(model.forward).parameters else {}
-    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     scored = [0]  # examples this rank has scored, for the progress line
-    with console.progress("evaluate", total=len(order), unit="examples") as progress:
+    with console.progress("evaluate", total=n_examples, unit="examples") as progress:
 
-        def batch_logits(rows: list[int]) -> torch.Tensor:
-            width = max(lengths[i] for i in rows)
-            batch = {}
-            for key, values in encoded.items():
-                fill = (pad_id or 0) if key == "input_ids" else 0
-                tensor = torch.full((len(rows), width), fill, dtype=torch.long)
-                for row, index in enumerate(rows):
-                    tensor[row, : lengths[index]] = torch.tensor(values[index], dtype=torch.long)
-                batch[key] = tensor.to(device)
-            row_lengths = torch.tensor([lengths[i] for i in rows])
-            batch["attention_mask"] = (torch.arange(width)[None, :] < row_lengths[:, None]).long().to(device)
+        def batch_logits(batch: Batch) -> torch.Tensor:
             with precision.autocast():
-                outputs = model(**batch, **extra)
-            scored[0] += len(rows)
+                outputs = model(**{key: value.to(device) for key, value in batch.inputs.items()}, **extra)
+            scored[0] += len(batch.targets["index"])
             progress.update(scored[0])
             return outputs.logits.float().cpu()
 
-        for rows, rows_logits in zip(batches, sharded_results(cluster, batches, batch_logits)):
-            logits[torch.tensor(rows)] = rows_logits
+        for batch, batch_logits_ in zip(batches, sharded_results(cluster, batches, batch_logits)):
+            logits[batch.targets["index"]] = batch_logits_
     return logits

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from seqlm.data.batch import Batch
 from seqlm.data.masking import IGNORE_INDEX
+from seqlm.errors import ConfigError
 from seqlm.models.lm_head_loss import causal_lm_loss_sums, masked_lm_loss_sums
 from seqlm.training.objective import Objective
 
@@ -138,3 +139,13 @@ OBJECTIVES: dict[str, Objective] = {
     "mlm+nsp": Objective("mlm+nsp", _nsp_counts, _nsp_losses, _nsp_score, _mlm_fast),
     "classification": Objective("classification", _classification_counts, _classification_losses, _classification_score),
 }
+
+
+def check_language_model_options(task: str, config: Any, loaded: Any) -> None:
+    """`seqlm predict` settings a language model does not use are refused, not ignored."""
+    if config.text_pair_field is not None:
+        raise ConfigError(f"text_pair_field is for sequence classifiers; {config.model} is a {task} model")
+    if config.max_length is not None:
+        raise ConfigError(
+            f"max_length is for sequence classifiers; {config.model} is a {task} model (causal prompts are limited by the model's positions)"
+        )

@@ -1,8 +1,8 @@
-"""The model `seqlm finetune` trains: a pretrained body with a sequence-classification head.
+"""The model `seqlm finetune` trains: a pretrained body with a task's head (`seqlm.models.heads`).
 
-`load_classifier` loads any HF-format model dir or hub id as `AutoModelForSequenceClassification`
-for the given labels (string labels in `config.json`), with a tokenizer that has a pad token;
-`freeze` applies `training.freeze`; `load_saved_classifier` reads back what the run saved.
+`load_with_head` loads any HF-format model dir or hub id with the head (sequence or token
+classification) for the given labels (string labels in `config.json`), with a tokenizer that has a
+pad token; `freeze` applies `training.freeze`; `load_saved` reads back what the run saved.
 """
 
 from __future__ import annotations
@@ -13,14 +13,16 @@ from typing import Any
 import torch
 
 from seqlm.errors import ConfigError, DataError, first_line
+from seqlm.models.heads import auto_class, supports
 from seqlm.models.loading import max_positions, model_source, quiet_transformers
 
 
-def load_classifier(model: str, names: list[str], max_length: int, trust_remote_code: bool = False) -> tuple[Any, Any, list[str]]:
-    """`model` with a sequence-classification head for `names`, its tokenizer (with a pad token),
-    and the names of the weights that were newly initialised (the head, and any the checkpoint lacks)."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
-    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
+def load_with_head(
+    model: str, head: str, names: list[str], max_length: int, trust_remote_code: bool = False
+) -> tuple[Any, Any, list[str]]:
+    """`model` with `head` for the labels `names`, its tokenizer (with a pad token), and the names
+    of the weights that were newly initialised (the head, and any the checkpoint lacks)."""
+    from transformers import AutoConfig, AutoTokenizer
 
     source, load_kwargs = model_source(model)
     with quiet_transformers():
@@ -30,13 +32,13 @@ def load_classifier(model: str, names: list[str], max_length: int, trust_remote_
                 num_labels=len(names),
                 id2label=dict(enumerate(names)),
                 label2id={name: i for i, name in enumerate(names)},
-                problem_type="single_label_classification",
+                **({"problem_type": "single_label_classification"} if head == "sequence_classification" else {}),
                 trust_remote_code=trust_remote_code,
             )
         except (OSError, ValueError, KeyError) as exc:
             raise DataError(f"{model}: could not load the model config ({first_line(exc)}); check the path or hub id") from exc
-        if type(config) not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING:
-            raise DataError(f"{model}: a {type(config).__name__} model has no sequence-classification head in transformers")
+        if not supports(config, head):
+            raise DataError(f"{model}: a {type(config).__name__} model has no {head.replace('_', '-')} head in transformers")
         positions = max_positions(config)
         if positions is not None and max_length > positions:
             raise ConfigError(
@@ -55,7 +57,7 @@ def load_classifier(model: str, names: list[str], max_length: int, trust_remote_
             tokenizer.model_max_length = positions  # so `truncation=True` (e.g. in a pipeline) fits the model
         try:
             load_kwargs["trust_remote_code"] = trust_remote_code
-            loaded, info = _from_pretrained(AutoModelForSequenceClassification, source, config, load_kwargs)
+            loaded, info = _from_pretrained(auto_class(head), source, config, load_kwargs)
         except Exception as exc:  # safetensors, torch and hub errors share no base class; all mean "unloadable"
             raise DataError(
                 f"{model}: could not load the weights ({first_line(exc)}); re-save the model with save_pretrained"
@@ -64,12 +66,10 @@ def load_classifier(model: str, names: list[str], max_length: int, trust_remote_
     return loaded, tokenizer, new_weights
 
 
-def load_saved_classifier(directory: Path) -> Any:
-    """A classifier this command saved (best/ or model/), as plain transformers loads it."""
-    from transformers import AutoModelForSequenceClassification
-
+def load_saved(directory: Path, head: str) -> Any:
+    """A model `seqlm finetune` saved (best/ or model/), as plain transformers loads it."""
     with quiet_transformers():
-        return AutoModelForSequenceClassification.from_pretrained(directory, dtype=torch.float32)
+        return auto_class(head).from_pretrained(directory, dtype=torch.float32)
 
 
 def freeze(model: Any, mode: str, new_weights: list[str]) -> tuple[int, int]:

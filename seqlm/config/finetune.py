@@ -1,0 +1,155 @@
+"""The `seqlm finetune` schema: one config class per task, picked by the `task:` key.
+
+`FinetuneConfig` is a discriminated union: `task: classification` (the default, so configs
+written before there were other tasks stay valid) validates against
+`ClassificationFinetuneConfig`, `task: token_classification` against
+`TokenClassificationFinetuneConfig`, and so on. Every member shares the run settings of
+`FinetuneRunConfig` (model, optimizer, distribution, resume) and brings its own `data:`
+section, and `training:` where a task adds settings. A new task adds its member here and
+its module in `seqlm.tasks`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Discriminator, Field, Tag
+
+from seqlm.config.schema import (
+    Compile,
+    Device,
+    DistributedConfig,
+    FastDropout,
+    KeepLast,
+    OnNan,
+    OptimConfig,
+    Overwrite,
+    Resume,
+    Section,
+    TrainingPrecision,
+    TrustRemoteCode,
+)
+
+
+class SplitFilesConfig(Section):
+    """Where a task's examples are: train, validation (a file, or a share of train), test."""
+
+    train: str = Field(description="Training examples.")
+    validation: str | None = Field(default=None, description="Validation examples; else validation_ratio of train.")
+    test: str | None = Field(default=None, description="Test examples, scored once at the end.")
+    validation_ratio: float = Field(default=0.1, gt=0.0, lt=1.0, description="Share of train held out when no validation file is given.")
+    split_seed: int = Field(default=0, description="Seeds the train/validation split by ratio.")
+
+
+class LabelledDataConfig(SplitFilesConfig):
+    """Labelled examples: JSONL / CSV / Parquet files or a save_to_disk dir (a hub id when online)."""
+
+    format: Literal["auto", "jsonl", "csv", "parquet", "disk", "hub"] = Field(default="auto", description="auto: from the extension.")
+    text_field: str = Field(default="text", description="The column holding the text.")
+    text_pair_field: str | None = Field(default=None, description="A second text column (sentence pairs).")
+    label_field: str = Field(default="label", description="The column holding the label (string or integer).")
+    labels: list[str] | None = Field(default=None, description="The label set in order; default: the sorted labels of train.")
+
+
+class TaggedDataConfig(SplitFilesConfig):
+    """Sentences with one tag per word: JSON Lines, CoNLL-style columns or CoNLL-U."""
+
+    format: Literal["auto", "jsonl", "conll", "conllu"] = Field(
+        default="auto", description="auto: .jsonl/.json → jsonl, .conll/.iob2/.iob/.bio → conll, .conllu → conllu."
+    )
+    tokens_field: str = Field(default="tokens", description="jsonl: the field holding the list of words.")
+    tags_field: str = Field(default="tags", description="jsonl: the field holding the list of tags (one per word).")
+    conllu_column: Literal["upos", "xpos"] = Field(default="upos", description="conllu: the tag column (UPOS or XPOS).")
+    conll_tag_column: int = Field(default=-1, description="conll: the column holding the tag (0-based; -1: the last).")
+    labels: list[str] | None = Field(default=None, description="The tag set in order; default: the sorted tags of train.")
+    label_all_pieces: bool = Field(
+        default=False, description="false: a word's tag trains on its first sub-word piece only (the rest are ignored); true: on every piece."
+    )
+
+
+class EarlyStoppingConfig(Section):
+    metric: str | None = Field(
+        default=None,
+        description="Validation metric that picks best/ (higher is better, except loss); null: the task's default "
+        "(classification: accuracy; token_classification: f1 for IOB tags, else accuracy).",
+    )
+    patience: int | None = Field(default=None, ge=1, description="Stop after this many evaluations without improvement; null: never.")
+
+
+class FinetuneTrainingConfig(Section):
+    batch_size: int = Field(default=32, ge=1, description="Examples per micro-batch.")
+    grad_accum: int = Field(default=1, ge=1, description="Micro-batches per optimizer step.")
+    epochs: float = Field(default=3.0, gt=0.0, description="Passes over the training set (max_steps wins when set).")
+    max_steps: int | None = Field(default=None, ge=1, description="Optimizer steps; overrides epochs.")
+    max_length: int = Field(
+        default=128, ge=2, description="Tokens per example; classification truncates longer ones, token_classification splits them into windows."
+    )
+    group_by_length: bool = Field(default=True, description="Batch examples of similar length (less padding).")
+    freeze: Literal["none", "embeddings", "body"] = Field(default="none", description="embeddings: freeze them; body: train only the newly initialised weights (the head).")
+    eval_every: int | None = Field(default=None, ge=1, description="Validate every N steps; null: every epoch.")
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    precision: TrainingPrecision = "auto"
+    compile: Compile = "auto"
+    fast_dropout: FastDropout = True
+    seed: int = Field(default=0, description="Seeds the head's initialisation, data order and dropout.")
+    log_every: int = Field(default=10, ge=1, description="Steps between metrics.jsonl records / log lines.")
+    checkpoint_every: int | None = Field(default=None, ge=1, description="Save checkpoints/step-N every N steps (for --resume).")
+    keep_last: KeepLast = None
+    on_nan: OnNan = "stop"
+
+
+class ClassificationTrainingConfig(FinetuneTrainingConfig):
+    class_weights: Literal["none", "balanced"] = Field(default="none", description="balanced: weight classes by inverse frequency.")
+
+
+class FinetuneRunConfig(Section):
+    """What every fine-tuning task shares; each task's member narrows `task`, `data` and `training`
+    (redeclared fields keep their place, so every config lists its keys in this order)."""
+
+    output_dir: Path = Field(description="The run directory (config.yaml, metrics, best/, model/).")
+    task: str = Field(description="What to fine-tune for.")
+    model: str = Field(
+        description="Start from this HF-format model dir (e.g. a pretrain run's model/), a hub id, or `minilm` "
+        "(all-MiniLM-L6-v2 from the `pretrained` extra)."
+    )
+    trust_remote_code: TrustRemoteCode = False
+    data: SplitFilesConfig
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    training: FinetuneTrainingConfig = Field(default_factory=FinetuneTrainingConfig)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+    device: Device = Field(default="auto", description="auto: cuda, then mps, then cpu.")
+    resume: Resume = "never"
+    overwrite: Overwrite = False
+
+
+class ClassificationFinetuneConfig(FinetuneRunConfig):
+    task: Literal["classification"] = Field(default="classification", description="Sequence classification: one label per text.")
+    data: LabelledDataConfig
+    training: ClassificationTrainingConfig = Field(default_factory=ClassificationTrainingConfig)
+
+
+class TokenClassificationFinetuneConfig(FinetuneRunConfig):
+    task: Literal["token_classification"] = Field(description="Token classification: one tag per word (POS, NER).")
+    data: TaggedDataConfig
+    training: FinetuneTrainingConfig = Field(default_factory=FinetuneTrainingConfig)
+
+
+FINETUNE_TASK_CONFIGS: dict[str, type[FinetuneRunConfig]] = {
+    "classification": ClassificationFinetuneConfig,
+    "token_classification": TokenClassificationFinetuneConfig,
+}
+DEFAULT_TASK = "classification"
+
+
+def _task_of(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return value.get("task", DEFAULT_TASK)
+    return getattr(value, "task", None)
+
+
+FinetuneConfig = Annotated[
+    Annotated[ClassificationFinetuneConfig, Tag("classification")]
+    | Annotated[TokenClassificationFinetuneConfig, Tag("token_classification")],
+    Discriminator(_task_of, custom_error_context={"key": "task"}),
+]

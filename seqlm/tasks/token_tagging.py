@@ -1,0 +1,105 @@
+"""`seqlm predict` for token classifiers (`*ForTokenClassification` checkpoints): tags per word, and entities.
+
+An input is raw text, split into words by `word_split` (whitespace, or the tokenizer's own
+pre-tokenizer, which also splits off punctuation as the token-classification pipeline does), or a
+JSON Lines record whose `words_field` holds the words already split. Words are cut into pieces as
+in training (`seqlm.data.word_windows`: windows of at most `max_length` pieces at word boundaries,
+so no word of a long input is lost); a word's tag is the argmax at its first piece and its score
+that tag's softmax probability.
+
+Record: {"input": the text (pre-split words joined by spaces), "words": [{"word", "tag", "score",
+"start", "end"}] (character offsets into "input"), "entities": [{"type", "text", "start", "end",
+"score", "first_word", "last_word"}] for IOB-style tag sets (grouped as
+`transformers.pipeline("token-classification", aggregation_strategy="first")` groups them, see
+`seqlm.metrics.entity_spans`), else no "entities"}. An input without words gives empty lists.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from seqlm.config.schema import PredictConfig
+from seqlm.data.padding import pad_rows
+from seqlm.data.word_windows import encode_words, word_predictions
+from seqlm.errors import ConfigError
+from seqlm.io.predict_inputs import InputRecord, length_batches
+from seqlm.io.tagged_words import split_words
+from seqlm.metrics.entity_spans import entity_spans
+from seqlm.metrics.sequence_labelling import detect_scheme
+from seqlm.models.loading import LoadedModel, model_label_names, token_limit
+from seqlm.runtime.device import Precision
+from seqlm.tasks.task import Predictions
+
+OUTPUT_FIELDS = frozenset({"input", "words", "entities"})
+
+
+def check_predict(config: PredictConfig, loaded: LoadedModel) -> None:
+    if config.text_pair_field is not None:
+        raise ConfigError(f"text_pair_field is for sequence classifiers; {config.model} is a token classifier")
+    token_limit(config.max_length, loaded.model.config, loaded.tokenizer, "max_length")  # beyond the positions: ConfigError
+
+
+def predict(loaded: LoadedModel, records: list[InputRecord], config: PredictConfig, precision: Precision, report: Any) -> Predictions:
+    """One record per input, in input order (see the module docstring)."""
+    names = model_label_names(loaded.model.config, config.model)
+    scheme = detect_scheme(names)
+    texts, words, offsets = [], [], []
+    for record in records:
+        text, split = _words_of(record, config.word_split, loaded.tokenizer)
+        texts.append(text)
+        words.append([word for word, _, _ in split])
+        offsets.append([(start, end) for _, start, end in split])
+    max_length = token_limit(config.max_length, loaded.model.config, loaded.tokenizer, "max_length")
+    present = [i for i, sentence in enumerate(words) if sentence]
+    probabilities = _word_probabilities(loaded, [words[i] for i in present], max_length, config.batch_size, precision, report)
+    results: list[dict[str, Any]] = [{"input": text, "words": [], **({"entities": []} if scheme else {})} for text in texts]
+    for i, probs in zip(present, probabilities):
+        tag_ids, scores = probs.argmax(axis=-1), probs.max(axis=-1)
+        tags = [names[t] for t in tag_ids]
+        results[i]["words"] = [
+            {"word": word, "tag": tag, "score": float(score), "start": start, "end": end}
+            for word, tag, score, (start, end) in zip(words[i], tags, scores, offsets[i])
+        ]
+        if scheme:
+            results[i]["entities"] = entity_spans(words[i], offsets[i], tags, scores.tolist(), texts[i])
+    report(len(records))
+    return Predictions(results)
+
+
+def _words_of(record: InputRecord, rule: str, tokenizer: Any) -> tuple[str, list[tuple[str, int, int]]]:
+    """The input's text and its words with character offsets into it."""
+    if record.words is None:
+        return record.text, split_words(record.text, rule, tokenizer)
+    split, position = [], 0
+    for word in record.words:
+        split.append((word, position, position + len(word)))
+        position += len(word) + 1
+    return " ".join(record.words), split
+
+
+def _word_probabilities(
+    loaded: LoadedModel, words: list[list[str]], max_length: int, batch_size: int, precision: Precision, report: Any
+) -> list[np.ndarray]:
+    """Per sentence, a (words, tags) array of softmax probabilities read at each word's first piece."""
+    if not words:
+        return []
+    windows = encode_words(loaded.tokenizer, words, max_length)
+    tokenizer, model = loaded.tokenizer, loaded.model
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    piece_probs: list[np.ndarray] = [np.empty(0)] * len(windows.input_ids)
+    rows = [ids.tolist() for ids in windows.input_ids]
+    for done, batch in length_batches(rows, batch_size):
+        input_ids, mask = pad_rows([rows[i] for i in batch], pad_id, left=False)
+        inputs = {"input_ids": input_ids, "attention_mask": mask}
+        if windows.token_type_ids is not None:
+            inputs["token_type_ids"] = pad_rows([windows.token_type_ids[i].tolist() for i in batch], 0, left=False)[0]
+        with torch.inference_mode(), precision.autocast():
+            logits = model(**{key: value.to(model.device) for key, value in inputs.items()}).logits
+        probs = logits.float().softmax(-1).cpu().numpy()  # fp32 softmax: autocast logits may be bf16
+        for row, index in enumerate(batch):
+            piece_probs[index] = probs[row]
+        report(int(done * len(words) / len(rows)))
+    return word_predictions(windows, piece_probs, [len(sentence) for sentence in words])
