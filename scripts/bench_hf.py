@@ -42,8 +42,8 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
-from seqlm.config.loading import load_config
 from seqlm.config.finetune import FinetuneConfig
+from seqlm.config.loading import load_config
 from seqlm.config.schema import OptimConfig, PredictConfig, PretrainConfig, TokenizeConfig
 
 RAW_BATCH_LINES = 10_000

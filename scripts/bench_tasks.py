@@ -183,8 +183,8 @@ def fastest(figures: list[Figure]) -> Figure:
 def seqlm_training(bench: Bench, name: str, config: Path, overrides: list[str], last_step: int, per_step: int | None) -> Figure:
     """tokens/s (pretrain) or examples/s (finetune: `per_step` examples per step) of a seqlm training
     run, over its log windows from the end of the warm-up (its log_every) to `last_step`."""
-    from seqlm.config.loading import load_config
     from seqlm.config import COMMAND_SCHEMAS
+    from seqlm.config.loading import load_config
 
     resolved = load_config(COMMAND_SCHEMAS[name], config, overrides)
     if name == "pretrain":
@@ -215,8 +215,8 @@ def bf16_note(bench: Bench) -> str:
 
 def bench_finetune(bench: Bench) -> tuple[list[Row], dict[str, Any]]:
     """examples/s of fine-tuning the initial benchmark BERT as a classifier, and the accuracy check."""
-    from seqlm.config.loading import load_config
     from seqlm.config.finetune import FinetuneConfig
+    from seqlm.config.loading import load_config
 
     plan = bench.plan
     config = CONFIGS / "bert_finetune.yaml"
