@@ -188,9 +188,9 @@ def test_a_missing_mask_token_is_a_data_error_naming_the_line(mlm_dirs: dict[str
 @pytest.mark.parametrize(
     ("name", "content", "expected"),
     [
-        ("in.txt", b"fine\nbad \xff\xfe bytes\n", "line 2: not valid UTF-8"),
-        ("in.jsonl", b'{"text": "ok"}\n{"text": "unterminated\n', "line 2: not valid JSON"),
-        ("in.jsonl", b'{"text": "ok"}\n\n{"other": "x"}\n', "line 3: no field 'text'"),
+        ("in.txt", b"fine\nbad \xff\xfe bytes\n", "in.txt:2: not valid UTF-8"),
+        ("in.jsonl", b'{"text": "ok"}\n{"text": "unterminated\n', "in.jsonl:2: not valid JSON"),
+        ("in.jsonl", b'{"text": "ok"}\n\n{"other": "x"}\n', "in.jsonl:3: no field 'text'"),
         ("in.txt", b"", "no inputs"),
     ],
 )
@@ -234,13 +234,13 @@ def test_corrupted_weights_are_exit_3(clm_dir: Path, tmp_path: Path) -> None:
 def test_a_failure_while_writing_leaves_no_partial_file(
     clm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import seqlm.commands.predict as predict_run
+    import seqlm.io.record_writer as record_writer
 
     def half_then_fail(records, output_format, stream):
         stream.write(json.dumps(records[0]) + "\n")
         raise OSError("disk full")
 
-    monkeypatch.setattr(predict_run, "_serialize", half_then_fail)
+    monkeypatch.setattr(record_writer, "_serialize", half_then_fail)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     result = predict("--model", str(clm_dir), "-o", str(out_dir / "out.jsonl"), stdin=b"a\nb\n")

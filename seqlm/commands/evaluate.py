@@ -14,12 +14,12 @@ from typing import Any
 from seqlm import tasks
 from seqlm.config.schema import EvaluateConfig
 from seqlm.console import Console
+from seqlm.io.atomic_files import write_text_atomic
 from seqlm.io.output_paths import check_output_dir, write_failure
 from seqlm.metrics.report import print_metrics
 from seqlm.models.loading import load_for_inference, remote_code_warning
 from seqlm.runtime.device import Precision, resolve_precision, select_device
 from seqlm.runtime.distributed import DEFAULT_TIMEOUT_S, joined, on_main
-from seqlm.training.run_dir import write_text_atomic
 
 
 def run(config: EvaluateConfig, console: Console, json_output: bool = False) -> dict[str, Any]:

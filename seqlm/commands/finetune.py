@@ -117,7 +117,13 @@ def setup(config: FinetuneConfig, console: Console, held: ExitStack, cluster: Cl
             f"training.early_stopping.metric: {training.early_stopping.metric!r} is not a validation metric; use one of {', '.join(modes)}"
         )
     splits, names = supervised.load(config.data)
-    metric = training.early_stopping.metric or supervised.default_metric(names)
+    selectable = supervised.selectable(names)
+    metric = training.early_stopping.metric or selectable[0]
+    if metric not in selectable:
+        raise ConfigError(
+            f"training.early_stopping.metric: {metric!r} is not reported for this data's labels "
+            f"(e.g. entity f1 needs IOB tags); use one of {', '.join(selectable)}"
+        )
     device = cluster.device_for(select_device(config.device))
     precision = Precision(device, resolve_precision(training.precision, device))
     run_dir = RunDir(config.output_dir)

@@ -43,8 +43,8 @@ from seqlm.data.token_store import FORMAT, SPLITS, SplitWriter, token_dtype
 from seqlm.data.tokenizers import TokenizerBundle, build_tokenizer, special_token_ids
 from seqlm.errors import SPACE_ERRNOS, ConfigError
 from seqlm.io import output_paths
+from seqlm.io.atomic_files import replace_dir_atomic
 from seqlm.io.output_paths import write_failure
-from seqlm.training.run_dir import replace_dir_atomic
 
 _MB = 1e6
 # Also flush a batch at this many bytes of text, so a few huge documents (blank_line novels)

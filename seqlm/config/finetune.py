@@ -99,6 +99,14 @@ class FinetuneTrainingConfig(Section):
     on_nan: OnNan = "stop"
 
 
+class TokenClassificationTrainingConfig(FinetuneTrainingConfig):
+    group_by_length: bool = Field(
+        default=False,
+        description="Batch windows of similar length (less padding, ~1.5x faster steps); off by default here: on UNER "
+        "NER with MiniLM, length-grouped batches scored 3 points less entity F1 (3 seeds each).",
+    )
+
+
 class ClassificationTrainingConfig(FinetuneTrainingConfig):
     class_weights: Literal["none", "balanced"] = Field(default="none", description="balanced: weight classes by inverse frequency.")
 
@@ -132,7 +140,7 @@ class ClassificationFinetuneConfig(FinetuneRunConfig):
 class TokenClassificationFinetuneConfig(FinetuneRunConfig):
     task: Literal["token_classification"] = Field(description="Token classification: one tag per word (POS, NER).")
     data: TaggedDataConfig
-    training: FinetuneTrainingConfig = Field(default_factory=FinetuneTrainingConfig)
+    training: TokenClassificationTrainingConfig = Field(default_factory=TokenClassificationTrainingConfig)
 
 
 FINETUNE_TASK_CONFIGS: dict[str, type[FinetuneRunConfig]] = {

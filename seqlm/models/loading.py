@@ -85,7 +85,7 @@ def load_for_inference(model: str, device: torch.device | str, *, head: str = "a
         tokenizer.pad_token = tokenizer.eos_token  # batching needs a pad id; it is masked out anyway
     if head == "sequence_classification" and loaded.config.pad_token_id is None and tokenizer.pad_token_id is not None:
         # GPT-style classifiers pool the last token that is not config.pad_token_id; without one they
-        # refuse batches of more than one input. Padding then uses this same id (see predict_classification).
+        # refuse batches of more than one input. Padding then uses this same id (see seqlm.tasks.classification_predict).
         loaded.config.pad_token_id = tokenizer.pad_token_id
     if head == "masked_lm" and tokenizer.mask_token is None:
         raise DataError(f"{model}: the tokenizer has no mask token; a masked LM needs one (e.g. [MASK])")

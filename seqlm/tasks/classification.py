@@ -109,7 +109,7 @@ TASK = Task(
         batches=_batches_for_run,
         score=score_classifier,
         metric_modes=METRIC_MODES,
-        default_metric=lambda names: "accuracy",
+        selectable=lambda names: ("accuracy", "macro_f1", "loss"),
         shown_metrics=("accuracy",),
     ),
 )

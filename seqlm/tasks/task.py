@@ -51,17 +51,18 @@ class Finetuning:
       ({"train", "validation"[, "test"]}; a bad record is a DataError at its FILE:LINE).
     - `batches(splits, names, tokenizer, config, world_size, log) -> SupervisedBatches`: records
       encoded once; the batch of step s a pure function of (seed, s); `log` reports truncation.
-    - `score(model, batches, names, precision, device, cluster, lockstep) -> dict`: validation and
-      test metrics, each a float; `metric_modes` says which way each is better.
-    - `default_metric(names)`: the metric that picks best/ when the config names none.
+    - `score(model, objective, batches, names, precision, device, cluster, lockstep) -> dict`:
+      validation and test metrics, each a float; `metric_modes` says which way each is better.
+    - `selectable(names)`: the metrics `score` reports for this label set that can pick best/
+      (`early_stopping.metric`), the default first.
     """
 
     load: Callable[[Any], tuple[dict[str, Any], list[str]]]
     batches: Callable[..., SupervisedBatches]
     score: Callable[..., dict[str, float]]
     metric_modes: dict[str, str]
-    default_metric: Callable[[list[str]], str]
-    shown_metrics: tuple[str, ...]  # the validation/test metrics the final log line shows
+    selectable: Callable[[list[str]], tuple[str, ...]]
+    shown_metrics: tuple[str, ...]  # the validation/test metrics the final log line shows (those reported)
 
 
 @dataclass(frozen=True)

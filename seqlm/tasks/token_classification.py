@@ -226,8 +226,11 @@ def evaluate(
     }
 
 
-def _default_metric(names: list[str]) -> str:
-    return "f1" if detect_scheme(names) is not None else "accuracy"
+def _selectable(names: list[str]) -> tuple[str, ...]:
+    """Entity F1 first for IOB-style tags; accuracy first for other tag sets (POS), which have no entities."""
+    if detect_scheme(names) is not None:
+        return ("f1", "accuracy", "precision", "recall", "loss")
+    return ("accuracy", "macro_f1", "loss")
 
 
 TASK = Task(
@@ -244,7 +247,7 @@ TASK = Task(
         batches=_batches_for_run,
         score=score,
         metric_modes=METRIC_MODES,
-        default_metric=_default_metric,
+        selectable=_selectable,
         shown_metrics=("f1", "accuracy"),
     ),
 )

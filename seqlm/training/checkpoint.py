@@ -19,8 +19,8 @@ from typing import Any
 import torch
 
 from seqlm.errors import OutputError
+from seqlm.io.atomic_files import replace_dir_atomic
 from seqlm.io.output_paths import write_failure
-from seqlm.training.run_dir import replace_dir_atomic
 from seqlm.training.state import LoopState
 
 TRAINER_STATE = "trainer_state.pt"

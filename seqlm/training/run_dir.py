@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 from pathlib import Path
 from typing import Any
+
+from seqlm.io.atomic_files import write_text_atomic
 
 
 class RunDir:
@@ -60,51 +60,6 @@ class RunDir:
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         write_text_atomic(self.path / "metrics.json", json.dumps(_finite(metrics), indent=2) + "\n")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write via a temporary sibling and rename, so readers never see a half-written file."""
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
-def replace_dir_atomic(temporary: Path, final: Path) -> None:
-    """Move a fully written directory into place, replacing any previous one."""
-    for file in temporary.rglob("*"):
-        if file.is_file():
-            with open(file, "rb") as handle:
-                os.fsync(handle.fileno())
-    if not final.exists():
-        os.replace(temporary, final)
-        _sync_dir(final.parent)
-        return
-    retired = final.with_name(f".{final.name}.old-{os.getpid()}")
-    shutil.rmtree(retired, ignore_errors=True)
-    os.replace(final, retired)
-    try:
-        os.replace(temporary, final)
-    except BaseException:
-        os.replace(retired, final)  # put the previous one back
-        raise
-    _sync_dir(final.parent)
-    shutil.rmtree(retired, ignore_errors=True)
-
-
-def _sync_dir(directory: Path) -> None:
-    """Make a rename in `directory` durable (a crash right after must not undo it)."""
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def _step_of(line: str) -> float:
