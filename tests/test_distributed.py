@@ -87,6 +87,13 @@ def test_a_launch_leaves_no_temporary_files(ddp: Path) -> None:
     assert left == []
 
 
+def test_metrics_jsonl_holds_one_record_per_step_whatever_the_number_of_processes(single: Path, ddp: Path) -> None:
+    for run in (single, ddp):
+        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in records if "split" not in r] == list(range(1, 31)), run.name  # log_every 1, 30 steps
+        assert [r["step"] for r in records if r.get("split") == "validation"] == [15, 30], run.name
+
+
 def _losses(run: Path) -> dict[int, float]:
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     return {r["step"]: r["loss"] for r in records if "split" not in r}
@@ -255,31 +262,45 @@ def _finetune(model: Path, files: tuple[Path, Path, Path], run: Path, *extra: st
     return [*args, *extra]
 
 
+def _finetune_on_one_and_two_processes(
+    model: Path, files: tuple[Path, Path, Path], root: Path, config: str, atol: float = 1e-4
+) -> tuple[Path, dict, dict]:
+    """The same global batch (32) on one process and on two (16 each): losses to 1e-5, weights to `atol`.
+    Returns the one-process run and both runs' metrics.json (one, two)."""
+    one, two = root / "one", root / "two"
+    for run, extra in ((one, ["--set", "training.batch_size=32"]), (two, ["--set", "training.batch_size=16", "--nproc", "2"])):
+        args = _finetune(model, files, run, *extra)
+        args[1] = config
+        _ok(_seqlm(*args))
+    for step, loss in _losses(one).items():
+        assert _losses(two)[step] == pytest.approx(loss, rel=1e-5), f"step {step}"
+    _close_weights(one, two, atol)
+    return one, json.loads((one / "metrics.json").read_text()), json.loads((two / "metrics.json").read_text())
+
+
+def _evaluate_on_one_and_two_processes(model: Path, data: Path, root: Path, *extra: str) -> None:
+    """`seqlm evaluate --nproc 1` and `--nproc 2` write the same metrics (floats summed in another order: to 1e-6)."""
+    reports = []
+    for nproc in ("1", "2"):
+        output = root / f"eval-{nproc}"
+        _ok(_seqlm("evaluate", "--model", str(model), "--data", str(data), "--set", f"output_dir={output}",
+                   "--set", "batch_size=8", *extra, "--device", "cpu", "--nproc", nproc, "-q"))  # fmt: skip
+        reports.append(json.loads((output / "metrics.json").read_text()))
+    assert reports[0].keys() == reports[1].keys()
+    for key, value in reports[0].items():
+        assert reports[1][key] == (pytest.approx(value, rel=1e-6) if isinstance(value, float) else value), key
+
+
 def test_finetune_and_evaluate_on_two_processes_match_one(single: Path, tmp_path: Path) -> None:
     """Fine-tuning across an epoch end whose last batch is smaller than the number of ranks, then
     `seqlm evaluate --nproc 2`: the same figures as one process (metrics gathered, not averaged)."""
     files = _classify_files(tmp_path)
-    one, two = tmp_path / "one", tmp_path / "two"
-    _ok(_seqlm(*_finetune(single / "model", files, one, "--set", "training.batch_size=32")))
-    _ok(_seqlm(*_finetune(single / "model", files, two, "--set", "training.batch_size=16", "--nproc", "2")))
-    for step, loss in _losses(one).items():
-        assert _losses(two)[step] == pytest.approx(loss, rel=1e-5), f"step {step}"
-    _close_weights(one, two)
-    got, expected = json.loads((two / "metrics.json").read_text()), json.loads((one / "metrics.json").read_text())
+    one, expected, got = _finetune_on_one_and_two_processes(single / "model", files, tmp_path, "configs/tiny/gpt_finetune.yaml")
     for key in ("val_accuracy", "test_accuracy", "best_step", "val_examples", "test_examples"):
         assert got[key] == expected[key], key
     assert got["test_loss"] == pytest.approx(expected["test_loss"], rel=1e-5)
-
-    for model, data, name in [(one / "model", files[2], "classifier"), (single / "model", single.parent / "data", "lm")]:
-        reports = []
-        for nproc in ("1", "2"):
-            output = tmp_path / f"eval-{name}-{nproc}"
-            _ok(_seqlm("evaluate", "--model", str(model), "--data", str(data), "--set", f"output_dir={output}",
-                       "--set", "batch_size=8", "--set", "max_batches=25", "--device", "cpu", "--nproc", nproc, "-q"))  # fmt: skip
-            reports.append(json.loads((output / "metrics.json").read_text()))
-        assert reports[0].keys() == reports[1].keys()
-        for key, value in reports[0].items():  # floats summed in another order may differ in the last bits
-            assert reports[1][key] == (pytest.approx(value, rel=1e-6) if isinstance(value, float) else value), key
+    _evaluate_on_one_and_two_processes(one / "model", files[2], tmp_path / "classifier", "--set", "max_batches=25")
+    _evaluate_on_one_and_two_processes(single / "model", single.parent / "data", tmp_path / "lm", "--set", "max_batches=25")
 
 
 def test_two_nodes_on_one_host_complete_a_run(data: Path, ddp: Path, tmp_path: Path) -> None:
@@ -398,24 +419,10 @@ def test_token_classification_on_two_processes_matches_one(single: Path, tmp_pat
     config = json.loads((model / "config.json").read_text())
     (model / "config.json").write_text(json.dumps({**config, "classifier_dropout": 0.0}))
     files = _tagged_files(tmp_path, model, 64)
-    one, two = tmp_path / "one", tmp_path / "two"
-    base = _finetune(model, files, one, "--set", "training.batch_size=32")
-    base[1] = "configs/tiny/bert_pos_finetune.yaml"
-    _ok(_seqlm(*base))
-    twin = _finetune(model, files, two, "--set", "training.batch_size=16", "--nproc", "2")
-    twin[1] = "configs/tiny/bert_pos_finetune.yaml"
-    _ok(_seqlm(*twin))
-    for step, loss in _losses(one).items():
-        assert _losses(two)[step] == pytest.approx(loss, rel=1e-5), f"step {step}"
-    _close_weights(one, two)
-    got, expected = json.loads((two / "metrics.json").read_text()), json.loads((one / "metrics.json").read_text())
+    # Weights to 5e-4: GPT-2's attention key bias has a zero gradient in exact arithmetic (it adds the same
+    # q·b to every logit of a query), so its gradient is rounding noise, which AdamW scales up to steps of
+    # about lr (2e-3 here); ranks that trim padding round differently. Every other weight agrees to 2e-5.
+    one, expected, got = _finetune_on_one_and_two_processes(model, files, tmp_path, "configs/tiny/bert_pos_finetune.yaml", 5e-4)
     for key in ("best_step", "val_words", "test_words", "val_accuracy", "test_accuracy"):
         assert got[key] == expected[key], key
-    reports = []
-    for nproc in ("1", "2"):
-        output = tmp_path / f"eval-{nproc}"
-        _ok(_seqlm("evaluate", "--model", str(one / "model"), "--data", str(files[2]), "--set", f"output_dir={output}",
-                   "--set", "batch_size=8", "--device", "cpu", "--nproc", nproc, "-q"))  # fmt: skip
-        reports.append(json.loads((output / "metrics.json").read_text()))
-    assert reports[0]["accuracy"] == reports[1]["accuracy"] and reports[0]["per_tag"] == reports[1]["per_tag"]
-    assert reports[1]["loss"] == pytest.approx(reports[0]["loss"], rel=1e-6)
+    _evaluate_on_one_and_two_processes(one / "model", files[2], tmp_path / "tagger")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -118,6 +119,20 @@ def test_bad_json_line(tmp_path: Path) -> None:
 def test_missing_text_field_names_field_and_setting(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "t.jsonl", [{"text": "a", "label": "x"}, {"sentence": "b", "label": "y"}])
     with pytest.raises(DataError, match=rf"^{path}:2: no 'text' field \(fields: 'sentence', 'label'\); .*data.text_field"):
+        read(path)
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        (5, "holds an int (5), not text; set data.text_field"),
+        (["a"], "holds a list (['a']), not text; set data.text_field"),
+        (None, "is null; give every example a text or drop the line"),
+    ],
+)
+def test_a_text_field_that_is_not_text_says_what_it_holds(tmp_path: Path, value: object, said: str) -> None:
+    path = write_jsonl(tmp_path / "t.jsonl", [{"text": "fine", "label": "a"}, {"text": value, "label": "b"}])
+    with pytest.raises(DataError, match=f"t.jsonl:2: field 'text' {re.escape(said)}"):
         read(path)
 
 

@@ -191,6 +191,8 @@ def test_a_missing_mask_token_is_a_data_error_naming_the_line(mlm_dirs: dict[str
         ("in.txt", b"fine\nbad \xff\xfe bytes\n", "in.txt:2: not valid UTF-8"),
         ("in.jsonl", b'{"text": "ok"}\n{"text": "unterminated\n', "in.jsonl:2: not valid JSON"),
         ("in.jsonl", b'{"text": "ok"}\n\n{"other": "x"}\n', "in.jsonl:3: no field 'text'"),
+        ("in.jsonl", b'{"text": "ok"}\n{"text": null}\n', "in.jsonl:2: field 'text' holds null, not a string"),
+        ("in.jsonl", b'{"text": "ok"}\n{"text": 7}\n', "in.jsonl:2: field 'text' holds an int (7), not a string"),
         ("in.txt", b"", "no inputs"),
     ],
 )

@@ -311,12 +311,11 @@ def _without_speed(records: list[dict]) -> list[dict]:
     return [{key: value for key, value in record.items() if key != "tokens_per_s"} for record in records]
 
 
-def test_finetune_sigkill_mid_epoch_then_resume_is_bit_identical(finetuned, tmp_path: Path) -> None:
-    (model, train, validation), expected = finetuned
-    run = tmp_path / "killed"
-    args = _finetune_args(Path(model), Path(train), Path(validation), run)
+def _kill_after_step_20_resume_and_compare(args: list[str], run: Path, expected: Path) -> None:
+    """SIGKILL a fine-tuning process once step 20's checkpoint is complete, resume it in-process, and
+    require the uninterrupted run's weights (model/ and best/) and metrics.jsonl records, bit for bit."""
     process = subprocess.Popen([sys.executable, "-m", "seqlm", *args, "-q"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    marker = run / "checkpoints" / "step-000020" / "COMPLETE"  # step 20 of a 38-step epoch
+    marker = run / "checkpoints" / "step-000020" / "COMPLETE"
     _wait_for(marker, process)
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -329,6 +328,13 @@ def test_finetune_sigkill_mid_epoch_then_resume_is_bit_identical(finetuned, tmp_
     _same_weights(expected / "model", run / "model")
     _same_weights(expected / "best", run / "best")
     assert _without_speed(_records(run)) == _without_speed(_records(expected)), "losses or validation results differ"
+
+
+def test_finetune_sigkill_mid_epoch_then_resume_is_bit_identical(finetuned, tmp_path: Path) -> None:
+    (model, train, validation), expected = finetuned
+    run = tmp_path / "killed"
+    # Step 20 of a 38-step epoch.
+    _kill_after_step_20_resume_and_compare(_finetune_args(Path(model), Path(train), Path(validation), run), run, expected)
     metrics, expected_metrics = json.loads((run / "metrics.json").read_text()), json.loads((expected / "metrics.json").read_text())
     assert metrics["best_step"] == expected_metrics["best_step"] and metrics["val_accuracy"] == expected_metrics["val_accuracy"]
 
@@ -391,21 +397,7 @@ def _tagging_args(model: Path, train: Path, validation: Path, output_dir: Path) 
 def test_token_classification_sigkill_mid_epoch_then_resume_is_bit_identical(tagged, tmp_path: Path) -> None:
     (model, train, validation), expected = tagged
     run = tmp_path / "killed"
-    args = _tagging_args(Path(model), Path(train), Path(validation), run)
-    process = subprocess.Popen([sys.executable, "-m", "seqlm", *args, "-q"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    marker = run / "checkpoints" / "step-000020" / "COMPLETE"
-    _wait_for(marker, process)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert marker.exists(), process.stderr.read().decode() if process.stderr else "no checkpoint"
-    assert not (run / "model").exists(), "the run finished before it could be killed"
-
-    result = runner.invoke(app, [*args, "--resume"])
-    assert result.exit_code == 0, result.output
-    assert "resumed from" in result.stderr
-    _same_weights(expected / "model", run / "model")
-    _same_weights(expected / "best", run / "best")
-    assert _without_speed(_records(run)) == _without_speed(_records(expected)), "losses or validation results differ"
+    _kill_after_step_20_resume_and_compare(_tagging_args(Path(model), Path(train), Path(validation), run), run, expected)
     metrics = json.loads((run / "metrics.json").read_text())
     steps_per_epoch = metrics["steps"] / metrics["epochs"]
     assert metrics["task"] == "token_classification" and 20 < steps_per_epoch < 60, metrics  # the kill landed mid-epoch

@@ -26,7 +26,8 @@ from conftest import REPO, invoke, jsonl_rows, seqlm, sets, write_jsonl
 
 from seqlm.data.batch import Batch
 from seqlm.metrics.sequence_labelling import sequence_labelling_scores
-from seqlm.tasks.token_classification import OBJECTIVE, by_sentence
+from seqlm.runtime.device import Precision
+from seqlm.tasks.token_classification import OBJECTIVE, sentence_tags
 
 TAGGED = REPO / "data" / "tasks" / "token_classification"
 POS, NER = TAGGED / "pos_ud_ewt", TAGGED / "ner_uner_ewt"
@@ -163,11 +164,28 @@ def test_objective_counts_and_sums_only_tagged_pieces() -> None:
 
 
 def test_windows_of_one_sentence_are_joined_before_entities_are_read() -> None:
-    """An entity cut by a window split counts once, as in seqeval on the whole sentence."""
-    windows = [["O", "B-PER"], ["I-PER", "O"], ["B-LOC"]]
-    joined = by_sentence(windows, np.array([0, 0, 1]))
-    assert joined == [["O", "B-PER", "I-PER", "O"], ["B-LOC"]]
-    report = sequence_labelling_scores(joined, joined, scheme="IOB2")
+    """An entity cut by a window split counts once, as in seqeval on the whole sentence; windows may come in any batch order."""
+    names = ["O", "B-PER", "I-PER", "B-LOC"]
+    rows = [  # (window, sentence, tag ids): sentence 0 is split into windows 0 and 1 at an entity
+        (2, 1, [3]),
+        (0, 0, [0, 1]),
+        (1, 0, [2, 0]),
+    ]
+    width = 3
+    targets = {
+        "labels": torch.tensor([tags + [-100] * (width - len(tags)) for _, _, tags in rows]),
+        "first_piece": torch.tensor([[1] * len(tags) + [-100] * (width - len(tags)) for _, _, tags in rows]),
+        "index": torch.tensor([window for window, _, _ in rows]),
+        "sentence": torch.tensor([sentence for _, sentence, _ in rows]),
+    }
+    logits = torch.nn.functional.one_hot(targets["labels"].clamp(min=0), len(names)).float()  # predicts the gold tags
+    model = lambda **inputs: transformers.modeling_outputs.TokenClassifierOutput(logits=logits)  # noqa: E731
+    model.eval = model.train = lambda *a: None
+    model.training = False
+    batch = Batch({"input_ids": torch.zeros(3, width, dtype=torch.long)}, targets)
+    gold, predicted, _ = sentence_tags(model, OBJECTIVE, [batch], names, Precision(torch.device("cpu"), "fp32"), torch.device("cpu"))
+    assert gold == predicted == [["O", "B-PER", "I-PER", "O"], ["B-LOC"]]
+    report = sequence_labelling_scores(gold, predicted, scheme="IOB2")
     assert report["entities"] == 2 and report["f1"] == 1.0
 
 

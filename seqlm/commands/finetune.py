@@ -191,7 +191,7 @@ def fit(finetune: FinetuneRun) -> dict[str, float]:
     cluster = finetune.parallel.cluster
     with graceful_stop() as stop_request, progress as bar:
         hooks = LoopHooks(
-            log=lambda record: log_record(finetune.run_dir, finetune.console, record, finetune.plan.max_steps),
+            log=lambda record: log_record(finetune.run_dir, finetune.console, record, finetune.plan.max_steps, finetune.parallel.cluster),
             evaluate=lambda state: validate_and_keep_best(finetune, state),
             checkpoint=lambda state, validation: finetune.checkpointer.save(
                 state, validation, run_state={"best": finetune.best.state_dict(), "new_weights": finetune.new_weights}

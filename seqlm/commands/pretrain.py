@@ -147,7 +147,7 @@ def fit(pretrain: PretrainRun) -> dict[str, float]:
     cluster = pretrain.parallel.cluster
     with graceful_stop() as stop_request, pretrain.console.progress("pretrain", total=training.max_steps, unit="steps") as bar:
         hooks = LoopHooks(
-            log=lambda record: log_record(pretrain.run_dir, pretrain.console, record, pretrain.config.training.max_steps),
+            log=lambda record: log_record(pretrain.run_dir, pretrain.console, record, pretrain.config.training.max_steps, pretrain.parallel.cluster),
             evaluate=lambda state: validate(pretrain),
             checkpoint=lambda state, validation: pretrain.checkpointer.save(state, validation, run_state={}),
             progress=lambda state, fields: bar.update(state.step, **fields),

@@ -242,7 +242,7 @@ def _text(where: str, record: dict[str, Any], field: str, fields: _Fields) -> st
     if value is None:
         raise records.missing_field(where, record, field, fields.setting(field))
     if not isinstance(value, str):
-        raise DataError(f"{where}: field {field!r} holds a {type(value).__name__}, not text; set {fields.setting(field)}")
+        raise DataError(f"{where}: field {field!r} holds {records.described(value)}, not text; set {fields.setting(field)}")
     return value
 
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from seqlm.errors import ConfigError, DataError
 from seqlm.io.line_reader import raw_lines
-from seqlm.io.records import RecordProblem, json_object
+from seqlm.io.records import RecordProblem, described, json_object
 
 SKIP_HINT = "or pass --skip-bad-lines (skip_bad_lines: true) to skip such lines"
 _ONE_PER_LINE = "give one input per line"
@@ -163,7 +163,7 @@ def _parse_json_line(
             setting = "text_field" if name == text_field else "text_pair_field"
             raise DataError(f"{where}: no field '{name}' (fields: {keys}); set {setting} to the field with the text")
         if not isinstance(obj[name], str):
-            raise DataError(f"{where}: field '{name}' is {type(obj[name]).__name__}, not a string")
+            raise DataError(f"{where}: field '{name}' holds {described(obj[name])}, not a string")
     extra = {key: value for key, value in obj.items() if key not in (text_field, pair_field)}
     return InputRecord(text=obj[text_field], line=number, extra=extra, pair=obj[pair_field] if pair_field else None)
 

@@ -210,3 +210,12 @@ def split_by_ratio(examples: Any, ratio: float, seed: int) -> tuple[Any, Any]:
     n_validation = min(n - 1, max(1, round(n * ratio)))
     order = np.random.default_rng(seed).permutation(n)
     return examples.subset(np.sort(order[n_validation:])), examples.subset(np.sort(order[:n_validation]))
+
+
+def described(value: Any) -> str:
+    """'null', 'a str ("The cat")', 'an int (5)': a value's JSON-ish kind and a short view of it."""
+    if value is None:
+        return "null"
+    kind = type(value).__name__
+    view = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} ({view})"

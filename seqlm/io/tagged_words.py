@@ -202,12 +202,12 @@ def _words(where: str, record: dict[str, Any], fields: _Fields) -> list[str]:
         raise records.missing_field(where, record, name, fields.setting(name))
     value = record[name]
     if not isinstance(value, list):
-        raise DataError(f"{where}: field {name!r} holds {_described(value)}, not a list of words; write it as [\"word\", ...]")
+        raise DataError(f"{where}: field {name!r} holds {records.described(value)}, not a list of words; write it as [\"word\", ...]")
     if not value:
         raise DataError(f"{where}: field {name!r} is an empty list; a sentence needs at least one word (drop the line)")
     for j, word in enumerate(value):
         if not isinstance(word, str):
-            raise DataError(f"{where}: {name}[{j}] is {_described(word)}, not a string; write every word as a JSON string")
+            raise DataError(f"{where}: {name}[{j}] is {records.described(word)}, not a string; write every word as a JSON string")
         if not word:
             raise DataError(f"{where}: {name}[{j}] is an empty string; give the word, or remove it and its tag")
     return value
@@ -223,7 +223,7 @@ def _tags(where: str, record: dict[str, Any], fields: _Fields, n_words: int, nam
         raise records.missing_field(where, record, name, fields.setting(name))
     value = record[name]
     if not isinstance(value, list):
-        raise DataError(f"{where}: field {name!r} holds {_described(value)}, not a list of tags; write it as [\"TAG\", ...]")
+        raise DataError(f"{where}: field {name!r} holds {records.described(value)}, not a list of tags; write it as [\"TAG\", ...]")
     if len(value) != n_words:
         raise DataError(
             f"{where}: {n_words} tokens but {len(value)} tags; give each token exactly one tag ({fields.tokens!r}, {name!r})"
@@ -233,20 +233,11 @@ def _tags(where: str, record: dict[str, Any], fields: _Fields, n_words: int, nam
         if names is not None and type(tag) is int and 0 <= tag < len(names):
             tag = names[tag]  # a ClassLabel id
         if isinstance(tag, bool) or not isinstance(tag, (str, int)):
-            raise DataError(f"{where}: {name}[{j}] is {_described(tag)}; a tag is a string (or an integer)")
+            raise DataError(f"{where}: {name}[{j}] is {records.described(tag)}; a tag is a string (or an integer)")
         if tag == "":
             raise DataError(f"{where}: {name}[{j}] is an empty string; give every token a tag")
         tags.append(str(tag))
     return tags
-
-
-def _described(value: Any) -> str:
-    """'null', 'a str ("The cat")', 'an int (5)': a value's JSON-ish kind and a short view of it."""
-    if value is None:
-        return "null"
-    kind = type(value).__name__
-    view = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
-    return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} ({view})"
 
 
 # --------------------------------------------------------------------------- raw text to words

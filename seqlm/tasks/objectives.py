@@ -1,10 +1,9 @@
-"""Training objectives: what a batch holds, and the summed losses and counts over it.
+"""The objectives of the language-model and sequence-classification tasks: `OBJECTIVES[name]`.
 
-The training loop is objective-agnostic. An objective says how many targets a batch has
-(`target_counts`, known before the forward pass, so gradient accumulation can normalise
-every micro-batch by the token count of the whole optimizer step) and returns *summed*
-losses (`loss_sums`). Loss = Σ_terms loss_sum[term] / count[term] over the step, which makes
-accumulation of k micro-batches of b equal to one batch of k·b.
+clm, mlm and mlm+nsp (which `seqlm pretrain` trains and `causal_lm` / `masked_lm` score) and
+classification: each says how many targets a batch has and returns *summed* losses over it (see
+`seqlm.training.objective` for why sums). Also `check_language_model_options`, the predict settings
+both language-model tasks refuse. Token classification keeps its objective in its own module.
 """
 
 from __future__ import annotations

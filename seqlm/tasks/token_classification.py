@@ -59,7 +59,7 @@ def _losses(outputs: Any, batch: Batch) -> dict[str, torch.Tensor]:
 
 
 def _score(outputs: Any, batch: Batch) -> dict[str, Any]:
-    """Sums for the loss, and each row's predicted and gold tag ids at its words' first pieces."""
+    """Sums for the loss, and each row's predicted and gold tag ids at its words' first pieces, with its window and sentence."""
     labels = batch.targets["labels"]
     first = (batch.targets["first_piece"] == 1).cpu()
     predicted, gold = outputs.logits.argmax(dim=-1).cpu(), labels.cpu()
@@ -67,6 +67,7 @@ def _score(outputs: Any, batch: Batch) -> dict[str, Any]:
         "nll": float(_nll_sum(outputs.logits, labels)),
         "tokens": int((labels != IGNORE_INDEX).sum()),
         "windows": batch.targets["index"].tolist(),
+        "sentences": batch.targets["sentence"].tolist(),
         "predicted": [row[mask].numpy() for row, mask in zip(predicted, first)],
         "expected": [row[mask].numpy() for row, mask in zip(gold, first)],
     }
@@ -132,29 +133,26 @@ def _batches_for_run(
 # --------------------------------------------------------------------------- scoring
 
 
-def word_tags(
+def sentence_tags(
     model: Any, objective: Objective, batches: Iterable[Batch], names: list[str], precision: Precision, device: torch.device,
     cluster: Cluster = SINGLE, lockstep: bool = False,
 ) -> tuple[list[list[str]], list[list[str]], float]:
-    """(gold, predicted) tag sequences per window in window order, and the mean loss per tagged piece."""
-    gold: dict[int, list[str]] = {}
-    predicted: dict[int, list[str]] = {}
+    """(gold, predicted) tag sequences per sentence, the windows of a split sentence joined in order (so an
+    entity cut by a window split is whole again), and the mean loss per tagged piece."""
+    windows: dict[int, tuple[int, list[str], list[str]]] = {}
     nll, tokens = 0.0, 0
     for scores in batch_scores(model, objective, batches, precision, device, cluster, lockstep):
         nll, tokens = nll + scores["nll"], tokens + scores["tokens"]
-        for window, expected, guessed in zip(scores["windows"], scores["expected"], scores["predicted"]):
-            gold[window] = [names[i] for i in expected]
-            predicted[window] = [names[i] for i in guessed]
+        for window, sentence, expected, guessed in zip(scores["windows"], scores["sentences"], scores["expected"], scores["predicted"]):
+            windows[window] = (sentence, [names[i] for i in expected], [names[i] for i in guessed])
+    gold: dict[int, list[str]] = {}
+    predicted: dict[int, list[str]] = {}
+    for window in sorted(windows):  # a sentence's windows are consecutive, in word order
+        sentence, expected, guessed = windows[window]
+        gold.setdefault(sentence, []).extend(expected)
+        predicted.setdefault(sentence, []).extend(guessed)
     order = sorted(gold)
-    return [gold[w] for w in order], [predicted[w] for w in order], nll / tokens if tokens else float("nan")
-
-
-def by_sentence(tags: list[list[str]], sentence_of_window: np.ndarray) -> list[list[str]]:
-    """Window tag lists (in window order) joined into one list per sentence: an entity cut by a window split is whole again."""
-    joined: list[list[str]] = [[] for _ in range(int(sentence_of_window.max()) + 1 if len(sentence_of_window) else 0)]
-    for sentence, window_tags in zip(sentence_of_window, tags):
-        joined[int(sentence)].extend(window_tags)
-    return joined
+    return [gold[s] for s in order], [predicted[s] for s in order], nll / tokens if tokens else float("nan")
 
 
 def sequence_report(gold: list[list[str]], predicted: list[list[str]], names: list[str]) -> dict[str, Any]:
@@ -166,13 +164,9 @@ def score(
     model: Any, objective: Objective, batches: list[Batch], names: list[str], precision: Precision, device: torch.device,
     cluster: Cluster = SINGLE, lockstep: bool = False,
 ) -> dict[str, float]:
-    """Validation/test metrics of `batches` (windows; each carries its sentence in `targets["sentence"]`)."""
-    gold, predicted, loss = word_tags(model, objective, batches, names, precision, device, cluster, lockstep)
-    sentence_of_window = np.concatenate([batch.targets["sentence"].numpy() for batch in batches]) if batches else np.empty(0)
-    windows = np.concatenate([batch.targets["index"].numpy() for batch in batches]) if batches else np.empty(0)
-    in_order = sentence_of_window[np.argsort(windows, kind="stable")]
-    report = sequence_report(by_sentence(gold, in_order), by_sentence(predicted, in_order), names)
-    return {"loss": loss, **summary(report)}
+    """Validation/test metrics of `batches` (windows carrying their sentence and first-piece positions)."""
+    gold, predicted, loss = sentence_tags(model, objective, batches, names, precision, device, cluster, lockstep)
+    return {"loss": loss, **summary(sequence_report(gold, predicted, names))}
 
 
 def summary(report: dict[str, Any]) -> dict[str, float]:
@@ -207,8 +201,8 @@ def evaluate(
     encoded = encode(windows, for_scoring=True)
     pad_id = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
     batches = ExampleBatches({"test": encoded}, int(pad_id), config.batch_size, 1, 0).evaluation("test")
-    gold, predicted, loss = word_tags(loaded.model, OBJECTIVE, batches, names, precision, device, cluster)
-    report = sequence_report(by_sentence(gold, windows.sentence), by_sentence(predicted, windows.sentence), names)
+    gold, predicted, loss = sentence_tags(loaded.model, OBJECTIVE, batches, names, precision, device, cluster)
+    report = sequence_report(gold, predicted, names)
     tables = {key: report[key] for key in ("per_type", "per_tag") if key in report}
     if "confusion_matrix" in report:
         tables["confusion_matrix"] = report["confusion_matrix"]

@@ -223,9 +223,10 @@ def stopped(run_dir: RunDir, state: LoopState, signum: signal.Signals, cluster: 
     raise interrupted
 
 
-def log_record(run_dir: RunDir, console: Console, record: dict[str, Any], max_steps: int) -> None:
-    """Append a loop record to metrics.jsonl and show it as one line (`step 20/100  loss 3.1 ...`)."""
-    run_dir.log(record)
+def log_record(run_dir: RunDir, console: Console, record: dict[str, Any], max_steps: int, cluster: Cluster = SINGLE) -> None:
+    """Append a loop record to metrics.jsonl (rank 0 alone: one record per step, whatever the number of
+    processes) and show it as one line (`step 20/100  loss 3.1 ...`)."""
+    on_main(cluster, lambda: run_dir.log(record))
     shown = "  ".join(f"{key} {short(value)}" for key, value in record.items() if key not in ("step", "split"))
     prefix = "validation" if record.get("split") == "validation" else "step"
     console.info(f"{prefix} {record['step']}/{max_steps}  {shown}")
