@@ -100,6 +100,14 @@ def test_evaluate_scores_best_like_the_test_split_and_seqeval(ner_run: Path, tmp
 
 
 @pytest.mark.slow
+def test_evaluate_prints_the_per_type_table_for_entities_and_per_tag_tables_for_pos(ner_run: Path, pos_run: Path, tmp_path: Path) -> None:
+    ner = seqlm("evaluate", "configs/tiny/bert_ner_evaluate.yaml", "--model", ner_run / "best", *sets(output_dir=tmp_path / "ner"))
+    assert "per entity type" in ner and "PER" in ner and "confusion matrix" not in ner
+    pos = seqlm("evaluate", "configs/tiny/bert_pos_evaluate.yaml", "--model", pos_run / "best", *sets(output_dir=tmp_path / "pos"))
+    assert "per tag" in pos and "confusion matrix" in pos and "PROPN" in pos
+
+
+@pytest.mark.slow
 def test_evaluate_reports_a_confusion_matrix_for_pos(pos_run: Path, tmp_path: Path) -> None:
     stdout = seqlm("evaluate", "configs/tiny/bert_pos_evaluate.yaml", "--model", pos_run / "best", "--json", *sets(output_dir=tmp_path))
     report = json.loads(stdout)

@@ -1,8 +1,8 @@
 """Print `seqlm evaluate`'s metrics on stdout: JSON (`--json`) or readable tables.
 
-Language models: one metric/value table. Classifiers: a summary table (examples, loss,
-accuracy, macro / weighted F1, precision, recall), a per-class table (precision, recall,
-F1, support) and the confusion matrix (rows: true label, columns: predicted label).
+A metric/value table of every scalar; then, for whatever the task's metrics hold, a per-class,
+per-type (entities) or per-tag table (precision, recall, F1, support) and the confusion matrix
+(rows: true label, columns: predicted label). What is printed follows the metrics, not the task.
 """
 
 from __future__ import annotations
@@ -10,6 +10,9 @@ from __future__ import annotations
 import json
 import sys
 from typing import Any
+
+# Tables of per-label scores a task's metrics may hold: key → table title.
+PER_LABEL_TABLES = {"per_class": "per class", "per_type": "per entity type", "per_tag": "per tag"}
 
 
 def print_metrics(metrics: dict[str, Any], json_output: bool) -> None:
@@ -20,8 +23,9 @@ def print_metrics(metrics: dict[str, Any], json_output: bool) -> None:
     from rich.table import Table
 
     tables = [_scalar_table(metrics, Table)]
-    if metrics.get("objective") == "classification":
-        tables += [_per_class_table(metrics["per_class"], Table), _confusion_table(metrics["confusion_matrix"], Table)]
+    tables += [_per_label_table(metrics[key], title, Table) for key, title in PER_LABEL_TABLES.items() if key in metrics]
+    if "confusion_matrix" in metrics:
+        tables.append(_confusion_table(metrics["confusion_matrix"], Table))
     console = RichConsole(file=sys.stdout, highlight=False)
     if not console.is_terminal:  # files and pipes get 80 columns by default: widen rather than cut label names
         console.width = max(console.width, _confusion_width(metrics.get("confusion_matrix")))
@@ -43,12 +47,12 @@ def _scalar_table(metrics: dict[str, Any], Table: Any) -> Any:
     return table
 
 
-def _per_class_table(per_class: dict[str, dict[str, Any]], Table: Any) -> Any:
-    table = Table(title="per class", show_header=True)
+def _per_label_table(per_label: dict[str, dict[str, Any]], title: str, Table: Any) -> Any:
+    table = Table(title=title, show_header=True)
     table.add_column("label", no_wrap=True)
     for column in ("precision", "recall", "f1", "support"):
         table.add_column(column, justify="right")
-    for label, scores in per_class.items():
+    for label, scores in per_label.items():
         table.add_row(label, *(_value(scores[key]) for key in ("precision", "recall", "f1", "support")))
     return table
 
