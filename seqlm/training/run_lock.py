@@ -5,11 +5,18 @@ seqlm process on the same directory is refused with the holder's PID; a lock who
 is gone (same host, PID not running) is stale and taken over with a warning. The lock is
 removed when the run ends, however it ends (a SIGKILL leaves it stale, to be taken over), and so
 is the directory if the lock created it and the run wrote nothing (e.g. it failed on its config).
+
+Whoever takes the lock also removes what killed writers left: the hidden temporaries of
+checkpoints, `model/`, `best/` and metrics files (`.NAME.tmp-PID`, `.NAME.old-PID`, in the run
+dir and in `checkpoints/`) whose PID is not running, and says how much it freed. A temporary
+of a running process is never touched.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,6 +36,7 @@ def run_lock(directory: Path, warn: Callable[[str], None]) -> Iterator[Path]:
     try:
         directory.mkdir(parents=True, exist_ok=True)
         _acquire(lock, warn)
+        _remove_dead_temporaries(directory, warn)
     except OSError as exc:
         failure = write_failure(exc, directory)
         if failure is None:
@@ -74,6 +82,33 @@ def _holder(lock: Path) -> tuple[int, str] | None:
         return None
     except ValueError:
         return 0, socket.gethostname()  # unreadable: treat as stale
+
+
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)")
+
+
+def _remove_dead_temporaries(directory: Path, warn: Callable[[str], None]) -> None:
+    removed, freed = [], 0
+    for parent in (directory, directory / "checkpoints"):
+        for path in sorted(parent.iterdir()) if parent.is_dir() else ():
+            match = _TEMPORARY.fullmatch(path.name)
+            if match is None or _alive(int(match["pid"])):
+                continue
+            freed += _size(path)
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(path.relative_to(directory).as_posix())
+    if removed:
+        shown = ", ".join(removed[:3]) + (f" (+{len(removed) - 3} more)" if len(removed) > 3 else "")
+        warn(f"{directory}: removed {len(removed)} temporary file(s) of seqlm processes that were killed while writing ({shown}), freeing {freed / 1e6:.1f} MB")
+
+
+def _size(path: Path) -> int:
+    if path.is_file() or path.is_symlink():
+        return path.lstat().st_size
+    return sum(item.lstat().st_size for item in path.rglob("*") if item.is_file())
 
 
 def _alive(pid: int) -> bool:
