@@ -17,16 +17,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from seqlm.config.schema import EvaluateConfig
 from seqlm.console import Console
 from seqlm.data.batch import Batch
-from seqlm.data.example_batches import EncodedExamples, ExampleBatches
+from seqlm.data.example_batches import ExampleBatches
 from seqlm.data.masking import IGNORE_INDEX
-from seqlm.data.word_windows import WordWindows, encode_words
+from seqlm.data.word_windows import encode_words
 from seqlm.io.records import split_by_ratio
 from seqlm.io.tagged_words import TaggedSentences, read_tagged, tag_ids, tag_names
 from seqlm.metrics import load_metric
@@ -99,18 +98,6 @@ def load(data: Any) -> tuple[dict[str, TaggedSentences], list[str]]:
     return splits, names
 
 
-def encode(windows: WordWindows, for_scoring: bool) -> EncodedExamples:
-    """Windows as examples; scored splits also carry where each word's prediction is read."""
-    rows = {"input_ids": windows.input_ids, "attention_mask": windows.attention_mask}
-    if windows.token_type_ids is not None:
-        rows["token_type_ids"] = windows.token_type_ids
-    targets: dict[str, Any] = {"labels": windows.labels}
-    if for_scoring:
-        targets["first_piece"] = [first.astype(np.int64) for first in windows.first_piece]
-        targets["sentence"] = windows.sentence
-    return EncodedExamples(rows, targets, truncated=windows.n_cut_words)
-
-
 def _batches_for_run(
     splits: dict[str, TaggedSentences], names: list[str], tokenizer: Any, config: Any, world_size: int, log: Callable[[str], None]
 ) -> ExampleBatches:
@@ -118,7 +105,7 @@ def _batches_for_run(
     encoded = {}
     for name, sentences in splits.items():
         windows = encode_words(tokenizer, sentences.words, training.max_length, tag_ids(sentences, names), data.label_all_pieces)
-        encoded[name] = encode(windows, for_scoring=name != "train")
+        encoded[name] = token_tagging.window_examples(windows, for_scoring=name != "train")
         if windows.n_split_sentences or windows.n_cut_words:
             log(
                 f"{name}: {windows.n_split_sentences} of {len(sentences)} sentences are longer than training.max_length "
@@ -198,7 +185,7 @@ def evaluate(
         f"evaluate token_classification: {config.model} on {config.data}, {len(sentences)} sentences, "
         f"{sum(map(len, sentences.words))} words, {len(names)} tags, windows of up to {max_length} pieces"
     )
-    encoded = encode(windows, for_scoring=True)
+    encoded = token_tagging.window_examples(windows, for_scoring=True)
     pad_id = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
     batches = ExampleBatches({"test": encoded}, int(pad_id), config.batch_size, 1, 0).evaluation("test")
     gold, predicted, loss = sentence_tags(loaded.model, OBJECTIVE, batches, names, precision, device, cluster)

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 from seqlm.config.schema import PredictConfig
-from seqlm.data.padding import pad_rows
-from seqlm.data.word_windows import encode_words, word_predictions
+from seqlm.data.example_batches import EncodedExamples, ExampleBatches
+from seqlm.data.word_windows import WordWindows, encode_words, word_predictions
 from seqlm.errors import ConfigError
-from seqlm.io.predict_inputs import InputRecord, length_batches
+from seqlm.io.predict_inputs import InputRecord
 from seqlm.io.tagged_words import split_words
 from seqlm.metrics.entity_spans import entity_spans
 from seqlm.metrics.sequence_labelling import detect_scheme
@@ -80,6 +80,19 @@ def _words_of(record: InputRecord, rule: str, tokenizer: Any) -> tuple[str, list
     return " ".join(record.words), split
 
 
+def window_examples(windows: WordWindows, for_scoring: bool = False) -> EncodedExamples:
+    """Windows as examples for `ExampleBatches` (training, validation, evaluate, predict alike); scored splits
+    also carry where each word's prediction is read and the sentence of each window."""
+    rows = {"input_ids": windows.input_ids, "attention_mask": windows.attention_mask}
+    if windows.token_type_ids is not None:
+        rows["token_type_ids"] = windows.token_type_ids
+    targets: dict[str, Any] = {"labels": windows.labels} if windows.labels is not None else {}  # predict: no tags
+    if for_scoring:
+        targets["first_piece"] = [first.astype(np.int64) for first in windows.first_piece]
+        targets["sentence"] = windows.sentence
+    return EncodedExamples(rows, targets, truncated=windows.n_cut_words)
+
+
 def _word_probabilities(
     loaded: LoadedModel, words: list[list[str]], max_length: int, batch_size: int, precision: Precision, report: Any
 ) -> list[np.ndarray]:
@@ -90,16 +103,13 @@ def _word_probabilities(
     tokenizer, model = loaded.tokenizer, loaded.model
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     piece_probs: list[np.ndarray] = [np.empty(0)] * len(windows.input_ids)
-    rows = [ids.tolist() for ids in windows.input_ids]
-    for done, batch in length_batches(rows, batch_size):
-        input_ids, mask = pad_rows([rows[i] for i in batch], pad_id, left=False)
-        inputs = {"input_ids": input_ids, "attention_mask": mask}
-        if windows.token_type_ids is not None:
-            inputs["token_type_ids"] = pad_rows([windows.token_type_ids[i].tolist() for i in batch], 0, left=False)[0]
+    done = 0
+    for batch in ExampleBatches({"inputs": window_examples(windows)}, int(pad_id), batch_size, 1, 0).evaluation("inputs"):
         with torch.inference_mode(), precision.autocast():
-            logits = model(**{key: value.to(model.device) for key, value in inputs.items()}).logits
+            logits = model(**{key: value.to(model.device) for key, value in batch.inputs.items()}).logits
         probs = logits.float().softmax(-1).cpu().numpy()  # fp32 softmax: autocast logits may be bf16
-        for row, index in enumerate(batch):
+        for row, index in enumerate(batch.targets["index"].tolist()):
             piece_probs[index] = probs[row]
-        report(int(done * len(words) / len(rows)))
+        done += len(probs)
+        report(int(done * len(words) / len(piece_probs)))
     return word_predictions(windows, piece_probs, [len(sentence) for sentence in words])
