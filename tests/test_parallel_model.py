@@ -13,7 +13,7 @@ from seqlm.cli import app
 from seqlm.config.schema import DistributedConfig
 from seqlm.data.batch import Batch
 from seqlm.runtime.distributed import SINGLE, Cluster, sharded_results
-from seqlm.runtime.launcher import strip_nproc
+from seqlm.runtime.launcher import _root_cause, strip_nproc
 from seqlm.training.parallel import shard_batch
 
 
@@ -97,3 +97,18 @@ def test_single_process_commands_refuse_to_run_under_torchrun(command: str, monk
     result = CliRunner().invoke(app, [command, config])
     assert result.exit_code == 2
     assert f"seqlm {command} runs as one process; run it without torchrun" in result.output
+
+
+def test_the_launcher_reports_the_failure_that_explains_the_others() -> None:
+    """A rank that timed out (exit 1) is the cause, not the stopped peer that took the launcher's SIGTERM
+    when it was resumed in the same second (exit 143); a signal-killed rank and a data error come first."""
+    from types import SimpleNamespace
+
+    def failures(*codes_and_times: tuple[int, int]) -> dict[int, SimpleNamespace]:
+        return {rank: SimpleNamespace(exitcode=code, timestamp=at) for rank, (code, at) in enumerate(codes_and_times)}
+
+    assert _root_cause(failures((143, 100), (1, 100)))[0] == 1
+    assert _root_cause(failures((1, 100), (143, 101)))[0] == 0
+    assert _root_cause(failures((143, 100), (1, 101)))[0] == 0  # a real stop, its peer's collective broke after
+    assert _root_cause(failures((1, 100), (3, 101)))[0] == 1
+    assert _root_cause(failures((1, 100), (-9, 101)))[0] == 1

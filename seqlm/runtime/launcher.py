@@ -70,13 +70,20 @@ def launch(nproc: int, argv: list[str], debug: bool = False) -> int:
     return 0
 
 
+# Exits that may be consequences: 1 (a collective lost its peer) and 130/143 (the launcher itself
+# sends SIGTERM to the ranks left once one has failed; a stopped rank takes it when resumed).
+_CONSEQUENTIAL = frozenset({1, 130, 143})
+
+
 def _root_cause(failures: dict[int, Any]) -> tuple[int, Any]:
     """The failure that explains the others: a rank killed by a signal (its peers then fail with exit 1 as
-    their collectives lose it), else one with a seqlm exit code (2, 3, 4, 130, 143), else the first."""
+    their collectives lose it), else one with a seqlm data/config/output code (2, 3, 4, ...), else the
+    earliest; at the same second (the launcher's timestamps have 1 s resolution), a 1 before a 130/143."""
 
-    def rank_of(item: tuple[int, Any]) -> tuple[bool, bool, float]:
+    def rank_of(item: tuple[int, Any]) -> tuple[bool, bool, float, bool]:
         failure = item[1]
-        return (failure.exitcode >= 0, failure.exitcode == 1, failure.timestamp)
+        code = failure.exitcode
+        return (code >= 0, code in _CONSEQUENTIAL, failure.timestamp, code != 1)
 
     return min(failures.items(), key=rank_of)
 
