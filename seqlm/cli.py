@@ -193,6 +193,9 @@ def _dispatch(
     except SeqlmError as exc:
         if debug:
             traceback.print_exc()
+        if exc.exit_code == ExitCode.OK:  # NothingToDo: information (rank 0 speaks), not an error
+            console.outcome(str(exc))
+            _exit(ExitCode.OK)
         if exc.reported_by_rank_0:  # rank 0 has said it: the others exit with its code, silently
             _exit(exc.exit_code)
         _fail(str(exc), exc.exit_code)

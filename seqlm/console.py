@@ -37,6 +37,11 @@ class Console:
         if not self.quiet:
             self._emit(message)
 
+    def outcome(self, message: str) -> None:
+        """How a command ended when it did nothing (e.g. a finished run): shown even with --quiet."""
+        if not self.silent:
+            self._emit(message)
+
     def warn(self, message: str) -> None:
         """Warnings are shown even with --quiet."""
         if not self.silent:

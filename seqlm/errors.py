@@ -34,6 +34,13 @@ class SeqlmError(Exception):
     reported_by_rank_0: bool = False
 
 
+class NothingToDo(SeqlmError):
+    """Not an error: the command has nothing left to do (e.g. `--resume` on a finished run); its message
+    is shown as information and the exit code is 0."""
+
+    exit_code = ExitCode.OK
+
+
 class ConfigError(SeqlmError):
     """The command line or the config is wrong (exit 2)."""
 

@@ -94,6 +94,14 @@ def test_metrics_jsonl_holds_one_record_per_step_whatever_the_number_of_processe
         assert [r["step"] for r in records if r.get("split") == "validation"] == [15, 30], run.name
 
 
+def test_resuming_a_finished_run_of_two_processes_does_nothing(data: Path, ddp: Path) -> None:
+    before = {str(p): p.stat().st_mtime_ns for p in ddp.rglob("*")}
+    result = _seqlm(*_pretrain(data, ddp, "--set", "training.batch_size=4", "--set", "training.grad_accum=2", "--nproc", "2", "--resume"))
+    _ok(result)
+    assert result.stderr.count("this run finished at step 30") == 1 and "error" not in result.stderr
+    assert {str(p): p.stat().st_mtime_ns for p in ddp.rglob("*")} == before
+
+
 def _losses(run: Path) -> dict[int, float]:
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     return {r["step"]: r["loss"] for r in records if "split" not in r}

@@ -99,28 +99,120 @@ def test_resume_without_a_checkpoint_is_a_usage_error(data: Path, tmp_path: Path
 
 
 def test_an_incomplete_newest_checkpoint_is_skipped(data: Path, uninterrupted: Path, tmp_path: Path) -> None:
-    import shutil
 
-    run = tmp_path / "copy"
-    shutil.copytree(uninterrupted, run)
+    run = _unfinished_copy(uninterrupted, tmp_path / "copy")
     (run / "checkpoints" / "step-000100" / "COMPLETE").unlink()  # as if killed while writing it
     os.truncate(run / "checkpoints" / "step-000080" / "model.safetensors", 100)  # damaged
     result = runner.invoke(app, [*_pretrain_args(data, run), "--resume"])
     assert result.exit_code == 0, result.output
     assert "resumed from" in result.stderr and "step-000060" in result.stderr
+    assert "step-000080: model.safetensors is damaged (100 bytes, written as" in result.stderr
     expected, got = load_file(uninterrupted / "model" / "model.safetensors"), load_file(run / "model" / "model.safetensors")
     assert all((expected[name] == got[name]).all() for name in expected)
 
 
 def test_harmless_changes_are_accepted_and_logged(data: Path, uninterrupted: Path, tmp_path: Path) -> None:
-    import shutil
 
-    run = tmp_path / "copy"
-    shutil.copytree(uninterrupted, run)
+    run = _unfinished_copy(uninterrupted, tmp_path / "copy")
     result = runner.invoke(app, [*_pretrain_args(data, run), "--resume", "--set", "training.log_every=10"])
     assert result.exit_code == 0, result.output
     assert "accepted config change training.log_every: 5 -> 10" in result.stderr
     assert "resumed from" in result.stderr and "step-000100" in result.stderr
+
+
+def _unfinished_copy(run: Path, copy: Path) -> Path:
+    """A copy of a finished run as a kill before its last checkpoint left it: a run to resume."""
+    import shutil
+
+    shutil.copytree(run, copy)
+    for name in ("FINISHED", "metrics.json"):
+        (copy / name).unlink()
+    shutil.rmtree(copy / "model")
+    final = max((copy / "checkpoints").glob("step-*"))
+    shutil.rmtree(final)
+    return copy
+
+
+def _snapshot(run: Path) -> dict[str, tuple[int, bytes]]:
+    return {str(path.relative_to(run)): (path.stat().st_mtime_ns, path.read_bytes()) for path in run.rglob("*") if path.is_file()}
+
+
+@pytest.mark.parametrize("how", [["--resume"], ["--set", "resume=auto"], ["--set", "resume=auto", "-q"]])
+def test_resuming_a_finished_run_says_so_and_touches_nothing(data: Path, uninterrupted: Path, how: list[str]) -> None:
+    """It used to resume from the last checkpoint, retrain the steps after it and rewrite model/."""
+    before = _snapshot(uninterrupted)
+    result = runner.invoke(app, [*_pretrain_args(data, uninterrupted), *how])
+    assert result.exit_code == 0, result.output
+    assert "this run finished at step 120" in result.stderr and "nothing to do" in result.stderr
+    assert "--overwrite" in result.stderr and "error" not in result.stderr
+    assert _snapshot(uninterrupted) == before
+
+
+def test_a_finished_run_given_more_steps_trains_on_from_its_last_checkpoint(data: Path, uninterrupted: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run = tmp_path / "longer"
+    shutil.copytree(uninterrupted, run)
+    result = runner.invoke(app, [*_pretrain_args(data, run), "--resume", "--set", "training.max_steps=125"])
+    assert result.exit_code == 0, result.output
+    assert "training had finished at step 120 of 120; training on to step 125" in result.stderr
+    steps = [r["step"] for r in _records(run) if "split" not in r]
+    assert steps == sorted(set(steps)) and steps[-1] == 125  # each step's record once
+    assert json.loads((run / "FINISHED").read_text())["step"] == 125
+
+
+def test_a_run_killed_during_its_final_writes_finishes_them_without_training(data: Path, uninterrupted: Path, tmp_path: Path) -> None:
+    """Killed after its last step's checkpoint, while writing model/ (a temporary of a dead pid is left):
+    the resume writes model/, metrics.json and FINISHED as the run would have, and trains no step."""
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(uninterrupted, run)
+    (run / "FINISHED").unlink()
+    (run / "metrics.json").unlink()
+    (run / "model").rename(run / ".model.tmp-999999999")
+    result = runner.invoke(app, [*_pretrain_args(data, run), "--resume"])
+    assert result.exit_code == 0, result.output
+    assert "training had finished at step 120" in result.stderr and "step-000120" in result.stderr
+    assert "step 120/120" not in result.stderr, "a step was trained again"
+    _same_weights(uninterrupted / "model", run / "model")
+    assert (run / "metrics.jsonl").read_text() == (uninterrupted / "metrics.jsonl").read_text()
+    assert json.loads((run / "metrics.json").read_text()) == json.loads((uninterrupted / "metrics.json").read_text())
+    assert json.loads((run / "FINISHED").read_text())["step"] == 120
+    assert not (run / ".model.tmp-999999999").exists()
+
+
+def test_a_damaged_loop_state_falls_back_to_the_previous_checkpoint(data: Path, uninterrupted: Path, tmp_path: Path) -> None:
+    """A truncated trainer_state.pt used to be `exit 1: unexpected RuntimeError: PytorchStreamReader failed`."""
+    run = _unfinished_copy(uninterrupted, tmp_path / "copy")
+    state = run / "checkpoints" / "step-000100" / "trainer_state.pt"
+    os.truncate(state, state.stat().st_size // 2)
+    # Bit-identical resume is tested above; here 5 steps show that the run goes on from step 80.
+    result = runner.invoke(app, [*_pretrain_args(data, run), "--resume", "--set", "training.max_steps=85"])
+    assert result.exit_code == 0, result.output
+    assert "step-000100: trainer_state.pt is damaged" in result.stderr and "falling back to an older checkpoint" in result.stderr
+    assert "resumed from" in result.stderr and "step-000080: step 80" in result.stderr
+    assert max(_losses(run)) == 85 and "Traceback" not in result.stderr
+
+
+def test_a_file_changed_in_place_is_found_by_its_checksum(data: Path, uninterrupted: Path, tmp_path: Path) -> None:
+    """Same size, other bytes: only the manifest's SHA-256 can tell; with no trustworthy checkpoint left,
+    a one-line data error (exit 3) and nothing written."""
+    run = _unfinished_copy(uninterrupted, tmp_path / "copy")
+    for checkpoint in (run / "checkpoints").glob("step-*"):
+        with open(checkpoint / "trainer_state.pt", "r+b") as handle:
+            handle.seek(200)
+            byte = handle.read(1)
+            handle.seek(200)
+            handle.write(bytes([byte[0] ^ 0xFF]))
+    before = _snapshot(run)
+    result = runner.invoke(app, [*_pretrain_args(data, run), "--resume"])
+    assert result.exit_code == 3, result.output
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("seqlm: error:") and "no checkpoint can be trusted" in error
+    assert "step-000100: trainer_state.pt is damaged (its SHA-256 differs" in error and "--overwrite" in error
+    assert "Traceback" not in result.stderr
+    assert _snapshot(run) == before
 
 
 def _start_and_wait_for_training(data: Path, run: Path) -> subprocess.Popen:
@@ -199,7 +291,8 @@ def test_overwrite_deletes_the_previous_run_and_starts_afresh(data: Path, uninte
     result = runner.invoke(app, [*_pretrain_args(data, run), "--overwrite", "--set", "training.max_steps=20"])
     assert result.exit_code == 0, result.output
     assert "--overwrite deleted the previous run" in result.stderr
-    assert not (run / "checkpoints").exists()  # the old ones are deleted; step 20 is the end: no new checkpoint
+    # The old ones are deleted; step 20 is the end, checkpointed as such.
+    assert sorted(path.name for path in (run / "checkpoints").iterdir()) == ["step-000020"]
     assert max(_losses(run)) == 20
 
 
@@ -341,11 +434,14 @@ def test_finetune_sigkill_mid_epoch_then_resume_is_bit_identical(finetuned, tmp_
 
 def test_finetune_keeps_the_last_two_checkpoints_and_the_best(finetuned) -> None:
     _, run = finetuned
-    # Checkpoints every 10 steps (none at the end, step 60), validation every 15: only step 30's
-    # checkpoint has a validation result, so it is the best one and is kept beside the newest two.
+    # Checkpoints every 10 steps, validation every 15 and at the end (step 60): of steps 30 and 60, the
+    # checkpoints with a validation result, the better one is kept beside the newest two.
     kept = sorted(path.name for path in (run / "checkpoints").iterdir())
-    assert kept == ["step-000030", "step-000040", "step-000050"]
-    assert json.loads((run / "checkpoints" / "step-000030" / "trainer_state.json").read_text())["validation"]["accuracy"] >= 0
+    accuracy = {r["step"]: r["val_accuracy"] for r in _records(run) if r.get("split") == "validation"}
+    best_is_30 = accuracy[30] >= accuracy[60]  # ties: the earlier checkpoint
+    assert kept == (["step-000030"] if best_is_30 else []) + ["step-000050", "step-000060"]
+    final = json.loads((run / "checkpoints" / "step-000060" / "trainer_state.json").read_text())
+    assert final["validation"]["accuracy"] == accuracy[60]  # the last step is checkpointed with its validation
 
 
 def test_finetune_sigterm_checkpoints_and_resume_is_bit_identical(finetuned, tmp_path: Path) -> None:
@@ -368,6 +464,31 @@ def test_finetune_sigterm_checkpoints_and_resume_is_bit_identical(finetuned, tmp
     _same_weights(expected / "model", run / "model")
     _same_weights(expected / "best", run / "best")
     assert _without_speed(_records(run)) == _without_speed(_records(expected))
+
+
+def test_finetune_killed_after_its_test_record_finishes_without_a_second_one(finetuned, tmp_path: Path) -> None:
+    """The test record names the best step, so dropping records by step kept the stale copy: two
+    `split: test` records. Records are dropped by position now, and a finished run is left alone."""
+    (model, train, validation), _ = finetuned
+    run = tmp_path / "tested"
+    args = [*_finetune_args(Path(model), Path(train), Path(validation), run), "--set", "training.max_steps=20", "--set", f"data.test={validation}"]
+    _seqlm(*args, "-q")
+    finished = {name: (run / name).read_text() for name in ("metrics.jsonl", "metrics.json")}
+    assert [r["split"] for r in _records(run) if r.get("split") == "test"] == ["test"]
+
+    before = _snapshot(run)
+    result = runner.invoke(app, [*args, "--resume"])
+    assert result.exit_code == 0 and "this run finished at step 20" in result.stderr, result.output
+    assert _snapshot(run) == before
+
+    (run / "FINISHED").unlink()  # killed after the test record, before metrics.json
+    (run / "metrics.json").unlink()
+    result = runner.invoke(app, [*args, "--resume"])
+    assert result.exit_code == 0, result.output
+    assert "training had finished at step 20" in result.stderr
+    assert (run / "metrics.jsonl").read_text() == finished["metrics.jsonl"]
+    assert json.loads((run / "metrics.json").read_text()) == json.loads(finished["metrics.json"])
+    assert (run / "FINISHED").is_file()
 
 
 # --------------------------------------------------------------------------- token classification

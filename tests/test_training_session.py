@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from seqlm.training.checkpointer import Checkpointer
 from seqlm.training.run_dir import RunDir
-from seqlm.training.session import Checkpointer
 from seqlm.training.state import LoopState
 
 

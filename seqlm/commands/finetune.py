@@ -11,7 +11,6 @@ without one end training. The test file, when given, is scored with best/.
 
 from __future__ import annotations
 
-import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,12 +30,13 @@ from seqlm.runtime.device import Precision, resolve_precision, seed_everything, 
 from seqlm.runtime.distributed import SINGLE, Cluster, joined, on_main
 from seqlm.tasks.task import SupervisedBatches, Task
 from seqlm.training.checkpoint import is_sharded, save_model
+from seqlm.training.checkpointer import Checkpointer
 from seqlm.training.loop import LoopHooks, LoopPlan, train
 from seqlm.training.objective import Objective
 from seqlm.training.optim import build_optimizer, build_scheduler
 from seqlm.training.parallel import ParallelModel, global_batch_line, parallelize, shard_batch
 from seqlm.training.run_dir import RunDir
-from seqlm.training.session import Checkpointer, agreed_stop, begin, load_run_state, log_record, open_run, short, stopped
+from seqlm.training.session import agreed_stop, begin, finish, load_run_state, log_record, open_run, short, stopped
 from seqlm.training.signals import graceful_stop
 from seqlm.training.state import LoopState
 
@@ -102,9 +102,8 @@ def run(config: FinetuneConfig, console: Console) -> dict[str, Any]:
     with ExitStack() as held:  # the process group and the run dir's lock, from setup() until the run ends
         cluster = held.enter_context(joined(config.distributed.timeout_s, config.device))
         finetune = setup(config, console, held, cluster)
-        started = time.perf_counter()
         validation_metrics = fit(finetune)
-        return save(finetune, validation_metrics, time.perf_counter() - started)
+        return save(finetune, validation_metrics)
 
 
 def setup(config: FinetuneConfig, console: Console, held: ExitStack, cluster: Cluster = SINGLE) -> FinetuneRun:
@@ -165,7 +164,7 @@ def setup(config: FinetuneConfig, console: Console, held: ExitStack, cluster: Cl
     scaler = torch.amp.GradScaler(device.type) if precision.needs_grad_scaler else None
     state = LoopState(optimizer, build_scheduler(optimizer, max_steps, config.optim), scaler)
     best = BestTracker(metric, modes[metric], training.early_stopping.patience)
-    run_state = begin(run_dir, config, state, checkpoint, console, parallel)
+    run_state = begin(run_dir, config, state, checkpoint, console, parallel, max_steps)
     if checkpoint is not None:
         best.load_state_dict(run_state["best"])
     counts = ", ".join(f"{name} {len(examples)}" for name, examples in splits.items())
@@ -232,7 +231,9 @@ def validate_and_keep_best(finetune: FinetuneRun, state: LoopState) -> dict[str,
     return metrics
 
 
-def save(finetune: FinetuneRun, validation_metrics: dict[str, float], elapsed_s: float) -> dict[str, Any]:
+def save(finetune: FinetuneRun, validation_metrics: dict[str, float]) -> dict[str, Any]:
+    """model/ (and best/ when no validation result was a number), the test scores with best/, the test
+    record, metrics.json and, last, the FINISHED marker."""
     run_dir, best, state, parallel = finetune.run_dir, finetune.best, finetune.state, finetune.parallel
     model = parallel.saveable()  # every rank: under fsdp the full weights are gathered
 
@@ -250,7 +251,7 @@ def save(finetune: FinetuneRun, validation_metrics: dict[str, float], elapsed_s:
         "skipped_steps": state.skipped_steps,
         "epochs": round(state.step * finetune.plan.grad_accum / finetune.batches.batches_per_epoch, 3),
         "stopped_early": state.step < finetune.plan.max_steps,
-        "train_time_s": round(elapsed_s, 3),
+        "train_time_s": round(state.train_seconds, 3),
         **{f"val_{key}": value for key, value in validation_metrics.items()},
         "best_step": best.step if best.step is not None else state.step,
         **{f"best_val_{key}": value for key, value in (best.metrics or validation_metrics).items()},
@@ -271,6 +272,7 @@ def _write_metrics(finetune: FinetuneRun, metrics: dict[str, Any]) -> None:
     if "test_loss" in metrics:
         run_dir.log({"step": metrics["best_step"], "split": "test", **{key: value for key, value in metrics.items() if key.startswith("test_")}})
     run_dir.write_metrics(metrics)
+    finish(run_dir, finetune.state)
     keys = ["best_step"] + [f"{prefix}_{name}" for prefix in ("best_val", "test") for name in finetune.task.finetuning.shown_metrics]
     shown = "  ".join(f"{key} {short(metrics[key])}" for key in keys if key in metrics)
     finetune.console.info(

@@ -6,7 +6,6 @@ from scratch or continued from an HF checkpoint, on packed blocks of a tokenized
 
 from __future__ import annotations
 
-import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,12 +28,13 @@ from seqlm.runtime.device import Precision, resolve_precision, seed_everything, 
 from seqlm.runtime.distributed import SINGLE, Cluster, joined, on_main
 from seqlm.tasks.objectives import OBJECTIVES
 from seqlm.training.checkpoint import is_sharded, save_model
+from seqlm.training.checkpointer import Checkpointer
 from seqlm.training.loop import LoopHooks, LoopPlan, train
 from seqlm.training.objective import Objective
 from seqlm.training.optim import build_optimizer, build_scheduler
 from seqlm.training.parallel import ParallelModel, SaveableModel, global_batch_line, parallelize, shard_batch
 from seqlm.training.run_dir import RunDir
-from seqlm.training.session import Checkpointer, agreed_stop, begin, log_record, open_run, stopped
+from seqlm.training.session import agreed_stop, begin, finish, log_record, open_run, stopped
 from seqlm.training.signals import graceful_stop
 from seqlm.training.state import LoopState
 
@@ -61,9 +61,8 @@ def run(config: PretrainConfig, console: Console) -> dict[str, Any]:
     with ExitStack() as held:  # the process group and the run dir's lock, from setup() until the run ends
         cluster = held.enter_context(joined(config.distributed.timeout_s, config.device))
         pretrain = setup(config, console, held, cluster)
-        started = time.perf_counter()
         validation_metrics = fit(pretrain)
-        return save(pretrain, validation_metrics, time.perf_counter() - started)
+        return save(pretrain, validation_metrics)
 
 
 def setup(config: PretrainConfig, console: Console, held: ExitStack, cluster: Cluster = SINGLE) -> PretrainRun:
@@ -116,7 +115,7 @@ def setup(config: PretrainConfig, console: Console, held: ExitStack, cluster: Cl
     scaler = torch.amp.GradScaler(device.type) if precision.needs_grad_scaler else None
     state = LoopState(optimizer, build_scheduler(optimizer, training.max_steps, config.optim), scaler)
 
-    begin(run_dir, config, state, checkpoint, console, parallel)
+    begin(run_dir, config, state, checkpoint, console, parallel, training.max_steps)
     origin = config.model.from_pretrained or "scratch"
     family = resolve_family(config.model, config.objective) if origin == "scratch" else model.config.model_type
     console.info(
@@ -172,25 +171,27 @@ def validate(pretrain: PretrainRun) -> dict[str, float]:
     )
 
 
-def save(pretrain: PretrainRun, validation_metrics: dict[str, float], elapsed_s: float) -> dict[str, Any]:
+def save(pretrain: PretrainRun, validation_metrics: dict[str, float]) -> dict[str, Any]:
+    """model/, metrics.json and, last, the FINISHED marker."""
     model = pretrain.parallel.saveable()  # every rank: under fsdp the full weights are gathered
-    on_main(pretrain.parallel.cluster, lambda: _write_results(pretrain, model, validation_metrics, elapsed_s))
-    return _metrics(pretrain, validation_metrics, elapsed_s)
+    on_main(pretrain.parallel.cluster, lambda: _write_results(pretrain, model, validation_metrics))
+    return _metrics(pretrain, validation_metrics)
 
 
-def _write_results(pretrain: PretrainRun, model: SaveableModel, validation_metrics: dict[str, float], elapsed_s: float) -> None:
+def _write_results(pretrain: PretrainRun, model: SaveableModel, validation_metrics: dict[str, float]) -> None:
     save_model(pretrain.run_dir.model_dir, model, pretrain.tokenizer)
-    pretrain.run_dir.write_metrics(_metrics(pretrain, validation_metrics, elapsed_s))
+    pretrain.run_dir.write_metrics(_metrics(pretrain, validation_metrics))
+    finish(pretrain.run_dir, pretrain.state)
     pretrain.console.info(f"model saved to {pretrain.run_dir.model_dir}; metrics in {pretrain.run_dir.path / 'metrics.json'}")
 
 
-def _metrics(pretrain: PretrainRun, validation_metrics: dict[str, float], elapsed_s: float) -> dict[str, Any]:
+def _metrics(pretrain: PretrainRun, validation_metrics: dict[str, float]) -> dict[str, Any]:
     return {
         "objective": pretrain.objective.name,
         "steps": pretrain.state.step,
         "tokens_seen": pretrain.state.tokens_seen,
         "skipped_steps": pretrain.state.skipped_steps,
-        "train_time_s": round(elapsed_s, 3),
+        "train_time_s": round(pretrain.state.train_seconds, 3),
         **{f"val_{key}": value for key, value in validation_metrics.items()},
     }
 

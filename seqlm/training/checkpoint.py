@@ -4,10 +4,16 @@ A checkpoint is `model.safetensors` + `config.json` + tokenizer files (so plain
 `transformers.AutoModelFor*.from_pretrained` loads it) + `trainer_state.pt`, the loop state
 (optimizer, scheduler, RNG, step), which holds only tensors and plain Python values and so
 loads with `torch.load(weights_only=True)`.
+
+`COMPLETE` is written last and holds the checkpoint's manifest: every file's size and SHA-256.
+A checkpoint is trusted only when every file matches it (`checkpoint_problem`): a file damaged
+after the write (a truncated copy, a bad disk) makes a resume skip that checkpoint with a
+warning naming the file, and fall back to the previous one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -65,9 +71,15 @@ def save_checkpoint(
         _write_part("trainer_state.json", lambda: (temporary / "trainer_state.json").write_text(text, encoding="utf-8"))
         _write_part("config.yaml", lambda: (temporary / "config.yaml").write_text(config_yaml, encoding="utf-8"))
 
-    _write_atomically(directory, write, prepared)
+    manifest: dict[str, Any] = {}
+
+    def write_and_list(temporary: Path) -> None:
+        write(temporary)
+        manifest.update({"step": state.step, "files": file_manifest(temporary)})
+
+    _write_atomically(directory, write_and_list, prepared)
     try:
-        _write_part(COMPLETE, lambda: _write_synced(directory / COMPLETE, f"{state.step}\n"))
+        _write_part(COMPLETE, lambda: _write_synced(directory / COMPLETE, json.dumps(manifest, indent=1) + "\n"))
     except OSError as exc:
         raise _as_output_error(exc, directory) from exc
 
@@ -78,22 +90,42 @@ def is_sharded(checkpoint: Path) -> bool:
 
 
 def latest_checkpoint(checkpoints_dir: Path, warn: Callable[[str], None]) -> Path | None:
-    """The newest checkpoint that is complete and readable; damaged newer ones are skipped (and warned about)."""
+    """The newest checkpoint that is complete and verified. Newer ones are skipped with a warning:
+    incomplete ones (a run stopped while writing them) and damaged ones (a file that no longer
+    matches the manifest). When every checkpoint there is complete-but-damaged or incomplete and at
+    least one is damaged, none can be trusted: DataError (exit 3)."""
+    from seqlm.errors import DataError
+
     candidates = sorted(checkpoints_dir.glob("step-*"), key=lambda path: path.name, reverse=True)
+    damaged = []
     for candidate in candidates:
-        problem = _checkpoint_problem(candidate)
+        problem = checkpoint_problem(candidate)
         if problem is None:
             return candidate
+        if (candidate / COMPLETE).is_file():
+            damaged.append(f"{candidate.name}: {problem}")
         warn(f"{candidate}: {problem}; falling back to an older checkpoint")
+    if damaged:
+        raise DataError(
+            f"{checkpoints_dir}: no checkpoint can be trusted ({'; '.join(damaged)}); "
+            "restore them from a copy, or start afresh with --overwrite"
+        )
     return None
 
 
-def _checkpoint_problem(directory: Path) -> str | None:
+def checkpoint_problem(directory: Path) -> str | None:
+    """Why `directory` cannot be resumed from (incomplete, a file missing or damaged), or None."""
     from seqlm.errors import DataError
     from seqlm.models.loading import check_model_dir
 
     if not (directory / COMPLETE).is_file():
         return "incomplete (no COMPLETE marker: the run stopped while writing it)"
+    try:
+        manifest = json.loads((directory / COMPLETE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        manifest = None  # an earlier seqlm wrote only the step there: such a checkpoint is checked by its files alone
+    if isinstance(manifest, dict) and isinstance(manifest.get("files"), dict):
+        return _manifest_problem(directory, manifest["files"])
     for name in (TRAINER_STATE, "trainer_state.json", "config.yaml"):
         if not (directory / name).is_file():
             return f"no {name}"
@@ -104,6 +136,34 @@ def _checkpoint_problem(directory: Path) -> str | None:
     except DataError as exc:
         return str(exc)
     return None
+
+
+def file_manifest(directory: Path) -> dict[str, dict[str, Any]]:
+    """{relative path: {"size", "sha256"}} of every file under `directory`."""
+    manifest = {}
+    for path in sorted(directory.rglob("*")):
+        if path.is_file():
+            manifest[path.relative_to(directory).as_posix()] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+    return manifest
+
+
+def _manifest_problem(directory: Path, files: dict[str, Any]) -> str | None:
+    """The first file of `directory` that is missing or differs from its manifest entry, said as such."""
+    for name, expected in files.items():
+        path = directory / name
+        if not path.is_file():
+            return f"{name} is missing"
+        size = path.stat().st_size
+        if size != expected.get("size"):
+            return f"{name} is damaged ({size:,} bytes, written as {expected.get('size'):,})"
+        if _sha256(path) != expected.get("sha256"):
+            return f"{name} is damaged (its SHA-256 differs from the one written)"
+    return None
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _write_part(name: str, write: Callable[[], object]) -> None:

@@ -69,12 +69,12 @@ def train(
     hooks: LoopHooks,
 ) -> dict[str, float]:
     """Train from `state.step` to `plan.max_steps` (or until `hooks.should_stop`); returns the last validation metrics.
+    Sets `state.finished_max_steps` when training is over; a state restored so returns at once.
 
     `next_batch(step, micro)` is this rank's share of the step's micro-batch `micro`."""
     parallel.module.train()
-    last_eval: dict[str, float] = {}
-    while state.step < plan.max_steps:
-        step_started = time.perf_counter()
+    while state.step < plan.max_steps and state.finished_max_steps is None:
+        iteration_started = step_started = time.perf_counter()
         step_loss, terms, tokens = _optimizer_step(parallel, objective, next_batch, state, plan, precision)
         step_seconds = time.perf_counter() - step_started
         state.step += 1
@@ -88,20 +88,23 @@ def train(
         stop = False
         step_eval: dict[str, float] | None = None
         if state.step % plan.eval_every == 0 or done:
-            last_eval = step_eval = hooks.evaluate(state)
-            hooks.log({"step": state.step, "split": "validation", **{f"val_{k}": v for k, v in last_eval.items()}})
-            stop = hooks.should_stop(state, last_eval)
-        checkpointed = bool(plan.checkpoint_every) and state.step % plan.checkpoint_every == 0 and not (done or stop)
+            state.validation = step_eval = hooks.evaluate(state)
+            hooks.log({"step": state.step, "split": "validation", **{f"val_{k}": v for k, v in step_eval.items()}})
+            stop = hooks.should_stop(state, step_eval)
+        if done or stop:
+            state.finished_max_steps = plan.max_steps
+        state.train_seconds += time.perf_counter() - iteration_started
+        # The last step is checkpointed too (when checkpoints are on): a run killed while writing its
+        # final outputs resumes from there and only writes them again.
+        checkpointed = bool(plan.checkpoint_every) and (state.step % plan.checkpoint_every == 0 or done or stop)
         if checkpointed:
             hooks.checkpoint(state, step_eval)
         received = hooks.stop_signal()
-        if received is not None and not done:
+        if received is not None and not (done or stop):
             if not checkpointed:
                 hooks.checkpoint(state, step_eval)
             hooks.interrupted(state, received)
-        if stop:
-            break
-    return last_eval
+    return state.validation
 
 
 def _optimizer_step(

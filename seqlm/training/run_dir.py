@@ -7,21 +7,30 @@
       checkpoints/step-NNNNNN/ periodic checkpoints (HF model + trainer_state.pt)
       model/                   the final model: HF format, loadable by plain transformers
       best/                    finetune: the model of the best validation result (same format)
+      FINISHED                 written last, once every final output is in place: the run is over
+
+Records are appended to metrics.jsonl by rank 0 alone, which counts them; each checkpoint stores
+that count, and a resume keeps exactly the records written before its checkpoint (by position in
+the file, never by the step a record mentions: the test record names the best step).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
 from seqlm.io.atomic_files import write_text_atomic
 
+FINISHED = "FINISHED"
+
 
 class RunDir:
     def __init__(self, path: Path):
         self.path = Path(path)
+        self.records = 0  # the lines of metrics.jsonl, as this process has written or kept them
 
     @property
     def model_dir(self) -> Path:
@@ -41,25 +50,51 @@ class RunDir:
 
     def start(self, config_yaml: str) -> None:
         """Start a fresh run in the (locked, so existing and writable) directory: previous logs and final outputs are cleared."""
-        for stale in ("metrics.jsonl", "metrics.json"):
+        for stale in ("metrics.jsonl", "metrics.json", FINISHED):
             (self.path / stale).unlink(missing_ok=True)
+        self.records = 0
         write_text_atomic(self.path / "config.yaml", config_yaml)
 
-    def resume(self, config_yaml: str, step: int) -> None:
-        """Continue a run at `step`: log records past it (written after that checkpoint) are dropped."""
+    def resume(self, config_yaml: str, step: int, records: int | None) -> None:
+        """Continue a run from its checkpoint of `step`, which was written when metrics.jsonl held
+        `records` lines: the lines after those are dropped (None, a checkpoint of an older seqlm:
+        the records of steps past `step`), and so are the final outputs' marks."""
         log = self.path / "metrics.jsonl"
+        lines = log.read_text(encoding="utf-8").splitlines(keepends=True) if log.is_file() else []
+        if records is not None:
+            kept = [line for line in lines[:records] if line.endswith("\n")]  # a torn line was never counted
+        else:
+            kept = [line for line in lines if line.endswith("\n") and _step_of(line) <= step]
         if log.is_file():
-            kept = [line for line in log.read_text(encoding="utf-8").splitlines() if _step_of(line) <= step]
-            write_text_atomic(log, "".join(line + "\n" for line in kept))
-        (self.path / "metrics.json").unlink(missing_ok=True)
+            write_text_atomic(log, "".join(kept))
+        self.records = len(kept)
+        for stale in ("metrics.json", FINISHED):
+            (self.path / stale).unlink(missing_ok=True)
         write_text_atomic(self.path / "config.yaml", config_yaml)
 
     def log(self, record: dict[str, Any]) -> None:
         with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps(_finite(record)) + "\n")
+        self.records += 1
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         write_text_atomic(self.path / "metrics.json", json.dumps(_finite(metrics), indent=2) + "\n")
+
+
+    def finish(self, step: int) -> None:
+        """Mark the run finished: written last, after every final output (model/, best/, metrics.json)."""
+        marker = {"step": step, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        write_text_atomic(self.path / FINISHED, json.dumps(marker) + "\n")
+
+    def finished(self) -> dict[str, Any] | None:
+        """The FINISHED marker ({"step", "finished_at"}) of a run that is over, or None."""
+        try:
+            marker = json.loads((self.path / FINISHED).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {"step": None, "finished_at": None}  # damaged, but written last: the run is over
+        return marker if isinstance(marker, dict) else {"step": None, "finished_at": None}
 
 
 def _step_of(line: str) -> float:

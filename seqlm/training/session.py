@@ -1,13 +1,13 @@
 """What `pretrain` and `finetune` share around the one loop: taking the run directory,
-writing checkpoints (with retention), and stopping on a signal.
+logging, marking the run finished, and stopping on a signal.
 
 - `open_run` locks the output dir and decides how the run starts: from the newest complete
-  checkpoint (`resume: auto|always`, after checking the config still matches), or afresh.
+  checkpoint (`resume: auto|always`, after checking the config still matches), or afresh;
+  a finished run (`FINISHED`) has nothing to do unless it is given more steps.
   A fresh start into a dir that holds another run is refused unless `overwrite`, which
   deletes that run first: a typo in `output_dir` must not cost anyone their results.
-- `Checkpointer.save` writes `checkpoints/step-N` atomically, with the loop state, the run's
-  own state (finetune's best-so-far) and the validation result of that step, then keeps the
-  `keep_last` newest complete checkpoints plus the best one and the one resumed from.
+- `begin` starts the run's records afresh or restores the loop state from the checkpoint.
+- `Checkpointer` (seqlm.training.checkpointer) writes the checkpoints and applies retention.
 - `stopped` ends a run after a stop signal's checkpoint with the exact resume command.
 """
 
@@ -19,28 +19,26 @@ import shlex
 import shutil
 import signal
 import sys
-import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import Any, NoReturn
 
 import yaml
 
 from seqlm.config.loading import to_yaml
 from seqlm.console import Console
-from seqlm.errors import ConfigError, ExitCode, OutputError, TrainingInterrupted, first_line
+from seqlm.errors import ConfigError, ExitCode, NothingToDo, TrainingInterrupted
 from seqlm.runtime.distributed import LAUNCHED_NPROC, SINGLE, Cluster, on_main
-from seqlm.training.checkpoint import COMPLETE, SHARDED, latest_checkpoint, load_trainer_state, save_checkpoint, sharded_temporary
+from seqlm.training.checkpoint import latest_checkpoint, load_trainer_state
 from seqlm.training.parallel import ParallelModel
 from seqlm.training.resume import check_resumable
-from seqlm.training.run_dir import RunDir
+from seqlm.training.run_dir import FINISHED, RunDir
 from seqlm.training.run_lock import run_lock
 from seqlm.training.state import LoopState
 
 # What a run leaves in its output dir; any of them means the dir holds a run.
-RUN_OUTPUTS = ("config.yaml", "metrics.jsonl", "metrics.json", "checkpoints", "model", "best")
+RUN_OUTPUTS = ("config.yaml", "metrics.jsonl", "metrics.json", "checkpoints", "model", "best", FINISHED)
 # The results a run is for: with `resume: auto` and no checkpoint, these are never overwritten silently.
 RUN_RESULTS = ("model", "best", "metrics.json")
 
@@ -57,6 +55,9 @@ def _open_run(run_dir: RunDir, config: Any, console: Console, held: ExitStack) -
     held.enter_context(run_lock(run_dir.path, console.warn))
     if config.overwrite:
         return None  # the previous run is deleted by begin(), once the new one has been set up without error
+    finished = run_dir.finished()
+    if finished is not None and config.resume != "never":
+        _check_finished_run(run_dir, config, finished)  # returns when the run is given more steps
     if config.resume != "never":
         checkpoint = latest_checkpoint(run_dir.checkpoints_dir, console.warn)
         if checkpoint is not None:
@@ -64,6 +65,11 @@ def _open_run(run_dir: RunDir, config: Any, console: Console, held: ExitStack) -
             for change in check_resumable(saved, config.model_dump(mode="json"), str(checkpoint)):
                 console.info(f"resume: accepted config change {change}")
             return checkpoint
+        if finished is not None:
+            raise ConfigError(
+                f"{run_dir.path}: this run finished and kept no checkpoint to train on from (training.checkpoint_every "
+                f"was unset); start a new run from {run_dir.model_dir}"
+            )
         if config.resume == "always":
             raise ConfigError(f"{run_dir.path}: no complete checkpoint to resume from; start the run without --resume")
     # `resume: auto` without a checkpoint may start over an attempt that saved nothing yet, never over results.
@@ -78,12 +84,42 @@ def _open_run(run_dir: RunDir, config: Any, console: Console, held: ExitStack) -
     return None
 
 
+# The keys of a run's length: a finished run given other values trains on (from its last checkpoint).
+_LENGTH_KEYS = ("max_steps", "epochs")
+
+
+def _check_finished_run(run_dir: RunDir, config: Any, finished: dict[str, Any]) -> None:
+    """A finished run asked to resume: NothingToDo, unless its config asks for another length
+    (`training.max_steps` / `epochs`); a change of what it computes is refused as for any resume."""
+    saved_config = run_dir.path / "config.yaml"
+    saved = yaml.safe_load(saved_config.read_text(encoding="utf-8")) if saved_config.is_file() else None
+    current = config.model_dump(mode="json")
+    if isinstance(saved, dict):
+        check_resumable(saved, current, str(run_dir.path))
+        saved_training = saved.get("training") or {}
+        if any(saved_training.get(key) != current["training"].get(key) for key in _LENGTH_KEYS if key in current["training"]):
+            return
+    at = f" at step {finished['step']}" if finished.get("step") is not None else ""
+    when = f" ({finished['finished_at']})" if finished.get("finished_at") else ""
+    raise NothingToDo(
+        f"{run_dir.path}: this run finished{at}{when}; nothing to do, its results are as they were. To train it "
+        "again pass --overwrite; to train it longer, resume with a larger training.max_steps (or epochs)"
+    )
+
+
 def begin(
-    run_dir: RunDir, config: Any, state: LoopState, checkpoint: Path | None, console: Console, parallel: ParallelModel
+    run_dir: RunDir,
+    config: Any,
+    state: LoopState,
+    checkpoint: Path | None,
+    console: Console,
+    parallel: ParallelModel,
+    max_steps: int,
 ) -> dict[str, Any]:
     """Start the run's records afresh (deleting the previous run under `overwrite`), or restore `state`
     from `checkpoint` (the model is loaded by the caller); returns the run's own state saved with
-    the checkpoint (empty for a fresh start). Files are written by rank 0 only."""
+    the checkpoint (empty for a fresh start). A checkpoint of finished training trains on when the
+    run now has more than the `max_steps` it finished under. Files are written by rank 0 only."""
     config_yaml = to_yaml(config)
     if checkpoint is None:
 
@@ -97,94 +133,37 @@ def begin(
         on_main(parallel.cluster, start)
         return {}
     parallel.load_loop_state(state, load_trainer_state(checkpoint), checkpoint)
-    on_main(parallel.cluster, lambda: run_dir.resume(config_yaml, state.step))
-    console.info(
-        f"resumed from {checkpoint}: step {state.step}, {state.tokens_seen:,} tokens seen; restored the weights, "
-        "optimizer, LR schedule, grad scaler and RNG states (python, numpy, torch); data continues at that step"
-    )
+    records = _saved_summary(checkpoint).get("log_records")
+    on_main(parallel.cluster, lambda: run_dir.resume(config_yaml, state.step, records))
+    extended = state.finished_max_steps is not None and state.finished_max_steps != max_steps and state.step < max_steps
+    if extended:
+        console.info(f"training had finished at step {state.step} of {state.finished_max_steps}; training on to step {max_steps}")
+        state.finished_max_steps = None
+    if state.finished_max_steps is not None:
+        console.info(
+            f"resumed from {checkpoint}: training had finished at step {state.step}; writing the final outputs "
+            "(the run stopped while writing them)"
+        )
+    else:
+        console.info(
+            f"resumed from {checkpoint}: step {state.step}, {state.tokens_seen:,} tokens seen; restored the weights, "
+            "optimizer, LR schedule, grad scaler and RNG states (python, numpy, torch); data continues at that step"
+        )
     return load_run_state(checkpoint)
+
+
+def finish(run_dir: RunDir, state: LoopState) -> None:
+    """Mark the run finished (rank 0, after every final output is written): `--resume` then has nothing to do."""
+    run_dir.finish(state.step)
 
 
 def load_run_state(checkpoint: Path) -> dict[str, Any]:
     """The run's own state saved with a checkpoint by `Checkpointer.save(run_state=...)`."""
-    return json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8")).get("run", {})
+    return _saved_summary(checkpoint).get("run", {})
 
 
-@dataclass
-class Checkpointer:
-    """Writes the run's checkpoints and applies retention after each one."""
-
-    run_dir: RunDir
-    parallel: ParallelModel | None  # None: only retention is used (tests)
-    tokenizer: Any
-    config_yaml: str
-    keep_last: int | None
-    metric: str  # the validation metric that makes a checkpoint "the best", and which way is better
-    mode: Literal["min", "max"]
-    resumed_from: Path | None
-    info: Callable[[str], None]
-
-    def save(self, state: LoopState, validation: dict[str, float] | None, run_state: dict[str, Any]) -> Path:
-        """Checkpoint `state.step`; `validation` is that step's validation result, when there was one.
-
-        Every rank calls it (the weights, optimizer state and RNG states are gathered); rank 0 writes."""
-        assert self.parallel is not None
-        parallel, cluster = self.parallel, self.parallel.cluster
-        directory = self.run_dir.checkpoint_dir(state.step)
-        started = time.perf_counter()
-        model = parallel.saveable(for_checkpoint=True)
-        trainer_state = parallel.loop_state_dict(state)
-        summary = {"validation": validation or {}, "run": run_state, "world_size": cluster.world_size}
-        prepared = None
-        if parallel.sharded_checkpoints:  # every rank writes its shards into the directory's temporary sibling
-            pid = os.getpid()
-            prepared = on_main(cluster, lambda: sharded_temporary(directory, pid))
-            try:
-                parallel.save_shards(prepared / SHARDED, state.optimizer)
-            except Exception as exc:  # on every rank: DCP reports any rank's failure to all
-                on_main(cluster, lambda: shutil.rmtree(prepared, ignore_errors=True))
-                raise OutputError(f"{directory}: writing the sharded checkpoint failed ({first_line(exc)}); earlier checkpoints are intact") from exc
-
-        def write() -> None:
-            save_checkpoint(directory, model, self.tokenizer, state, self.config_yaml, summary, trainer_state, prepared)
-            # The save time is what a scheduler's grace period (SIGTERM → SIGKILL) must leave room for.
-            self.info(f"checkpoint {directory} written in {time.perf_counter() - started:.2f} s")
-            if self.keep_last is not None:
-                self._retain(state.step)
-
-        on_main(cluster, write)
-        return directory
-
-    def _retain(self, step: int) -> None:
-        """Delete all but the `keep_last` newest complete checkpoints, the best one and the one resumed from.
-
-        Checkpoints past `step` (left by a run that was resumed from an earlier one) are left:
-        the resumed run rewrites them when it gets there."""
-        complete, other = [], []
-        for directory in sorted(self.run_dir.checkpoints_dir.glob("step-*"), key=_step_of):
-            if _step_of(directory) > step:
-                continue
-            (complete if (directory / COMPLETE).is_file() else other).append(directory)
-        keep = set(complete[-self.keep_last :] if self.keep_last else [])
-        best = self._best(complete)
-        if best is not None:
-            keep.add(best)
-        if self.resumed_from is not None:
-            keep.add(self.resumed_from)
-        for directory in complete + other:
-            if directory not in keep:
-                shutil.rmtree(directory, ignore_errors=True)
-
-    def _best(self, checkpoints: list[Path]) -> Path | None:
-        scored = []
-        for directory in checkpoints:
-            try:
-                value = json.loads((directory / "trainer_state.json").read_text(encoding="utf-8"))["validation"][self.metric]
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
-            if isinstance(value, (int, float)) and value == value:
-                scored.append((value if self.mode == "min" else -value, _step_of(directory), directory))
-        return min(scored)[2] if scored else None  # ties: the earlier checkpoint
+def _saved_summary(checkpoint: Path) -> dict[str, Any]:
+    return json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
 
 
 def agreed_stop(cluster: Cluster, received: Callable[[], signal.Signals | None]) -> Callable[[], signal.Signals | None]:
@@ -257,10 +236,3 @@ def _delete_run(run_dir: RunDir) -> list[str]:
         else:
             path.unlink(missing_ok=True)
     return deleted
-
-
-def _step_of(directory: Path) -> int:
-    try:
-        return int(directory.name.removeprefix("step-"))
-    except ValueError:
-        return -1

@@ -26,6 +26,12 @@ class LoopState:
     step: int = 0
     tokens_seen: int = 0
     skipped_steps: int = 0  # batches skipped for a NaN/inf loss or gradient (on_nan: skip)
+    # Set when training is over (its last step, or early stopping) to the plan's max_steps: a run
+    # resumed from such a checkpoint with the same max_steps only writes its final outputs; one
+    # given more steps trains on (seqlm.training.session.begin clears it).
+    finished_max_steps: int | None = None
+    validation: dict[str, float] = field(default_factory=dict)  # the latest validation result
+    train_seconds: float = 0.0  # time spent training and validating, over every resume of the run
     # The steps since the last log line: part of the state so a resumed run logs the same averages.
     window: LogWindow = field(default_factory=lambda: LogWindow())
 
@@ -34,6 +40,9 @@ class LoopState:
             "step": self.step,
             "tokens_seen": self.tokens_seen,
             "skipped_steps": self.skipped_steps,
+            "finished_max_steps": self.finished_max_steps,
+            "validation": {key: _plain_number(value) for key, value in self.validation.items()},
+            "train_seconds": self.train_seconds,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
@@ -46,6 +55,10 @@ class LoopState:
         self.step = int(state["step"])
         self.tokens_seen = int(state["tokens_seen"])
         self.skipped_steps = int(state["skipped_steps"])
+        # Checkpoints written before these were recorded: a run still training, its time unknown.
+        self.finished_max_steps = state.get("finished_max_steps")
+        self.validation = dict(state.get("validation", {}))
+        self.train_seconds = float(state.get("train_seconds", 0.0))
         if optimizer:
             self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -86,6 +99,11 @@ class LogWindow:
         record["tokens_per_s"] = self.tokens / elapsed if elapsed > 0 else math.nan
         self._reset()
         return record
+
+
+def _plain_number(value: Any) -> int | float:
+    """A metric as a Python int or float (numpy scalars do not load with `torch.load(weights_only=True)`)."""
+    return int(value) if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else float(value)
 
 
 def _rng_state() -> dict[str, Any]:
