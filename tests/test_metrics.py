@@ -19,7 +19,7 @@ import evaluate
 import numpy as np
 import pytest
 
-from seqlm.metrics import METRICS, Accuracy, ClassificationReport, SequenceLabelling, TokenPerplexity, load_metric
+from seqlm.metrics import METRICS, Accuracy, ClassificationReport, Generation, SequenceLabelling, TokenPerplexity, load_metric
 
 
 def chunks(values: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
@@ -32,6 +32,7 @@ def test_registry() -> None:
         "accuracy": Accuracy,
         "classification_report": ClassificationReport,
         "sequence_labelling": SequenceLabelling,
+        "generation": Generation,
     }
     assert isinstance(load_metric("token_perplexity"), TokenPerplexity)
     assert isinstance(load_metric("accuracy"), Accuracy)
@@ -156,7 +157,10 @@ def test_load_metric_does_not_touch_network_or_module_cache(monkeypatch: pytest.
     caches = [Path(evaluate.config.HF_MODULES_CACHE), Path(evaluate.config.HF_METRICS_CACHE)]
     before = [_files(cache) for cache in caches]
 
-    samples = {"sequence_labelling": ([["B-PER", "O"]], [["B-PER", "I-PER"]])}  # tag sequences, not ids
+    samples = {
+        "sequence_labelling": ([["B-PER", "O"]], [["B-PER", "I-PER"]]),  # tag sequences, not ids
+        "generation": (["the cats sat"], [["the cat sat", "a cat sat"]]),  # texts (rouge-score's nltk stemmer: no download)
+    }
     for name in METRICS:
         metric = load_metric(name)
         predictions, references = samples.get(name, ([1, 2], [1, 3]))

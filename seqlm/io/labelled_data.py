@@ -24,7 +24,6 @@ Contract:
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,34 +197,8 @@ def _jsonl_rows(path: Path, fields: _Fields) -> Iterator[Row]:
 
 
 def _csv_rows(path: Path, fields: _Fields) -> Iterator[Row]:
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    numbered = records.decoded_lines(path)
-    current = [0]
-
-    def lines() -> Iterator[str]:
-        for number, text in numbered:
-            current[0] = number
-            yield text
-
-    reader = csv.reader(lines(), delimiter=delimiter)
-    try:
-        header = next(reader, None)
-        if header is None:
-            return
-        columns = [name.strip() for name in header]
-        records.check_columns(str(path), columns, fields.columns(), where=f"{path}:1")
-        while True:
-            start = current[0] + 1
-            row = next(reader, None)
-            if row is None:
-                return
-            if not any(cell.strip() for cell in row):
-                continue
-            number = start  # a quoted field may span lines: report the record's first line
-            record = dict(zip(columns, row))
-            yield _row(f"{path}:{number}", number, record, fields, empty_is_missing=True)
-    except csv.Error as exc:
-        raise DataError(f"{path}:{current[0]}: malformed CSV ({exc}); check the quoting") from exc
+    for number, record in records.csv_records(path, fields.columns()):
+        yield _row(f"{path}:{number}", number, record, fields, empty_is_missing=True)
 
 
 def _row(where: str, number: int, record: dict[str, Any], fields: _Fields, empty_is_missing: bool = False) -> Row:

@@ -13,6 +13,9 @@ Contract:
 - `json_object(line)`: the line as one JSON object, else a `RecordProblem` (problem, fix) — raised, not
   formatted, so predict's reader can skip the line instead of failing.
 - `jsonl_records(path, fix)`: `(number, object)` of every non-blank line of a JSON Lines file, strictly.
+- `csv_records(path, required)`: `(number, {column: cell})` of every non-blank row of a CSV file (TSV for
+  `.tsv`) after its header row, which must name the `required` columns; a row is numbered by its first line
+  (a quoted cell may span lines); malformed CSV is a DataError at its line.
 - `open_dataset(location, format, format_fix)`: a Parquet file, `save_to_disk` dir (`DIR:SPLIT` picks a
   split, default "train") or hub id through `datasets`; any failure to read it is a DataError.
 - `check_columns`, `missing_field`: the errors for a column / field that is not there; they list the ones
@@ -22,6 +25,7 @@ Contract:
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from collections.abc import Iterator
@@ -129,6 +133,35 @@ def jsonl_records(path: Path, fix: str = ONE_PER_LINE) -> Iterator[tuple[int, di
             yield number, json_object(line)
         except RecordProblem as problem:
             raise problem.at(f"{path}:{number}") from problem.__cause__
+
+
+def csv_records(path: Path, required: dict[str, str]) -> Iterator[tuple[int, dict[str, str]]]:
+    """(first line, {column: cell}) of every non-blank row; `required` maps column → config key for the header check."""
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    numbered = decoded_lines(path)
+    current = [0]  # the line the csv reader last consumed
+
+    def lines() -> Iterator[str]:
+        for number, text in numbered:
+            current[0] = number
+            yield text
+
+    reader = csv.reader(lines(), delimiter=delimiter)
+    try:
+        header = next(reader, None)
+        if header is None:
+            return
+        columns = [name.strip() for name in header]
+        check_columns(str(path), columns, required, where=f"{path}:1")
+        while True:
+            start = current[0] + 1  # a quoted field may span lines: report the record's first line
+            row = next(reader, None)
+            if row is None:
+                return
+            if any(cell.strip() for cell in row):
+                yield start, dict(zip(columns, row))
+    except csv.Error as exc:
+        raise DataError(f"{path}:{current[0]}: malformed CSV ({exc}); check the quoting") from exc
 
 
 def missing_field(where: str, record: dict[str, Any], field: str, setting: str) -> DataError:

@@ -16,6 +16,7 @@ import datasets
 import evaluate
 import numpy as np
 
+from seqlm.metrics.generation import generation_scores
 from seqlm.metrics.sequence_labelling import sequence_labelling_scores
 
 
@@ -184,9 +185,45 @@ class SequenceLabelling(_Metric):
         return sequence_labelling_scores(references, predictions, scheme=scheme, mode=mode)
 
 
+class Generation(_Metric):
+    """Generated text (translation, summarization): `seqlm.metrics.generation.generation_scores`.
+
+    predictions: generated strings; references: per example one string, or a list of strings (several
+    references; keep one form per metric instance, as `evaluate` fixes the format at the first batch).
+    `compute(token_ids=..., pad_token_id=..., bleu_tokenize="13a")`: with the generated ids, `gen_len` is in
+    non-pad tokens, else in whitespace words. Corpus BLEU and chrF (sacrebleu, 0–100, with its signatures),
+    ROUGE-1/2/L/Lsum F-measure ×100 (rouge-score, Porter stemming, mean over examples, best reference).
+    """
+
+    def _info(self) -> evaluate.MetricInfo:
+        return evaluate.MetricInfo(
+            description="Corpus BLEU and chrF (sacrebleu), ROUGE-1/2/L/Lsum F-measure (rouge-score) and mean generated length.",
+            citation="",
+            inputs_description="predictions: generated strings; references: a string or a list of strings per example; "
+            "compute kwargs: token_ids (lists of generated ids), pad_token_id (int), bleu_tokenize (str)",
+            features=[
+                datasets.Features(
+                    {"predictions": datasets.Value("string"), "references": datasets.Sequence(datasets.Value("string"))}
+                ),
+                datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")}),
+            ],
+        )
+
+    def _compute(
+        self,
+        predictions: Sequence[str],
+        references: Sequence[str | Sequence[str]],
+        token_ids: Sequence[Sequence[int]] | None = None,
+        pad_token_id: int | None = None,
+        bleu_tokenize: str = "13a",
+    ) -> dict[str, Any]:
+        return generation_scores(predictions, references, token_ids=token_ids, pad_token_id=pad_token_id, bleu_tokenize=bleu_tokenize)
+
+
 METRICS: dict[str, type[evaluate.Metric]] = {
     "token_perplexity": TokenPerplexity,
     "accuracy": Accuracy,
     "classification_report": ClassificationReport,
     "sequence_labelling": SequenceLabelling,
+    "generation": Generation,
 }
