@@ -647,11 +647,17 @@ def test_corpus_whitespace_only_line_separates_paragraphs(lines: list[str], blan
 @CORPUS_SETTINGS
 @given(st.lists(st.one_of(cells, st.none()), min_size=1, max_size=8), st.booleans(), st.sampled_from(["\n", "\r\n"]))
 def test_corpus_jsonl_round_trips(docs: list[str | None], ensure_ascii: bool, newline: str) -> None:
-    """JSONL from json.dumps: the non-blank texts, exactly; null and blank texts are skipped."""
+    """JSONL from json.dumps: the non-blank texts, exactly; blank texts are skipped; a null text is a
+    DataError at FILE:LINE of the first one, as the other commands report it."""
     lines = [json.dumps({"id": i, "text": doc}, ensure_ascii=ensure_ascii) for i, doc in enumerate(docs)]
     with written(newline.join(lines) + newline, "corpus.jsonl") as path:
+        if None in docs:
+            with pytest.raises(DataError) as caught:
+                corpus_documents(path, "auto")
+            assert_one_line(caught.value, f"{path}:{docs.index(None) + 1}: field 'text' is null")
+            return
         documents = corpus_documents(path, "auto")
-    assert documents == [doc for doc in docs if doc is not None and doc.strip()]
+    assert documents == [doc for doc in docs if doc.strip()]
 
 
 @CORPUS_SETTINGS

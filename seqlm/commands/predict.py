@@ -1,7 +1,8 @@
 """`seqlm predict`: apply a model to a file of inputs and write one record per input.
 
 Inputs (text lines, JSONL, CSV or stdin; bad lines fail or, with `skip_bad_lines`, are skipped and
-listed at the end) are read by `seqlm.io.predict_inputs`; see its docstring for the rules. Fields passed
+listed at the end) are read by `seqlm.io.predict_inputs`; see its docstring for the rules. Blank inputs
+(a text file's empty or whitespace-only lines) get records too, and a warning lists their lines. Fields passed
 through from jsonl/csv inputs come first in each record.
 
 Records, always in input order (batches are formed by length internally), are what the model's
@@ -58,7 +59,7 @@ def run(config: PredictConfig, console: Console) -> dict[str, Any]:
         predictions = task.predict(loaded, records, config, precision, progress.update)
     elapsed = max(time.monotonic() - start, 1e-9)
     write_records([{**rec.extra, **res} for rec, res in zip(records, predictions.results)], config.output, config.output_format)
-    for warning in predictions.warnings:
+    for warning in filter(None, [inputs.blank_message(), *predictions.warnings]):
         console.warn(warning)
     if inputs.skipped:
         console.warn(inputs.skipped_message())

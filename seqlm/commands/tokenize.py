@@ -8,7 +8,8 @@ Contract of `run(config, console) -> dict`:
 2. Train the tokenizer on the train documents (streamed; `max_training_documents` caps it)
    or load `tokenizer.pretrained`.
 3. Encode the documents `batch_size` at a time with the Rust backend (no special tokens),
-   append the separator id to each, and write each split with a `SplitWriter`.
+   append the separator id to each, and write each split with a `SplitWriter`
+   (`seqlm.data.corpus_encoding`: a long document goes in bounded pieces, with the same tokens).
 4. Save the tokenizer files, `config.yaml` (the resolved config) and, last, `meta.json`.
 
 Everything is built in a sibling `<output_dir>.tmp-<pid>` that replaces `output_dir` only
@@ -16,30 +17,29 @@ when complete; on any error (or Ctrl-C) it is removed, so no half-written datase
 (a write that fails, e.g. on a full disk, is an `OutputError`, exit 4; the previous dataset stays).
 The corpus is streamed, never held in memory: read once to train a bpe tokenizer (twice for
 wordpiece, see `seqlm.data.tokenizers`), once to encode, and once as raw bytes for the data
-fingerprint. The returned dict summarises the run (splits, vocab size, fingerprint, seconds, MB/s).
+fingerprint. Training and encoding see a document longer than 256 Ki characters as pieces cut at
+whitespace or punctuation (`seqlm.data.long_documents`), so memory stays bounded however long a
+line. The returned dict summarises the run (splits, vocab size, fingerprint, seconds, MB/s).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import shutil
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from seqlm import __version__
 from seqlm.config.loading import to_yaml
 from seqlm.config.schema import TokenizeConfig
 from seqlm.console import Console
 from seqlm.data.corpus import Corpus
-from seqlm.data.token_store import FORMAT, SPLITS, SplitWriter, token_dtype
+from seqlm.data.corpus_encoding import MAX_BATCH_CHARS, document_pieces, encode_corpus
+from seqlm.data.token_store import FORMAT, token_dtype
 from seqlm.data.tokenizers import TokenizerBundle, build_tokenizer, special_token_ids
 from seqlm.errors import SPACE_ERRNOS, ConfigError
 from seqlm.io import output_paths
@@ -47,9 +47,6 @@ from seqlm.io.atomic_files import replace_dir_atomic
 from seqlm.io.output_paths import write_failure
 
 _MB = 1e6
-# Also flush a batch at this many bytes of text, so a few huge documents (blank_line novels)
-# cannot make one batch hold a large share of the corpus.
-_MAX_BATCH_BYTES = 32 << 20
 
 
 def run(config: TokenizeConfig, console: Console) -> dict[str, Any]:
@@ -75,7 +72,7 @@ def run(config: TokenizeConfig, console: Console) -> dict[str, Any]:
     try:
         saved = tokenizer.save_pretrained(str(staging))
         tokenizer_fp = _tokenizer_fingerprint(staging, saved)
-        splits, n_bytes, encode_seconds = _encode(corpus, bundle, staging, dtype, config.batch_size, console)
+        splits, n_bytes, encode_seconds = encode_corpus(corpus, bundle, staging, dtype, config.batch_size, console)
         if corpus.validation_fallback:
             console.warn(
                 f"no document was drawn for validation (validation_ratio {config.corpus.validation_ratio}); "
@@ -194,7 +191,7 @@ def _training_batches(corpus: Corpus, batch_size: int, cap: int | None, console:
     """One pass over the train documents, in lists of `batch_size` (cheaper for the Rust trainer
     to pull) and at most `cap` documents, shown as a progress display named `purpose`."""
     batch: list[str] = []
-    n_documents = n_bytes = batch_bytes = 0
+    n_documents = n_bytes = batch_chars = 0
     started = time.monotonic()
     with console.progress(f"tokenizer: {purpose}", total=None, unit="MB") as bar:
 
@@ -203,85 +200,22 @@ def _training_batches(corpus: Corpus, batch_size: int, cap: int | None, console:
             bar.update(n_bytes / _MB, docs=f"{n_documents:,}", **{"MB/s": n_bytes / _MB / elapsed})
 
         for text in corpus.split_documents("train"):
-            batch.append(text)
-            size = len(text.encode("utf-8"))
             n_documents += 1
-            n_bytes += size
-            batch_bytes += size
             last = cap is not None and n_documents >= cap
-            if len(batch) >= batch_size or batch_bytes >= _MAX_BATCH_BYTES or last:
-                yield batch
-                batch, batch_bytes = [], 0
-                show()
+            # Pieces cut where the pre-tokenizer splits anyway: the trainer counts the same words.
+            for piece, end in document_pieces(text, ()):  # no added tokens while training
+                batch.append(piece)
+                n_bytes += len(piece.encode("utf-8"))
+                batch_chars += len(piece)
+                if len(batch) >= batch_size or batch_chars >= MAX_BATCH_CHARS or (last and end):
+                    yield batch
+                    batch, batch_chars = [], 0
+                    show()
             if last:
                 return  # stop reading: the rest of the corpus is not needed for training
         if batch:
             yield batch
             show()
-
-
-def _encode(
-    corpus: Corpus, bundle: TokenizerBundle, directory: Path, dtype: np.dtype, batch_size: int, console: Console
-) -> tuple[dict[str, dict[str, int]], int, float]:
-    """Encode and write every split; return per-split counts, text bytes read, and seconds taken."""
-    backend = bundle.tokenizer.backend_tokenizer
-    # encode_batch_fast skips offsets, which are not stored; both run in parallel in Rust.
-    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
-    separator = [bundle.separator_id]
-    writers = {split: SplitWriter(directory, split, dtype) for split in SPLITS}
-    pending: dict[str, list[str]] = {split: [] for split in SPLITS}
-    pending_bytes = dict.fromkeys(SPLITS, 0)
-    total = corpus.text_bytes
-    n_bytes = n_documents = n_tokens = 0
-    started = time.monotonic()
-    # One batch is encoded in Rust (which releases the GIL) while Python reads the next and
-    # writes the previous: reading and writing were a fifth of the time when done in turn.
-    encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="seqlm-encode")
-    in_flight: list[tuple[str, Future]] = []  # at most one: the batch being encoded
-
-    def write_encoded() -> None:
-        nonlocal n_tokens
-        if in_flight:
-            split, encoded = in_flight.pop()
-            writers[split].append([encoding.ids + separator for encoding in encoded.result()])
-            n_tokens = sum(writer.n_tokens for writer in writers.values())
-
-    def flush(split: str) -> None:
-        submitted = encoder.submit(encode, pending[split], add_special_tokens=False)
-        write_encoded()  # the previous batch, while this one encodes
-        in_flight.append((split, submitted))
-        pending[split] = []
-        pending_bytes[split] = 0
-
-    def show(bar: Any, completed: float) -> None:
-        rate = n_bytes / _MB / max(time.monotonic() - started, 1e-9)
-        bar.update(completed, docs=f"{n_documents:,}", tokens=f"{n_tokens:,}", **{"MB/s": rate})
-
-    try:
-        with console.progress("tokenizing", total=total / _MB if total else None, unit="MB") as bar:
-            for split, text in corpus.documents():
-                size = len(text.encode("utf-8")) + 1  # + the line break, to track the file size
-                pending[split].append(text)
-                pending_bytes[split] += size
-                n_documents += 1
-                n_bytes += size
-                if len(pending[split]) >= batch_size or pending_bytes[split] >= _MAX_BATCH_BYTES:
-                    flush(split)
-                    show(bar, n_bytes / _MB)
-            for split in SPLITS:
-                if pending[split]:
-                    flush(split)
-            write_encoded()
-            show(bar, total / _MB if total else n_bytes / _MB)
-    except BaseException:
-        encoder.shutdown(wait=True, cancel_futures=True)
-        for writer in writers.values():
-            with contextlib.suppress(Exception):
-                writer.close()
-        raise
-    encoder.shutdown()
-    splits = {split: writer.close() for split, writer in writers.items()}
-    return splits, n_bytes, time.monotonic() - started
 
 
 def _tokenizer_fingerprint(directory: Path, saved: Any) -> str:

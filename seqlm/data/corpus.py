@@ -8,11 +8,14 @@ Contract:
   `Dataset.save_to_disk`, or (when it is not an existing path) a hub dataset id.
 - `Corpus.documents()` streams the documents in corpus order, each tagged "train" or
   "validation". Text files are read line by line, each line in bounded chunks (a line over
-  `seqlm.io.line_reader.MAX_LINE_BYTES` is a DataError at its line); JSONL/CSV/Parquet with
-  `datasets.load_dataset(..., streaming=True)` (nothing is cached, memory stays flat);
-  save_to_disk directories are memory-mapped Arrow.
+  `seqlm.io.line_reader.MAX_LINE_BYTES` is a DataError at its line); JSONL the same way, a
+  JSON object per line; CSV/Parquet with `datasets.load_dataset(..., streaming=True)` (nothing
+  is cached, memory stays flat); save_to_disk directories are memory-mapped Arrow (see
+  `seqlm.data.corpus_readers`).
 - Documents are non-blank strings: empty lines (format text, `documents: line`), blank
-  paragraphs and empty/null cells are skipped.
+  paragraphs and empty or whitespace-only texts are skipped: they are not mistakes. A record
+  whose text is null, missing or not a string is one: a DataError at `FILE:LINE` (JSONL) or
+  `FILE: row N` (Parquet, Arrow), as `finetune`, `evaluate` and `predict` report theirs.
 - Without validation files, each document goes to validation with probability
   `validation_ratio`, drawn from `random.Random(seed)`; every pass draws the same sequence,
   so a second pass splits exactly like the first. If no document was drawn for
@@ -21,7 +24,8 @@ Contract:
   when validation files are given.
 - Errors are one-line `DataError`s naming the file and the fix: missing or unreadable file,
   missing text column (listing the columns there are), bytes that are not UTF-8 (with the
-  line), a line over 100 MiB, a file that does not parse, no documents at all.
+  line), a line over 100 MiB, a file that does not parse (a JSONL line: at `FILE:LINE`), no
+  documents at all.
 """
 
 from __future__ import annotations
@@ -33,24 +37,22 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from seqlm.config.schema import CorpusConfig
+from seqlm.data.corpus_readers import COMPRESSIONS, column_documents, jsonl_documents, open_binary
 from seqlm.errors import DataError, SeqlmError, first_line
 from seqlm.io.line_reader import raw_lines
 
-_COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd", ".zstd": "zstd"}
-_COMPRESSION_SUFFIXES = set(_COMPRESSIONS)
+_COMPRESSION_SUFFIXES = set(COMPRESSIONS)
 _EXTENSION_FORMATS = {
     ".txt": "text", ".text": "text", ".md": "text",
     ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
     ".csv": "csv", ".tsv": "csv",
     ".parquet": "parquet", ".pq": "parquet",
 }  # fmt: skip
-_BUILDERS = {"text": "text", "jsonl": "json", "csv": "csv", "parquet": "parquet"}
+_LONG_LINE = 1 << 20  # from this many bytes on a line is decoded without a copy (see _text_lines)
 # A hub id is `name` or `owner/name`; anything with more slashes is a (missing) path.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-_ROWS_PER_READ = 1000
 
 
 @dataclass(frozen=True)
@@ -196,8 +198,10 @@ def stream_source(source: Source, config: CorpusConfig) -> Iterator[str]:
     try:
         if source.format == "text":
             yield from _text_documents(source, config)
+        elif source.format == "jsonl":
+            yield from jsonl_documents(source.location, config.text_column)
         else:
-            yield from _column_documents(source, config)
+            yield from column_documents(source.format, source.location, config)
     except SeqlmError:
         raise
     except UnicodeDecodeError as exc:
@@ -240,84 +244,24 @@ def _paragraph(lines: list[str]) -> Iterator[str]:
 
 def _text_lines(source: Source) -> Iterator[str]:
     """Each line of a (possibly compressed) text file, decoded strictly as UTF-8, without its line break."""
-    with _open_binary(source.path) as handle:
+    with open_binary(source.path) as handle:
         for number, raw in raw_lines(handle, source.location):
-            try:
-                text = raw.decode("utf-8")
+            end = len(raw) - raw.endswith(b"\n")
+            end -= raw.endswith(b"\r", 0, end)
+            try:  # a long line is decoded from a view without its line break, so it is not copied again
+                text = raw[:end].decode("utf-8") if end < _LONG_LINE else str(memoryview(raw)[:end], "utf-8")
             except UnicodeDecodeError as exc:
                 raise DataError(
                     f"{source.location}: not UTF-8 text (line {number}, byte {exc.start + 1} of the line: {exc.reason}); "
                     "re-encode it as UTF-8"
                 ) from exc
+            del raw
             if number == 1:
                 text = text.removeprefix("\ufeff")  # a byte-order mark is not part of the text
-            text = text.removesuffix("\n").removesuffix("\r")
-            yield from text.split("\r")  # a lone "\r" (old Mac files) ends a line too
-
-
-def _open_binary(path: Path) -> Any:
-    """A context manager giving the file's (decompressed) bytes."""
-    compression = _COMPRESSIONS.get(path.suffix.lower())
-    if compression is None:
-        return open(path, "rb")  # noqa: SIM115 - used in a with statement
-    import fsspec
-
-    return fsspec.open(str(path), "rb", compression=compression)
-
-
-def _column_documents(source: Source, config: CorpusConfig) -> Iterator[str]:
-    column = config.text_column
-    checked = False
-    for batch in _column_batches(source, config):
-        if not checked:
-            if column not in batch:
-                names = ", ".join(repr(name) for name in batch) or "(none)"
-                raise DataError(f"{source.location}: no column {column!r} (columns: {names}); set corpus.text_column")
-            checked = True
-        for value in batch[column]:
-            if value is None:
-                continue
-            if not isinstance(value, str):
-                raise DataError(f"{source.location}: column {column!r} holds {type(value).__name__} values, not text")
-            if value.strip():
-                yield value
-
-
-def _column_batches(source: Source, config: CorpusConfig) -> Iterator[dict[str, list[Any]]]:
-    from datasets import DatasetDict, load_dataset, load_from_disk
-
-    if source.format == "disk":
-        dataset = load_from_disk(source.location)
-        if isinstance(dataset, DatasetDict):
-            if config.hub_split not in dataset:
-                splits = ", ".join(dataset)
-                raise DataError(
-                    f"{source.location}: no split {config.hub_split!r} (splits: {splits}); set corpus.hub_split"
-                )
-            dataset = dataset[config.hub_split]
-        # Arrow files are memory-mapped: iterating pages them in, nothing is copied.
-        yield from dataset.iter(batch_size=_ROWS_PER_READ)
-        return
-    if source.format == "hub":
-        try:
-            stream = load_dataset(source.location, split=config.hub_split, streaming=True)
-        except Exception as exc:
-            first = first_line(exc)
-            raise DataError(
-                f"{source.location}: not a local file or directory, and not loadable as a hub dataset ({first}); "
-                "check the path, or the hub id, split and network"
-            ) from exc
-        yield from stream.iter(batch_size=_ROWS_PER_READ)
-        return
-    builder = _BUILDERS[source.format]
-    options: dict[str, Any] = {}
-    if builder == "csv":
-        # Every cell of the text column is text: no "NA"/"null"/"nan" -> missing, no "1" -> int.
-        options.update(keep_default_na=False, na_filter=False, converters={config.text_column: str})
-    if builder == "csv" and _strip_compression(source.path).suffix.lower() == ".tsv":
-        options["sep"] = "\t"
-    stream = load_dataset(builder, data_files=[source.location], split="train", streaming=True, **options)
-    yield from stream.iter(batch_size=_ROWS_PER_READ)
+            if "\r" in text:
+                yield from text.split("\r")  # a lone "\r" (old Mac files) ends a line too
+            else:
+                yield text
 
 
 def _capped(texts: Iterator[str], cap: int | None) -> Iterator[str]:

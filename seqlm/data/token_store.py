@@ -43,17 +43,20 @@ class SplitWriter:
         self.n_tokens = 0
         self.n_documents = 0
 
-    def append(self, documents: list[list[int]]) -> None:
-        """Write a batch of documents (already ending with the separator token)."""
-        documents = [ids for ids in documents if ids]
+    def append(self, documents: list[list[int]], ends: list[bool] | None = None) -> None:
+        """Write a batch of documents (already ending with the separator token). With `ends`, the lists are
+        runs of tokens and only a run with `ends[i]` True finishes a document: a long document comes in pieces."""
+        if ends is None:
+            documents = [ids for ids in documents if ids]
+            ends = [True] * len(documents)
         if not documents:
             return
         lengths = np.fromiter((len(ids) for ids in documents), dtype=np.int64, count=len(documents))
         flat = np.concatenate([np.asarray(ids, dtype=self.dtype) for ids in documents])
         self._tokens.write(flat.tobytes())
-        self._docs.write((self.n_tokens + np.cumsum(lengths)).tobytes())
+        self._docs.write((self.n_tokens + np.cumsum(lengths)[np.asarray(ends, dtype=bool)]).tobytes())
         self.n_tokens += int(lengths.sum())
-        self.n_documents += len(documents)
+        self.n_documents += sum(ends)
 
     def close(self) -> dict[str, int]:
         for handle in (self._tokens, self._docs):

@@ -29,7 +29,9 @@ def raw_lines(handle: BinaryIO, name: str, fix: str = "split the text into lines
         number += 1
         if len(piece) == _CHUNK and not piece.endswith(b"\n"):
             piece = _rest_of_line(handle, piece, name, number, fix)
-        yield number, piece
+        line = [piece]
+        del piece  # handed over, not kept: a suspended generator would hold a long line until the next read
+        yield number, line.pop()
 
 
 def line_too_long(name: str, number: int, fix: str) -> DataError:

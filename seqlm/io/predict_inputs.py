@@ -1,8 +1,9 @@
 """Read the inputs of `seqlm predict` (a file, or '-' for stdin) into records, and batch them by length.
 
 Bytes are decoded line by line as strict UTF-8 (a leading BOM and each line's trailing '\\r' are dropped).
-  - text: every line is one input, empty lines included, so output record N belongs to input line N
-    (a final newline does not start an extra input).
+  - text: every line is one input, empty and whitespace-only lines included, so output record N belongs to
+    input line N (a final newline does not start an extra input; a file with no lines has no inputs).
+    `Inputs.blank_message()` is the warning predict shows when some inputs are blank.
   - jsonl: one JSON object per line; `text_field` (and `text_pair_field`, for sentence pairs) hold the
     input, every other field is passed through to the output record (e.g. an "id"). Blank lines are skipped.
     Lines are parsed by `seqlm.io.records.json_object`, as the training data readers parse theirs.
@@ -59,6 +60,16 @@ class Inputs:
             raise DataError(f"{self.name}:{line}: {problem}; {fix}, {SKIP_HINT}")
         self.skipped.append((line, problem))
 
+    def blank_message(self, shown: int = 10) -> str | None:
+        """'FILE: K of N inputs are blank (lines 3, 7, ...)' when some inputs (and their pairs) hold only
+        whitespace, else None: they still get records, which is rarely what was meant."""
+        blank = [r.line for r in self.records if _blank(r.text) and _blank(r.pair)]
+        if not blank:
+            return None
+        listed = ", ".join(map(str, blank[:shown])) + (", …" if len(blank) > shown else "")
+        verb, lines = ("is", "line") if len(blank) == 1 else ("are", "lines")
+        return f"{self.name}: {len(blank)} of {len(self.records)} inputs {verb} blank ({lines} {listed}); each gets a record"
+
     def skipped_message(self, shown: int = 20) -> str:
         """'skipped N bad lines: 3, 17, ... (file; first problem: ...)' for the end-of-run warning."""
         numbers = [str(line) for line, _ in self.skipped]
@@ -67,6 +78,10 @@ class Inputs:
         first_line, first_problem = self.skipped[0]
         return (f"skipped {len(numbers)} bad line{plural}: {listed} "
                 f"(no record written; first problem: {self.name}:{first_line}: {first_problem})")
+
+
+def _blank(text: str | None) -> bool:
+    return not text or text.isspace()  # no stripped copy of a long input
 
 
 def resolve_input_format(source: str, input_format: str) -> str:

@@ -30,7 +30,7 @@ open group of their type and close it, S-/U- are one-word groups, which matches 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -59,37 +59,48 @@ def entity_spans(
         raise ValueError(f"words, tags, scores (and offsets) differ in length: {len(words)}, {len(tags)}, {len(scores)}")
     if offsets is None:
         offsets = _locate(words, text)
-    word_scores = np.asarray(scores, dtype=np.float64)
+    if text is None:
+        return [{**span, "text": " ".join(words[span["first_word"] : span["last_word"] + 1])}
+                for span in iter_entity_spans(offsets, tags, scores, "")]  # fmt: skip
+    return list(iter_entity_spans(offsets, tags, scores, text))
 
-    groups: list[tuple[int, int]] = []  # (first word, last word + 1)
+
+def iter_entity_spans(
+    offsets: Sequence[tuple[int, int]], tags: Sequence[str], scores: Sequence[float], text: str
+) -> Iterator[dict[str, Any]]:
+    """`entity_spans` one entity at a time, for words with offsets into `text` (arrays will do: a huge input's
+    words are not built as Python lists)."""
+    word_scores = np.asarray(scores, dtype=np.float64)
+    for first, stop in _groups(tags):
+        type_ = tags[first].split("-", 1)[-1]
+        if type_ == "O":
+            continue
+        start, end = int(offsets[first][0]), int(offsets[stop - 1][1])
+        yield {
+            "type": type_,
+            "text": text[start:end],
+            "start": start,
+            "end": end,
+            "score": float(word_scores[first:stop].mean()),
+            "first_word": first,
+            "last_word": stop - 1,
+        }
+
+
+def _groups(tags: Sequence[str]) -> Iterator[tuple[int, int]]:
+    """(first word, last word + 1) of each group, in order."""
+    first = -1  # the open group's first word
     prev_type: str | None = None
     closed = True
     for i, tag in enumerate(tags):
         prefix, type_ = _split(tag)
         if closed or prefix in _OPENS or type_ != prev_type:
-            groups.append((i, i + 1))
-        else:
-            groups[-1] = (groups[-1][0], i + 1)
+            if first >= 0:
+                yield first, i
+            first = i
         prev_type, closed = type_, prefix in _CLOSES
-
-    spans = []
-    for first, stop in groups:
-        type_ = tags[first].split("-", 1)[-1]
-        if type_ == "O":
-            continue
-        start, end = int(offsets[first][0]), int(offsets[stop - 1][1])
-        spans.append(
-            {
-                "type": type_,
-                "text": text[start:end] if text is not None else " ".join(words[first:stop]),
-                "start": start,
-                "end": end,
-                "score": float(word_scores[first:stop].mean()),
-                "first_word": first,
-                "last_word": stop - 1,
-            }
-        )
-    return spans
+    if first >= 0:
+        yield first, len(tags)
 
 
 def _locate(words: Sequence[str], text: str | None) -> list[tuple[int, int]]:

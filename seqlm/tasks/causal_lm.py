@@ -26,6 +26,7 @@ import torch
 from seqlm.config.schema import EvaluateConfig, PredictConfig
 from seqlm.console import Console
 from seqlm.data.batch import Batch
+from seqlm.data.long_documents import token_suffix
 from seqlm.data.masking import IGNORE_INDEX
 from seqlm.data.padding import pad_rows
 from seqlm.data.token_source import load_split
@@ -144,7 +145,9 @@ def generate(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0  # masked out, any id works
     prompts, n_truncated = [], 0
     # verbose=False: over-long prompts are handled (and reported) below, not by a tokenizer warning.
-    for record, ids in zip(records, tokenizer([r.text for r in records], verbose=False)["input_ids"]):
+    # Of a long prompt only an end with more than `limit` tokens is encoded: the same last tokens are kept.
+    texts = [token_suffix(tokenizer, r.text, limit) if limit is not None else r.text for r in records]
+    for record, ids in zip(records, tokenizer(texts, verbose=False)["input_ids"]):
         if not ids:
             if start_id is None:
                 raise DataError(f"line {record.line}: empty prompt, and the tokenizer has no BOS/EOS token to start from")

@@ -4,7 +4,9 @@ Inputs (with their `text_pair_field` values, for sentence pairs) are tokenized i
 `tokenizer(texts, text_pairs)`, by the same `seqlm.data.text_examples.encode_texts` as `seqlm finetune`
 encodes its examples (an empty pair is an empty second segment; a single-input call, as in
 transformers' pipeline, would drop it). Inputs longer than `max_length` tokens (default: the model's
-positions) are cut to it (pairs lose tokens from the longer side first) and counted. Batches of similar length are padded on the right. GPT-style models pool the
+positions) are cut to it (pairs lose tokens from the longer side first) and counted; of a long input only a
+prefix that still has more than `max_length` tokens is tokenized (`seqlm.data.long_documents.token_prefix`:
+the kept tokens are the same, and memory does not grow with the input). Batches of similar length are padded on the right. GPT-style models pool the
 last token that is not the pad token, so padding uses the pad id the model knows (`config.pad_token_id`,
 which `model_loading` fills in from the tokenizer): batched predictions equal one-at-a-time ones. An
 input that tokenizes to nothing (an empty line, with a tokenizer that adds no special tokens) is scored
@@ -25,6 +27,7 @@ from typing import Any
 import torch
 
 from seqlm.config.schema import PredictConfig
+from seqlm.data.long_documents import token_prefix
 from seqlm.data.text_examples import encode_texts
 from seqlm.errors import DataError
 from seqlm.io.predict_inputs import InputRecord, length_batches
@@ -46,7 +49,9 @@ def classify(
     """One record per input, in input order, and how many inputs were truncated to `limit` tokens."""
     tokenizer, model = loaded.tokenizer, loaded.model
     pairs = config.text_pair_field is not None
-    texts, pair_texts = [r.text for r in records], [r.pair or "" for r in records]
+    # Only a prefix with more than `limit` tokens of a long input is encoded: the same tokens survive truncation.
+    texts = [token_prefix(tokenizer, r.text, limit) for r in records]
+    pair_texts = [token_prefix(tokenizer, r.pair or "", limit) for r in records]
     examples = encode_texts(tokenizer, texts, pair_texts if pairs else None, limit)
     encoded = [{key: rows[i].tolist() for key, rows in examples.rows.items()} for i in range(len(texts))]
     for index, features in enumerate(encoded):

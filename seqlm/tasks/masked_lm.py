@@ -21,6 +21,7 @@ import torch
 
 from seqlm.config.schema import EvaluateConfig, PredictConfig
 from seqlm.console import Console
+from seqlm.data.long_documents import token_prefix
 from seqlm.data.padding import pad_rows
 from seqlm.data.pretrain_batches import PretrainBatches
 from seqlm.data.token_source import load_split
@@ -132,12 +133,16 @@ def fill_masks(
     tokenizer, model = loaded.tokenizer, loaded.model
     mask_token, mask_id = tokenizer.mask_token, tokenizer.mask_token_id
     name = "<stdin>" if config.input == "-" else config.input
-    encoded = tokenizer([r.text for r in records], verbose=False)["input_ids"]
-    for record, ids in zip(records, encoded):
-        if mask_id not in ids:
+    limit = loaded.max_positions
+    # Of a long input only a prefix with more than `limit` tokens is encoded: enough to know it is too long.
+    texts = [token_prefix(tokenizer, r.text, limit) if limit is not None else r.text for r in records]
+    encoded = tokenizer(texts, verbose=False)["input_ids"]
+    for record, text, ids in zip(records, texts, encoded):
+        if mask_id not in ids and (text is record.text or mask_token not in record.text):
             raise DataError(f"{name}:{record.line}: no {mask_token} token in the input; mark each word to predict with {mask_token}")
-        if loaded.max_positions is not None and len(ids) > loaded.max_positions:
-            raise DataError(f"{name}:{record.line}: {len(ids)} tokens, more than the model's {loaded.max_positions}; shorten it")
+        if limit is not None and len(ids) > limit:
+            count = f"{len(ids)}" if text is record.text else f"over {len(ids)}"
+            raise DataError(f"{name}:{record.line}: {count} tokens, more than the model's {limit}; shorten it")
     top_k = min(config.top_k, model.config.vocab_size)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     results: list[dict[str, Any]] = [{} for _ in records]

@@ -11,7 +11,9 @@ Record: {"input": the text (pre-split words joined by spaces), "words": [{"word"
 "start", "end"}] (character offsets into "input"), "entities": [{"type", "text", "start", "end",
 "score", "first_word", "last_word"}] for IOB-style tag sets (grouped as
 `transformers.pipeline("token-classification", aggregation_strategy="first")` groups them, see
-`seqlm.metrics.entity_spans`), else no "entities"}. An input without words gives empty lists.
+`seqlm.metrics.entity_spans`), else no "entities"}. An input without words gives empty lists. An input of
+more than 256 Ki characters is tagged on its own, a group of words at a time, and its lists are written as
+they are made (`seqlm.tasks.long_input_tagging`): memory a few times its size, not a hundred.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from seqlm.metrics.entity_spans import entity_spans
 from seqlm.metrics.sequence_labelling import detect_scheme
 from seqlm.models.loading import LoadedModel, model_label_names, token_limit
 from seqlm.runtime.device import Precision
+from seqlm.tasks.long_input_tagging import LONG_INPUT_CHARS, tag_words, tagged_record, word_spans
 from seqlm.tasks.task import Predictions
 
 OUTPUT_FIELDS = frozenset({"input", "words", "entities"})
@@ -46,13 +49,32 @@ def predict(loaded: LoadedModel, records: list[InputRecord], config: PredictConf
     """One record per input, in input order (see the module docstring)."""
     names = model_label_names(loaded.model.config, config.model)
     scheme = detect_scheme(names)
+    max_length = token_limit(config.max_length, loaded.model.config, loaded.tokenizer, "max_length")
+    long = {i for i, record in enumerate(records) if len(record.text) > LONG_INPUT_CHARS}
+    results = _predict_short([r for i, r in enumerate(records) if i not in long], loaded, config, precision, report, names, scheme, max_length)
+    for i in sorted(long):  # one at a time, a group of words at a time: see long_input_tagging
+        tagged = tag_words(
+            records[i].text, word_spans(records[i], config.word_split, loaded.tokenizer),
+            lambda words: encode_words(loaded.tokenizer, [words], max_length),
+            lambda windows: _window_probabilities(loaded, windows, config.batch_size, precision),
+            max(8192, 4 * max_length),  # more words than two windows hold: each group finishes a window
+        )  # fmt: skip
+        results.insert(i, tagged_record(records[i].text, tagged, names, scheme))
+    report(len(records))
+    return Predictions(results)
+
+
+def _predict_short(
+    records: list[InputRecord], loaded: LoadedModel, config: PredictConfig, precision: Precision, report: Any,
+    names: list[str], scheme: str | None, max_length: int,
+) -> list[dict[str, Any]]:
+    """The records of inputs short enough to be batched together, in input order."""
     texts, words, offsets = [], [], []
     for record in records:
         text, split = _words_of(record, config.word_split, loaded.tokenizer)
         texts.append(text)
         words.append([word for word, _, _ in split])
         offsets.append([(start, end) for _, start, end in split])
-    max_length = token_limit(config.max_length, loaded.model.config, loaded.tokenizer, "max_length")
     present = [i for i, sentence in enumerate(words) if sentence]
     probabilities = _word_probabilities(loaded, [words[i] for i in present], max_length, config.batch_size, precision, report)
     results: list[dict[str, Any]] = [{"input": text, "words": [], **({"entities": []} if scheme else {})} for text in texts]
@@ -65,8 +87,7 @@ def predict(loaded: LoadedModel, records: list[InputRecord], config: PredictConf
         ]
         if scheme:
             results[i]["entities"] = entity_spans(words[i], offsets[i], tags, scores.tolist(), texts[i])
-    report(len(records))
-    return Predictions(results)
+    return results
 
 
 def _words_of(record: InputRecord, rule: str, tokenizer: Any) -> tuple[str, list[tuple[str, int, int]]]:
@@ -100,6 +121,14 @@ def _word_probabilities(
     if not words:
         return []
     windows = encode_words(loaded.tokenizer, words, max_length)
+    piece_probs = _window_probabilities(loaded, windows, batch_size, precision, lambda done: report(int(done * len(words))))
+    return word_predictions(windows, piece_probs, [len(sentence) for sentence in words])
+
+
+def _window_probabilities(
+    loaded: LoadedModel, windows: WordWindows, batch_size: int, precision: Precision, report: Any = None
+) -> list[np.ndarray]:
+    """Per window, a (pieces, tags) array of softmax probabilities; `report(share done)` after each batch."""
     tokenizer, model = loaded.tokenizer, loaded.model
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     piece_probs: list[np.ndarray] = [np.empty(0)] * len(windows.input_ids)
@@ -111,5 +140,6 @@ def _word_probabilities(
         for row, index in enumerate(batch.targets["index"].tolist()):
             piece_probs[index] = probs[row]
         done += len(probs)
-        report(int(done * len(words) / len(piece_probs)))
-    return word_predictions(windows, piece_probs, [len(sentence) for sentence in words])
+        if report is not None:
+            report(done / len(piece_probs))
+    return piece_probs
