@@ -36,7 +36,7 @@ from seqlm.training.objective import Objective
 from seqlm.training.optim import build_optimizer, build_scheduler
 from seqlm.training.parallel import ParallelModel, global_batch_line, parallelize, shard_batch
 from seqlm.training.run_dir import RunDir
-from seqlm.training.session import agreed_stop, begin, finish, load_run_state, log_record, open_run, short, stopped
+from seqlm.training.session import agreed_stop, begin, load_run_state, log_record, open_run, short, stopped
 from seqlm.training.signals import graceful_stop
 from seqlm.training.state import LoopState
 
@@ -272,7 +272,7 @@ def _write_metrics(finetune: FinetuneRun, metrics: dict[str, Any]) -> None:
     if "test_loss" in metrics:
         run_dir.log({"step": metrics["best_step"], "split": "test", **{key: value for key, value in metrics.items() if key.startswith("test_")}})
     run_dir.write_metrics(metrics)
-    finish(run_dir, finetune.state)
+    run_dir.finish(finetune.state.step)  # last: --resume then has nothing to do
     keys = ["best_step"] + [f"{prefix}_{name}" for prefix in ("best_val", "test") for name in finetune.task.finetuning.shown_metrics]
     shown = "  ".join(f"{key} {short(metrics[key])}" for key in keys if key in metrics)
     finetune.console.info(

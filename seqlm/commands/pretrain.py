@@ -34,7 +34,7 @@ from seqlm.training.objective import Objective
 from seqlm.training.optim import build_optimizer, build_scheduler
 from seqlm.training.parallel import ParallelModel, SaveableModel, global_batch_line, parallelize, shard_batch
 from seqlm.training.run_dir import RunDir
-from seqlm.training.session import agreed_stop, begin, finish, log_record, open_run, stopped
+from seqlm.training.session import agreed_stop, begin, log_record, open_run, stopped
 from seqlm.training.signals import graceful_stop
 from seqlm.training.state import LoopState
 
@@ -181,7 +181,7 @@ def save(pretrain: PretrainRun, validation_metrics: dict[str, float]) -> dict[st
 def _write_results(pretrain: PretrainRun, model: SaveableModel, validation_metrics: dict[str, float]) -> None:
     save_model(pretrain.run_dir.model_dir, model, pretrain.tokenizer)
     pretrain.run_dir.write_metrics(_metrics(pretrain, validation_metrics))
-    finish(pretrain.run_dir, pretrain.state)
+    pretrain.run_dir.finish(pretrain.state.step)  # last: --resume then has nothing to do
     pretrain.console.info(f"model saved to {pretrain.run_dir.model_dir}; metrics in {pretrain.run_dir.path / 'metrics.json'}")
 
 

@@ -152,11 +152,6 @@ def begin(
     return load_run_state(checkpoint)
 
 
-def finish(run_dir: RunDir, state: LoopState) -> None:
-    """Mark the run finished (rank 0, after every final output is written): `--resume` then has nothing to do."""
-    run_dir.finish(state.step)
-
-
 def load_run_state(checkpoint: Path) -> dict[str, Any]:
     """The run's own state saved with a checkpoint by `Checkpointer.save(run_state=...)`."""
     return _saved_summary(checkpoint).get("run", {})
