@@ -14,13 +14,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, Tag
+from pydantic import Discriminator, Field, Tag, model_validator
 
 from seqlm.config.schema import (
     Compile,
     Device,
     DistributedConfig,
     FastDropout,
+    GenerationConfig,
     KeepLast,
     OnNan,
     OptimConfig,
@@ -72,7 +73,7 @@ class EarlyStoppingConfig(Section):
     metric: str | None = Field(
         default=None,
         description="Validation metric that picks best/ (higher is better, except loss); null: the task's default "
-        "(classification: accuracy; token_classification: f1 for IOB tags, else accuracy).",
+        "(classification: accuracy; token_classification: f1 for IOB tags, else accuracy; seq2seq: bleu).",
     )
     patience: int | None = Field(default=None, ge=1, description="Stop after this many evaluations without improvement; null: never.")
 
@@ -143,9 +144,75 @@ class TokenClassificationFinetuneConfig(FinetuneRunConfig):
     training: TokenClassificationTrainingConfig = Field(default_factory=TokenClassificationTrainingConfig)
 
 
+class Seq2SeqDataConfig(SplitFilesConfig):
+    """Source → target pairs (translation, summarization): JSONL / CSV / Parquet files or a save_to_disk dir."""
+
+    format: Literal["auto", "jsonl", "csv", "parquet", "disk", "hub"] = Field(default="auto", description="auto: from the extension.")
+    source_field: str = Field(default="source", description="The field holding the source text.")
+    target_field: str = Field(default="target", description="The field holding the target text.")
+    references_field: str | None = Field(
+        default="references", description="A field listing an example's references (scoring only); absent: the target."
+    )
+    source_prefix: str = Field(default="", description="Prepended to every source, as given (T5: 'translate Spanish to English: ').")
+
+
+class EncoderDecoderConfig(Section):
+    """A seq2seq model built from scratch on an existing tokenizer (neutral sizes; see seqlm.models.seq2seq_models)."""
+
+    family: Literal["t5", "bart"] = Field(description="t5: relative positions, pre-norm; bart: learned positions, post-norm.")
+    tokenizer: str = Field(description="A tokenizer dir (e.g. a `seqlm tokenize` output_dir) or hub id; needs pad and eos tokens.")
+    d_model: int = Field(default=64, ge=8, description="Hidden width.")
+    n_heads: int = Field(default=4, ge=1, description="Attention heads; must divide d_model.")
+    encoder_layers: int = Field(default=2, ge=1, description="Encoder blocks.")
+    decoder_layers: int = Field(default=2, ge=1, description="Decoder blocks.")
+    d_ff: int | None = Field(default=None, ge=8, description="Feed-forward width; default 4 * d_model.")
+    max_len: int = Field(default=512, ge=8, description="bart: positions per sequence (t5 has no limit).")
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0, description="Dropout on residuals and attention.")
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> EncoderDecoderConfig:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        return self
+
+
+
+class Seq2SeqEarlyStoppingConfig(EarlyStoppingConfig):
+    metric: Literal["loss", "bleu", "chrf", "rouge1", "rouge2", "rougeL", "rougeLsum"] | None = Field(
+        default=None, description="Validation metric that picks best/ (higher is better, except loss); null: bleu (loss when eval_generate_examples is 0)."
+    )
+
+
+class Seq2SeqTrainingConfig(FinetuneTrainingConfig):
+    max_source_length: int = Field(default=256, ge=2, description="Source tokens per example; longer sources are cut (and counted).")
+    max_target_length: int = Field(default=128, ge=2, description="Target tokens per example (eos included); longer targets are cut (and counted).")
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0, description="Training loss only; validation reports plain cross-entropy.")
+    eval_generate_examples: int = Field(
+        default=200, ge=0, description="Validation: generate for the first N examples and score BLEU/chrF/ROUGE; 0: loss only."
+    )
+    early_stopping: Seq2SeqEarlyStoppingConfig = Field(default_factory=Seq2SeqEarlyStoppingConfig)
+
+    @model_validator(mode="after")
+    def _metric_needs_generation(self) -> Seq2SeqTrainingConfig:
+        if self.eval_generate_examples == 0 and self.early_stopping.metric not in (None, "loss"):
+            raise ValueError(f"early_stopping.metric {self.early_stopping.metric} needs eval_generate_examples > 0")
+        return self
+
+
+class Seq2SeqFinetuneConfig(FinetuneRunConfig):
+    task: Literal["seq2seq"] = Field(description="Sequence to sequence: generate a target text per source (translation, summarization).")
+    model: str | EncoderDecoderConfig = Field(  # type: ignore[assignment]
+        description="An HF-format seq2seq model dir or hub id (T5, BART, ...), or sizes to build one from scratch on a tokenizer."
+    )
+    data: Seq2SeqDataConfig
+    training: Seq2SeqTrainingConfig = Field(default_factory=Seq2SeqTrainingConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig, description="How validation generates (greedy by default).")
+
+
 FINETUNE_TASK_CONFIGS: dict[str, type[FinetuneRunConfig]] = {
     "classification": ClassificationFinetuneConfig,
     "token_classification": TokenClassificationFinetuneConfig,
+    "seq2seq": Seq2SeqFinetuneConfig,
 }
 DEFAULT_TASK = "classification"
 
@@ -158,6 +225,7 @@ def _task_of(value: Any) -> str | None:
 
 FinetuneConfig = Annotated[
     Annotated[ClassificationFinetuneConfig, Tag("classification")]
-    | Annotated[TokenClassificationFinetuneConfig, Tag("token_classification")],
+    | Annotated[TokenClassificationFinetuneConfig, Tag("token_classification")]
+    | Annotated[Seq2SeqFinetuneConfig, Tag("seq2seq")],
     Discriminator(_task_of, custom_error_context={"key": "task"}),
 ]

@@ -8,16 +8,12 @@ are taken relative to the working directory the command runs in.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, model_validator
+
+from seqlm.config.generation import GenerationConfig
+from seqlm.config.section import Section
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
@@ -56,21 +52,6 @@ Overwrite = Annotated[
 TrustRemoteCode = Annotated[
     bool, Field(description="Run Python code shipped with a hub model (custom architectures); only for sources you trust (warned).")
 ]
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_booleans_for_numbers(cls, value: object, info: ValidationInfo) -> object:
-        """YAML reads true/yes/on as booleans, which pydantic would silently turn into 1 (or 0)."""
-        if isinstance(value, bool) and info.field_name is not None:
-            annotation = cls.model_fields[info.field_name].annotation
-            accepted = set(get_args(annotation)) or {annotation}
-            if bool not in accepted and accepted & {int, float}:
-                raise ValueError(f"expected a number, not the boolean {str(value).lower()}")
-        return value
 
 
 # --------------------------------------------------------------------------- tokenize
@@ -256,19 +237,16 @@ class EvaluateConfig(Section):
     tags_field: str = Field(default="tags", description="token_classification (jsonl): the field holding one tag per word.")
     conllu_column: Literal["upos", "xpos"] = Field(default="upos", description="token_classification (.conllu): the tag column.")
     seed: int = Field(default=0, description="mlm: fixes which tokens are masked.")
+    source_field: str = Field(default="source", description="seq2seq: the field holding the source text.")
+    target_field: str = Field(default="target", description="seq2seq: the field holding the target text.")
+    references_field: str | None = Field(default="references", description="seq2seq: a field listing several references.")
+    source_prefix: str = Field(default="", description="seq2seq: prepended to every source (as the model was fine-tuned).")
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
     precision: Precision = Field(default="fp32", description="auto, fp32, bf16 or fp16 (CUDA).")
     device: Device = Field(default="auto", description="auto: cuda, then mps, then cpu.")
 
 
 # --------------------------------------------------------------------------- predict
-
-
-class GenerationConfig(Section):
-    max_new_tokens: int = Field(default=40, ge=1, description="Tokens to generate per prompt (stops early at eos).")
-    do_sample: bool = Field(default=False, description="false: greedy; true: sample (seeded).")
-    temperature: float = Field(default=1.0, gt=0.0, description="Sampling temperature.")
-    top_k: int | None = Field(default=None, ge=1, description="Sample among the k most likely tokens.")
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0, description="Nucleus sampling mass.")
 
 
 class PredictConfig(Section):

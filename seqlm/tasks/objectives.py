@@ -148,3 +148,8 @@ def check_language_model_options(task: str, config: Any, loaded: Any) -> None:
         raise ConfigError(
             f"max_length is for sequence classifiers; {config.model} is a {task} model (causal prompts are limited by the model's positions)"
         )
+    if config.generation.uses_beams():
+        raise ConfigError(
+            f"generation: num_beams, length_penalty, no_repeat_ngram_size, early_stopping and num_return_sequences are for "
+            f"seq2seq models; {config.model} is a {task} model"
+        )
