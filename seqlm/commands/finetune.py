@@ -133,7 +133,10 @@ def setup(config: FinetuneConfig, console: Console, held: ExitStack, cluster: Cl
         console.warn(remote_code_warning(config.model))
     # A sharded checkpoint's weights are loaded into the shards by begin(): start from the model as at first.
     source = checkpoint if checkpoint is not None and not is_sharded(checkpoint) else config.model
-    model, tokenizer, new_weights = load_with_head(str(source), task.head, names, training.max_length, config.trust_remote_code)
+    if supervised.load_model is not None:
+        model, tokenizer, new_weights = supervised.load_model(source, config)
+    else:
+        model, tokenizer, new_weights = load_with_head(str(source), task.head, names, training.max_length, config.trust_remote_code)
     if checkpoint is not None:  # weights the checkpoint has were new at the start: `freeze: body` still trains them
         new_weights = load_run_state(checkpoint)["new_weights"]
     elif new_weights:

@@ -194,8 +194,10 @@ class Seq2SeqTrainingConfig(FinetuneTrainingConfig):
 
     @model_validator(mode="after")
     def _metric_needs_generation(self) -> Seq2SeqTrainingConfig:
-        if self.eval_generate_examples == 0 and self.early_stopping.metric not in (None, "loss"):
-            raise ValueError(f"early_stopping.metric {self.early_stopping.metric} needs eval_generate_examples > 0")
+        if self.eval_generate_examples == 0:
+            if self.early_stopping.metric not in (None, "loss"):
+                raise ValueError(f"early_stopping.metric {self.early_stopping.metric} needs eval_generate_examples > 0")
+            self.early_stopping.metric = "loss"  # the one validation metric left
         return self
 
 

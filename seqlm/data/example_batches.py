@@ -8,8 +8,10 @@ g = step · grad_accum + micro is batch g mod B of epoch g div B (B = batches pe
 an epoch's batches come from a permutation seeded by (seed, epoch). With `group_by_length`,
 each run of 50 · batch_size examples of that permutation is sorted by length and cut into
 batches, and the batches are shuffled (seeded), so padding stays small while the order
-stays random. Each batch is padded to its longest example: token rows with the pad id (0 for
-masks and segment ids), per-token targets with IGNORE_INDEX.
+stays random. Each row kind is padded to its longest row in the batch (a seq2seq batch's
+sources and targets differ in width): input_ids with the pad id, `labels` rows (seq2seq
+decoder labels, which go to the model as an input) and per-token targets with IGNORE_INDEX,
+masks and segment ids with 0. Lengths (and length grouping) are those of input_ids.
 
 `evaluation(split)` is every example of a split once, in batches sorted by length;
 `targets["index"]` holds each example's position in the split, to restore input order.
@@ -29,12 +31,13 @@ from seqlm.data.masking import IGNORE_INDEX
 MEGA_BATCHES = 50  # group_by_length sorts runs of this many batches' worth of examples
 _TRAIN_STREAM, _ORDER_STREAM = 0, 1
 TOKEN_ROWS = ("input_ids", "attention_mask", "token_type_ids")
+LABEL_ROWS = "labels"  # a row kind padded like per-token targets, but passed to the model (seq2seq decoder labels)
 
 
 @dataclass
 class EncodedExamples:
     """One split, tokenized. `rows`: per example, an int array per model input (input_ids,
-    attention_mask[, token_type_ids]); `targets`: per example either one value (an array over
+    attention_mask[, token_type_ids][, labels]); `targets`: per example either one value (an array over
     the examples) or one value per token (a list of arrays as long as the example's input_ids)."""
 
     rows: dict[str, list[np.ndarray]]
@@ -111,14 +114,10 @@ class ExampleBatches:
 
     def _batch(self, split: str, indices: np.ndarray, with_index: bool = False) -> Batch:
         encoded = self.splits[split]
-        width = int(encoded.lengths[indices].max())
-        inputs = {
-            key: _padded(encoded.rows[key], indices, width, self.pad_id if key == "input_ids" else 0)
-            for key in TOKEN_ROWS
-            if key in encoded.rows
-        }
+        pads = {"input_ids": self.pad_id, LABEL_ROWS: IGNORE_INDEX}
+        inputs = {key: _padded(encoded.rows[key], indices, pads.get(key, 0)) for key in (*TOKEN_ROWS, LABEL_ROWS) if key in encoded.rows}
         targets = {
-            key: _padded(values, indices, width, IGNORE_INDEX) if isinstance(values, list) else torch.from_numpy(values[indices])
+            key: _padded(values, indices, IGNORE_INDEX) if isinstance(values, list) else torch.from_numpy(values[indices])
             for key, values in encoded.targets.items()
         }
         if with_index:
@@ -126,7 +125,8 @@ class ExampleBatches:
         return Batch(inputs, targets)
 
 
-def _padded(rows: list[np.ndarray], indices: np.ndarray, width: int, pad: int) -> torch.Tensor:
+def _padded(rows: list[np.ndarray], indices: np.ndarray, pad: int) -> torch.Tensor:
+    width = max(len(rows[i]) for i in indices)
     out = np.full((len(indices), width), pad, dtype=np.int64)
     for row, i in enumerate(indices):
         values = rows[i]

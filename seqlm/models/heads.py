@@ -24,6 +24,9 @@ HEADS: dict[str, Head] = {
         "AutoModelForSequenceClassification", "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING", ("ForSequenceClassification",)
     ),
     "token_classification": Head("AutoModelForTokenClassification", "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING", ("ForTokenClassification",)),
+    # Encoder-decoder LMs (T5, BART, Marian, ...): `*ForConditionalGeneration`, checked against the mapping in
+    # detect_head, as vision-language models share the suffix.
+    "seq2seq_lm": Head("AutoModelForSeq2SeqLM", "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING", ("ForConditionalGeneration",)),
     "causal_lm": Head("AutoModelForCausalLM", "MODEL_FOR_CAUSAL_LM_MAPPING", ("ForCausalLM", "LMHeadModel")),
     "masked_lm": Head("AutoModelForMaskedLM", "MODEL_FOR_MASKED_LM_MAPPING", ("ForMaskedLM", "ForPreTraining")),
     # Masked LM + next-sentence prediction, for pretraining only: a saved one is read back as a masked LM.
@@ -49,8 +52,10 @@ def detect_head(config: Any) -> str | None:
     masked LM from the auto mappings (a decoder config means left-to-right); None if neither fits."""
     for name in getattr(config, "architectures", None) or []:
         for head, spec in HEADS.items():
-            if name.endswith(spec.suffixes):
+            if name.endswith(spec.suffixes) and (head != "seq2seq_lm" or supports(config, head)):
                 return head
+    if getattr(config, "is_encoder_decoder", False) and supports(config, "seq2seq_lm"):
+        return "seq2seq_lm"
     causal, masked = supports(config, "causal_lm"), supports(config, "masked_lm")
     if causal and masked:  # e.g. BERT
         return "causal_lm" if getattr(config, "is_decoder", False) else "masked_lm"

@@ -18,6 +18,7 @@ TASK_MODULES = {
     "mlm": "masked_lm",
     "classification": "classification",
     "token_classification": "token_classification",
+    "seq2seq": "seq2seq",
 }
 
 

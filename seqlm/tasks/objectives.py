@@ -1,7 +1,7 @@
 """The objectives of the language-model and sequence-classification tasks: `OBJECTIVES[name]`.
 
-clm, mlm and mlm+nsp (which `seqlm pretrain` trains and `causal_lm` / `masked_lm` score) and
-classification: each says how many targets a batch has and returns *summed* losses over it (see
+clm, mlm and mlm+nsp (which `seqlm pretrain` trains and `causal_lm` / `masked_lm` score),
+classification and seq2seq (token cross-entropy over the target, optionally label-smoothed): each says how many targets a batch has and returns *summed* losses over it (see
 `seqlm.training.objective` for why sums). Also `check_language_model_options`, the predict settings
 both language-model tasks refuse. Token classification keeps its objective in its own module.
 """
@@ -124,6 +124,35 @@ def _classification_score(outputs: Any, batch: Batch) -> dict[str, Any]:
     }
 
 
+# --------------------------------------------------------------------------- seq2seq (encoder-decoder)
+
+
+def _seq2seq_labels(batch: Batch) -> torch.Tensor:
+    return batch.inputs["labels"]
+
+
+def _seq2seq_counts(batch: Batch) -> dict[str, int]:
+    return {"seq2seq": int((_seq2seq_labels(batch) != IGNORE_INDEX).sum())}
+
+
+def _seq2seq_nll_sum(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    return F.cross_entropy(
+        logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum", label_smoothing=label_smoothing
+    )
+
+
+def _seq2seq_losses(outputs: Any, batch: Batch) -> dict[str, torch.Tensor]:
+    # The smoothing travels with the batch (one value per example, all equal): an Objective is fixed per task.
+    smoothing = batch.targets.get("label_smoothing")
+    epsilon = float(smoothing[0]) if smoothing is not None and len(smoothing) else 0.0
+    return {"seq2seq": _seq2seq_nll_sum(outputs.logits, _seq2seq_labels(batch), epsilon)}
+
+
+def _seq2seq_score(outputs: Any, batch: Batch) -> dict[str, Any]:
+    labels = _seq2seq_labels(batch)
+    return {"nll": float(_seq2seq_nll_sum(outputs.logits, labels)), "tokens": int((labels != IGNORE_INDEX).sum())}
+
+
 def _clm_fast(model: Any, batch: Batch) -> dict[str, torch.Tensor] | None:
     return causal_lm_loss_sums(model, batch.inputs, batch.targets["labels"])
 
@@ -137,6 +166,8 @@ OBJECTIVES: dict[str, Objective] = {
     "mlm": Objective("mlm", _mlm_counts, _mlm_losses, _mlm_score, _mlm_fast),
     "mlm+nsp": Objective("mlm+nsp", _nsp_counts, _nsp_losses, _nsp_score, _mlm_fast),
     "classification": Objective("classification", _classification_counts, _classification_losses, _classification_score),
+    # Decoder labels are a model input (HF shifts them into the decoder's inputs): they live in batch.inputs.
+    "seq2seq": Objective("seq2seq", _seq2seq_counts, _seq2seq_losses, _seq2seq_score),
 }
 
 

@@ -55,6 +55,9 @@ class Finetuning:
       validation and test metrics, each a float; `metric_modes` says which way each is better.
     - `selectable(names)`: the metrics `score` reports for this label set that can pick best/
       (`early_stopping.metric`), the default first.
+    - `load_model(source, config) -> (model, tokenizer, new_weight_names)`: for tasks whose model is not
+      a pretrained body plus a labelled head (`seqlm.models.fine_tuning.load_with_head`, when None);
+      `source` is `config.model`, or the checkpoint dir a resumed run continues from.
     """
 
     load: Callable[[Any], tuple[dict[str, Any], list[str]]]
@@ -63,6 +66,7 @@ class Finetuning:
     metric_modes: dict[str, str]
     selectable: Callable[[list[str]], tuple[str, ...]]
     shown_metrics: tuple[str, ...]  # the validation/test metrics the final log line shows (those reported)
+    load_model: Callable[[Any, Any], tuple[Any, Any, list[str]]] | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,92 @@
+"""The encoder-decoder model a seq2seq `seqlm finetune` run trains: a pretrained one, or one built from scratch.
+
+`load_seq2seq(model, trust_remote_code)`: `model` is an HF-format seq2seq dir or hub id (T5, BART, Marian...),
+loaded with its LM head and tokenizer, or an `EncoderDecoderConfig` (neutral sizes) built from scratch on the
+tokenizer it names. This is the only place that knows `T5Config` / `BartConfig` parameter names.
+
+Special tokens, from scratch: pad = the tokenizer's pad, eos = its eos (else its sep); the decoder starts from
+pad (T5's convention) for t5 and from eos (BART's) for bart. These go into the model's config and its
+generation_config, so `model.generate` needs no arguments to stop and to start.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from seqlm.config.finetune import EncoderDecoderConfig
+from seqlm.errors import DataError, first_line
+from seqlm.models.heads import auto_class, supports
+from seqlm.models.loading import model_source, quiet_transformers
+
+
+def load_seq2seq(model: str | EncoderDecoderConfig, trust_remote_code: bool = False) -> tuple[Any, Any, list[str]]:
+    """(model, tokenizer, names of newly initialised weights): all of them from scratch, none for a checkpoint."""
+    if isinstance(model, EncoderDecoderConfig):
+        tokenizer = _tokenizer(model.tokenizer, trust_remote_code)
+        built = build_encoder_decoder(model, tokenizer)
+        return built, tokenizer, [name for name, _ in built.named_parameters()]
+    from transformers import AutoConfig
+
+    source, load_kwargs = model_source(model)
+    with quiet_transformers():
+        try:
+            config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError, KeyError) as exc:
+            raise DataError(f"{model}: could not load the model config ({first_line(exc)}); check the path or hub id") from exc
+        if not supports(config, "seq2seq_lm"):
+            raise DataError(f"{model}: a {type(config).__name__} model is not an encoder-decoder; seq2seq needs T5, BART or similar")
+        tokenizer = _tokenizer(source, trust_remote_code)
+        try:
+            loaded = auto_class("seq2seq_lm").from_pretrained(
+                source, config=config, dtype=torch.float32, trust_remote_code=trust_remote_code, **load_kwargs
+            )
+        except Exception as exc:  # safetensors, torch and hub errors share no base class; all mean "unloadable"
+            raise DataError(f"{model}: could not load the weights ({first_line(exc)}); re-save the model with save_pretrained") from exc
+    return loaded, tokenizer, []
+
+
+def build_encoder_decoder(sizes: EncoderDecoderConfig, tokenizer: Any) -> Any:
+    """A randomly initialised T5 or BART whose vocabulary is the tokenizer's."""
+    import transformers
+
+    pad_id = tokenizer.pad_token_id
+    eos_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    if pad_id is None or eos_id is None:
+        raise DataError(f"{sizes.tokenizer}: a seq2seq model needs a tokenizer with pad and eos tokens (seqlm tokenize kind: bpe has both)")
+    d_ff = sizes.d_ff or 4 * sizes.d_model
+    vocab_size = len(tokenizer)
+    if sizes.family == "t5":
+        config = transformers.T5Config(
+            vocab_size=vocab_size, d_model=sizes.d_model, d_kv=sizes.d_model // sizes.n_heads, d_ff=d_ff,
+            num_layers=sizes.encoder_layers, num_decoder_layers=sizes.decoder_layers, num_heads=sizes.n_heads,
+            dropout_rate=sizes.dropout, feed_forward_proj="relu", tie_word_embeddings=True,
+            pad_token_id=pad_id, eos_token_id=eos_id, decoder_start_token_id=pad_id,
+        )  # fmt: skip
+    else:
+        bos_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos_id
+        config = transformers.BartConfig(
+            vocab_size=vocab_size, d_model=sizes.d_model, encoder_layers=sizes.encoder_layers,
+            decoder_layers=sizes.decoder_layers, encoder_attention_heads=sizes.n_heads,
+            decoder_attention_heads=sizes.n_heads, encoder_ffn_dim=d_ff, decoder_ffn_dim=d_ff,
+            max_position_embeddings=sizes.max_len, dropout=sizes.dropout, attention_dropout=sizes.dropout,
+            pad_token_id=pad_id, bos_token_id=bos_id, eos_token_id=eos_id, decoder_start_token_id=eos_id,
+            forced_eos_token_id=eos_id, scale_embedding=True,
+        )  # fmt: skip
+    model = auto_class("seq2seq_lm").from_config(config)
+    generation = model.generation_config
+    generation.pad_token_id, generation.eos_token_id, generation.decoder_start_token_id = pad_id, eos_id, config.decoder_start_token_id
+    return model
+
+
+def _tokenizer(source: str, trust_remote_code: bool) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"{source}: could not load the tokenizer ({first_line(exc)}); give a dir with tokenizer files") from exc
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token  # labels mask padding out, and the encoder's attention mask does too
+    return tokenizer

@@ -1,0 +1,159 @@
+"""Sequence to sequence (translation, summarization): an encoder-decoder generates a target text per source.
+
+finetune — source/target records (`seqlm.io.seq2seq_records`), sources cut to `training.max_source_length`
+and targets (eos-terminated) to `max_target_length`, both counted and reported; batched by `ExampleBatches`
+(length-grouped by source), the targets going to the model as `labels` (HF models shift them right into the
+decoder's inputs; padding is IGNORE_INDEX). Loss: token cross-entropy summed over target tokens, with
+`label_smoothing` (training only), so gradient accumulation is exact. The model is a pretrained seq2seq
+checkpoint or one built from scratch (`seqlm.models.seq2seq_models`).
+Validation: loss (plain cross-entropy per target token) and, on the first `eval_generate_examples` examples,
+BLEU / chrF / ROUGE of generated text against the references (`seqlm.metrics.generation`), with gen_len.
+Every rank generates for the same examples (results are identical); only the loss is split across ranks.
+evaluate / predict — `seqlm.tasks.seq2seq_inference`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from seqlm.config.generation import GenerationConfig
+from seqlm.data.batch import Batch
+from seqlm.data.example_batches import ExampleBatches
+from seqlm.io import records
+from seqlm.io.seq2seq_records import Seq2SeqRecords, read_seq2seq
+from seqlm.metrics.generation import generation_scores
+from seqlm.metrics.scoring import score_batches
+from seqlm.models.seq2seq_models import load_seq2seq
+from seqlm.runtime.device import Precision
+from seqlm.runtime.distributed import SINGLE, Cluster
+from seqlm.tasks import seq2seq_inference
+from seqlm.tasks.objectives import OBJECTIVES
+from seqlm.tasks.seq2seq_generation import encode_sources, encode_split, generate
+from seqlm.tasks.task import Finetuning, Task
+from seqlm.training.objective import Objective
+
+GENERATION_METRICS = ("bleu", "chrf", "rouge1", "rouge2", "rougeL", "rougeLsum")
+METRIC_MODES = {"loss": "min", **{name: "max" for name in GENERATION_METRICS}}
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load(data: Any) -> tuple[dict[str, Seq2SeqRecords], list[str]]:
+    """{"train", "validation"[, "test"]}; seq2seq has no label names."""
+
+    def read(location: str) -> Seq2SeqRecords:
+        return read_seq2seq(location, data.format, data.source_field, data.target_field, data.references_field, data.source_prefix)
+
+    train = read(data.train)
+    if data.validation is not None:
+        validation = read(data.validation)
+    else:
+        train, validation = records.split_by_ratio(train, data.validation_ratio, data.split_seed)
+    splits = {"train": train, "validation": validation}
+    if data.test is not None:
+        splits["test"] = read(data.test)
+    return splits, []
+
+
+class GenerationCheck(list):
+    """Validation batches (for the loss), plus what `score` generates from: the first examples' source ids,
+    their references, the generation settings and the tokenizer."""
+
+    def __init__(self, batches: list[Batch], sources: list[list[int]], references: list[tuple[str, ...]], settings: GenerationConfig,
+                 tokenizer: Any, batch_size: int, seed: int):  # fmt: skip
+        super().__init__(batches)
+        self.sources, self.references, self.settings = sources, references, settings
+        self.tokenizer, self.batch_size, self.seed = tokenizer, batch_size, seed
+
+
+class Seq2SeqBatches:
+    """`ExampleBatches` whose evaluation batches carry the generation check (see `GenerationCheck`)."""
+
+    def __init__(self, batches: ExampleBatches, splits: dict[str, Seq2SeqRecords], tokenizer: Any, config: Any):
+        self.examples, self.splits, self.tokenizer, self.config = batches, splits, tokenizer, config
+        self.batches_per_epoch, self.steps_per_epoch = batches.batches_per_epoch, batches.steps_per_epoch
+
+    def train(self, step: int, micro: int) -> Batch:
+        return self.examples.train(step, micro)
+
+    def evaluation(self, split: str) -> GenerationCheck:
+        training = self.config.training
+        n = min(training.eval_generate_examples, len(self.splits[split]))
+        chosen = self.splits[split].subset(range(n))
+        sources, _ = encode_sources(self.tokenizer, [e.source for e in chosen], training.max_source_length)
+        return GenerationCheck(
+            self.examples.evaluation(split), sources, [e.references for e in chosen], self.config.generation,
+            self.tokenizer, training.batch_size, training.seed,
+        )  # fmt: skip
+
+
+def _batches_for_run(
+    splits: dict[str, Seq2SeqRecords], names: list[str], tokenizer: Any, config: Any, world_size: int, log: Callable[[str], None]
+) -> Seq2SeqBatches:
+    training = config.training
+    encoded = {}
+    for split, examples in splits.items():
+        encoded[split], cut_sources, cut_targets = encode_split(tokenizer, examples, training.max_source_length, training.max_target_length)
+        if cut_sources or cut_targets:
+            log(
+                f"{split}: {cut_sources} of {len(examples)} sources are longer than training.max_source_length "
+                f"({training.max_source_length} tokens) and {cut_targets} targets longer than training.max_target_length "
+                f"({training.max_target_length}); they are cut"
+            )
+    encoded["train"].targets["label_smoothing"] = np.full(len(splits["train"]), training.label_smoothing, dtype=np.float32)
+    batches = ExampleBatches(
+        encoded, int(tokenizer.pad_token_id), training.batch_size * world_size, training.grad_accum, training.seed, training.group_by_length
+    )
+    return Seq2SeqBatches(batches, splits, tokenizer, config)
+
+
+def score(
+    model: Any, objective: Objective, check: GenerationCheck, names: list[str], precision: Precision, device: torch.device,
+    cluster: Cluster = SINGLE, lockstep: bool = False,
+) -> dict[str, float]:
+    """loss and perplexity over every example; BLEU, chrF, ROUGE and gen_len over the generated ones."""
+    sums = score_batches(model, objective, check, precision, device, cluster, lockstep)
+    metrics = {"loss": sums["loss"], "perplexity": sums["perplexity"], "target_tokens": sums["tokens"]}
+    if check.sources:
+        generated = generate(_generating_model(model), check.tokenizer, check.sources, check.settings, check.batch_size, precision, check.seed)
+        best = [candidates[0] for candidates in generated]
+        scores = generation_scores([g.text for g in best], check.references, [g.token_ids for g in best], check.tokenizer.pad_token_id)
+        metrics.update({key: float(scores[key]) for key in (*GENERATION_METRICS, "gen_len")})
+        metrics["generated"] = len(best)
+    return metrics
+
+
+def _generating_model(model: Any) -> Any:
+    """The HF model inside the training wrappers (DDP's `.module`, the objective wrapper's `.model`), which can generate."""
+    while not hasattr(model, "generate"):
+        model = model.module if hasattr(model, "module") else model.model
+    return model
+
+
+def load_model(source: Any, config: Any) -> tuple[Any, Any, list[str]]:
+    return load_seq2seq(source if not hasattr(source, "is_dir") else str(source), config.trust_remote_code)
+
+
+TASK = Task(
+    name="seq2seq",
+    head="seq2seq_lm",
+    objective=OBJECTIVES["seq2seq"],
+    evaluate=seq2seq_inference.evaluate,
+    predict=seq2seq_inference.predict,
+    check_predict=seq2seq_inference.check_predict,
+    output_fields=frozenset(seq2seq_inference.OUTPUT_FIELDS),
+    finetuning=Finetuning(
+        load=load,
+        batches=_batches_for_run,
+        score=score,
+        metric_modes=METRIC_MODES,
+        selectable=lambda names: (*GENERATION_METRICS, "loss"),
+        shown_metrics=("loss", "bleu"),
+        load_model=load_model,
+    ),
+)
