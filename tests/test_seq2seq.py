@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from conftest import seqlm
+from conftest import invoke, seqlm
 from pydantic import TypeAdapter, ValidationError
 
 from seqlm.config.finetune import EncoderDecoderConfig, FinetuneConfig, Seq2SeqFinetuneConfig
