@@ -81,6 +81,9 @@ def test_summed_loss_is_hf_mean_loss_times_target_tokens(tokenizer_dir: Path, fa
     reference = torch.nn.CrossEntropyLoss(ignore_index=-100, label_smoothing=0.1)(outputs.logits.flatten(0, 1), batch.inputs["labels"].flatten())
     torch.testing.assert_close(smooth_sum, reference * count)
     assert objective.score(outputs, smoothed)["nll"] == pytest.approx(float(sums["seq2seq"]), rel=1e-5)  # validation: no smoothing
+    with torch.no_grad():  # training's path: decoder inputs shifted here, HF's own loss never computed
+        fast = objective.fast_loss_sums(model, smoothed)["seq2seq"]
+    torch.testing.assert_close(fast, smooth_sum)
 
 
 def test_sources_and_targets_are_cut_counted_and_targets_keep_their_eos(tokenizer_dir: Path) -> None:

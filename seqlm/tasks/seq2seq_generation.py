@@ -37,15 +37,21 @@ class Generated:
 def encode_sources(tokenizer: Any, texts: list[str], limit: int | None) -> tuple[list[list[int]], int]:
     """Source ids (cut to `limit`, keeping a final eos the tokenizer adds) and how many were cut."""
     rows = tokenizer(texts, add_special_tokens=True, verbose=False)["input_ids"]
-    return _cut(rows, limit, tokenizer.eos_token_id)
+    return _cut(rows, limit, end_token_id(tokenizer))
 
 
 def encode_targets(tokenizer: Any, texts: list[str], limit: int) -> tuple[list[list[int]], int]:
     """Target ids ending with eos (cut to `limit` tokens, eos kept last) and how many were cut."""
-    eos = tokenizer.eos_token_id
+    eos = end_token_id(tokenizer)
     rows = tokenizer(texts, add_special_tokens=True, verbose=False)["input_ids"]
     rows = [ids if ids and ids[-1] == eos else [*ids, eos] for ids in rows]
     return _cut(rows, limit, eos)
+
+
+def end_token_id(tokenizer: Any) -> int | None:
+    """The token a sequence ends with: eos, else sep (BERT-style vocabularies, as in a warm start; their
+    targets also keep the leading cls the tokenizer adds, as HF's bert2bert recipe does)."""
+    return tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
 
 
 def _cut(rows: list[list[int]], limit: int | None, eos: int | None) -> tuple[list[list[int]], int]:
