@@ -66,7 +66,12 @@ class CorpusConfig(Section):
     format: Literal["auto", "text", "jsonl", "csv", "parquet", "disk", "hub"] = Field(
         default="auto", description="auto: from the file extension; a non-path string is a hub dataset id."
     )
-    text_column: str = Field(default="text", description="The text field of JSONL/CSV/Parquet/datasets input.")
+    text_column: str | list[str] = Field(
+        default="text",
+        description="The text field of JSONL/CSV/Parquet/datasets input, or a list of fields (e.g. [source, target] of "
+        "parallel data): each field of a record is then a document of its own, in the order listed (the tokenizer "
+        "learns from all of them; each gets its own separator in the token arrays). Every record needs each field.",
+    )
     documents: Literal["line", "blank_line"] = Field(
         default="line", description="Plain text only: one document per line, or blank-line-separated documents."
     )
@@ -81,6 +86,20 @@ class CorpusConfig(Section):
                 if isinstance(data.get(key), str):
                     data = {**data, key: [data[key]]}
         return data
+
+    @model_validator(mode="after")
+    def _columns_are_named_once(self) -> CorpusConfig:
+        columns = self.text_columns
+        if not columns:
+            raise ValueError("text_column: name at least one field")
+        if len(set(columns)) != len(columns):
+            raise ValueError(f"text_column names a field twice ({', '.join(columns)}); list each field once")
+        return self
+
+    @property
+    def text_columns(self) -> tuple[str, ...]:
+        """The text fields, in order: `text_column` as a tuple."""
+        return (self.text_column,) if isinstance(self.text_column, str) else tuple(self.text_column)
 
 
 class TokenizerConfig(Section):
