@@ -259,7 +259,10 @@ class EvaluateConfig(Section):
     source_field: str = Field(default="source", description="seq2seq: the field holding the source text.")
     target_field: str = Field(default="target", description="seq2seq: the field holding the target text.")
     references_field: str | None = Field(default="references", description="seq2seq: a field listing several references.")
-    source_prefix: str = Field(default="", description="seq2seq: prepended to every source (as the model was fine-tuned).")
+    source_prefix: str | None = Field(
+        default=None,
+        description="seq2seq: prepended to every source; null: the prefix the model was fine-tuned with (its config.json's prefix, else none).",
+    )
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     precision: Precision = Field(default="fp32", description="auto, fp32, bf16 or fp16 (CUDA).")
     device: Device = Field(default="auto", description="auto: cuda, then mps, then cpu.")
@@ -282,6 +285,10 @@ class PredictConfig(Section):
     word_split: Literal["whitespace", "pretokenizer"] = Field(
         default="whitespace",
         description="token_classification: how raw text is split into words: at whitespace, or by the tokenizer's pre-tokenizer (punctuation split off, as transformers' pipeline does).",
+    )
+    source_prefix: str | None = Field(
+        default=None,
+        description="seq2seq: prepended to every input; null: the prefix the model was fine-tuned with (its config.json's prefix, else none); '': none.",
     )
     output_format: Literal["auto", "jsonl", "csv"] = Field(default="auto", description="auto: .csv → csv, else jsonl.")
     batch_size: int = Field(default=16, ge=1, description="Inputs per forward pass / generate call.")
