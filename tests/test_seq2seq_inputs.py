@@ -30,7 +30,11 @@ def _pairs(path: Path, rows: list[dict]) -> Path:
 
 
 def test_each_listed_field_is_a_document_in_order(tmp_path: Path) -> None:
-    rows = [{"id": 1, "source": "uno", "target": "one"}, {"id": 2, "source": "dos", "target": "  "}, {"id": 3, "source": "tres", "target": "three"}]
+    rows = [
+        {"id": 1, "source": "uno", "target": "one"},
+        {"id": 2, "source": "dos", "target": "  "},
+        {"id": 3, "source": "tres", "target": "three"},
+    ]
     jsonl = _pairs(tmp_path / "pairs.jsonl", rows)
     with open(tmp_path / "pairs.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=["id", "source", "target"])
@@ -47,7 +51,9 @@ def test_each_listed_field_is_a_document_in_order(tmp_path: Path) -> None:
 
 
 def test_a_record_missing_a_listed_field_is_an_error_at_its_line(tmp_path: Path) -> None:
-    path = _pairs(tmp_path / "pairs.jsonl", [{"source": "uno", "target": "one"}, {"source": "dos"}, {"source": "tres", "target": 3}])
+    path = _pairs(
+        tmp_path / "pairs.jsonl", [{"source": "uno", "target": "one"}, {"source": "dos"}, {"source": "tres", "target": 3}]
+    )
     corpus = Corpus(CorpusConfig(train=[str(path)], validation=[str(path)], text_column=["source", "target"]))
     with pytest.raises(DataError, match=rf"{path}:2: no 'target' field \(fields: 'source'\).*corpus.text_column"):
         list(corpus.split_documents("train"))
@@ -168,7 +174,9 @@ def test_finetune_saves_the_prefix_and_predict_matches_the_reference_generation(
     saved = json.loads((copier / "config.json").read_text(encoding="utf-8"))
     assert saved["prefix"] == PREFIX  # where HF pipelines look for it
     texts = _inputs()
-    (tmp_path / "inputs.jsonl").write_text("".join(json.dumps({"id": f"n{i}", "text": t}) + "\n" for i, t in enumerate(texts)), encoding="utf-8")
+    (tmp_path / "inputs.jsonl").write_text(
+        "".join(json.dumps({"id": f"n{i}", "text": t}) + "\n" for i, t in enumerate(texts)), encoding="utf-8"
+    )
     _predict(copier, tmp_path / "inputs.jsonl", tmp_path / "out.jsonl")
     records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["id"] for r in records] == [f"n{i}" for i in range(len(texts))]  # input order, though batches go longest first
