@@ -497,6 +497,55 @@ def conllu_malformed_line(ctx: Ctx) -> Case:
     return Case(tagging_args(ctx.tmp, train), says, run_dir_outputs(ctx.tmp / "run"))
 
 
+# --------------------------------------------------------------------------- source/target pairs (seq2seq, exit 3 and 2)
+
+
+def seq2seq_args(tmp: Path, train: Path, **overrides: object) -> list[str]:
+    """The shipped tiny T5 translation config on `train`; data errors come before the model is built."""
+    settings = {"model__tokenizer": tmp / "no-tokenizer", "output_dir": tmp / "run", "data__train": train,
+                "data__validation": "null", **overrides}  # fmt: skip
+    return ["finetune", TINY / "t5_translate_finetune.yaml", *sets(**settings), "--device", "cpu"]
+
+
+def seq2seq_case(ctx: Ctx, lines: list[str], line: int, says: str) -> Case:
+    train = labelled(ctx.tmp / "train.jsonl", lines)
+    return Case(seq2seq_args(ctx.tmp, train), [f"{train}:{line}: {says}"], run_dir_outputs(ctx.tmp / "run"))
+
+
+def seq2seq_missing_target(ctx: Ctx) -> Case:
+    lines = ['{"source": "Dios es amor", "target": "God is love"}', '{"source": "Jesús lloró", "english": "Jesus wept"}']
+    return seq2seq_case(ctx, lines, 2, "no 'target' field (fields: 'source', 'english'); add it or set data.target_field")
+
+
+def seq2seq_empty_source(ctx: Ctx) -> Case:
+    lines = ['{"source": "Dios es amor", "target": "God is love"}', '{"source": "  ", "target": "Jesus wept"}']
+    return seq2seq_case(ctx, lines, 2, "field 'source' is empty; give every example a non-empty source, or drop the line")
+
+
+def seq2seq_empty_target(ctx: Ctx) -> Case:
+    lines = ['{"source": "Jesús lloró", "target": ""}']
+    return seq2seq_case(ctx, lines, 1, "field 'target' is empty; give every example a non-empty target, or drop the line")
+
+
+def seq2seq_source_not_text(ctx: Ctx) -> Case:
+    lines = ['{"source": 3, "target": "three"}']
+    return seq2seq_case(ctx, lines, 1, "field 'source' holds an int (3), not text; give every example its source as a string, or set data.source_field")
+
+
+def seq2seq_references_not_strings(ctx: Ctx) -> Case:
+    lines = ['{"source": "Jesús lloró", "target": "Jesus wept", "references": "Jesus wept"}']
+    return seq2seq_case(ctx, lines, 1, "field 'references' holds a str ('Jesus wept'), not a list of strings; give a list of reference strings, or set data.references_field")
+
+
+def seq2seq_length_over_positions(ctx: Ctx) -> Case:
+    """A BART (learned positions, here 64) asked for longer sources; refused before training."""
+    train = labelled(ctx.tmp / "train.jsonl", ['{"source": "Dios es amor", "target": "God is love"}'] * 20)
+    argv = seq2seq_args(ctx.tmp, train, model__family="bart", model__tokenizer=ctx.fixture("dataset"), model__max_len=64,
+                        training__max_source_length=128, training__max_target_length=64)  # fmt: skip
+    says = ["training.max_source_length (128) exceeds the model's 64 positions (max_position_embeddings); set it to 64 or less (or raise model.max_len)"]
+    return Case(argv, says, run_dir_outputs(ctx.tmp / "run"))
+
+
 def packaged_model_missing(ctx: Ctx) -> Case:
     import importlib.util
 
@@ -549,6 +598,12 @@ ROWS = [
     Row("conll-too-few-columns", 3, conll_too_few_columns),
     Row("conllu-malformed-line", 3, conllu_malformed_line),
     Row("packaged-model-missing", 3, packaged_model_missing),
+    Row("seq2seq-missing-target", 3, seq2seq_missing_target),
+    Row("seq2seq-empty-source", 3, seq2seq_empty_source),
+    Row("seq2seq-empty-target", 3, seq2seq_empty_target),
+    Row("seq2seq-source-not-text", 3, seq2seq_source_not_text),
+    Row("seq2seq-references-not-strings", 3, seq2seq_references_not_strings),
+    Row("seq2seq-length-over-positions", 2, seq2seq_length_over_positions),
 ]
 
 

@@ -153,7 +153,11 @@ class Seq2SeqDataConfig(SplitFilesConfig):
     references_field: str | None = Field(
         default="references", description="A field listing an example's references (scoring only); absent: the target."
     )
-    source_prefix: str = Field(default="", description="Prepended to every source, as given (T5: 'translate Spanish to English: ').")
+    source_prefix: str = Field(
+        default="",
+        description="Prepended to every source, as given (T5: 'translate Spanish to English: '); saved as the model's "
+        "config.json prefix, which evaluate and predict prepend by default.",
+    )
 
 
 class EncoderDecoderConfig(Section):

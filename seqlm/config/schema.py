@@ -66,7 +66,12 @@ class CorpusConfig(Section):
     format: Literal["auto", "text", "jsonl", "csv", "parquet", "disk", "hub"] = Field(
         default="auto", description="auto: from the file extension; a non-path string is a hub dataset id."
     )
-    text_column: str = Field(default="text", description="The text field of JSONL/CSV/Parquet/datasets input.")
+    text_column: str | list[str] = Field(
+        default="text",
+        description="The text field of JSONL/CSV/Parquet/datasets input, or a list of fields (e.g. [source, target] of "
+        "parallel data): each field of a record is then a document of its own, in the order listed (the tokenizer "
+        "learns from all of them; each gets its own separator in the token arrays). Every record needs each field.",
+    )
     documents: Literal["line", "blank_line"] = Field(
         default="line", description="Plain text only: one document per line, or blank-line-separated documents."
     )
@@ -81,6 +86,20 @@ class CorpusConfig(Section):
                 if isinstance(data.get(key), str):
                     data = {**data, key: [data[key]]}
         return data
+
+    @model_validator(mode="after")
+    def _columns_are_named_once(self) -> CorpusConfig:
+        columns = self.text_columns
+        if not columns:
+            raise ValueError("text_column: name at least one field")
+        if len(set(columns)) != len(columns):
+            raise ValueError(f"text_column names a field twice ({', '.join(columns)}); list each field once")
+        return self
+
+    @property
+    def text_columns(self) -> tuple[str, ...]:
+        """The text fields, in order: `text_column` as a tuple."""
+        return (self.text_column,) if isinstance(self.text_column, str) else tuple(self.text_column)
 
 
 class TokenizerConfig(Section):
@@ -240,7 +259,10 @@ class EvaluateConfig(Section):
     source_field: str = Field(default="source", description="seq2seq: the field holding the source text.")
     target_field: str = Field(default="target", description="seq2seq: the field holding the target text.")
     references_field: str | None = Field(default="references", description="seq2seq: a field listing several references.")
-    source_prefix: str = Field(default="", description="seq2seq: prepended to every source (as the model was fine-tuned).")
+    source_prefix: str | None = Field(
+        default=None,
+        description="seq2seq: prepended to every source; null: the prefix the model was fine-tuned with (its config.json's prefix, else none).",
+    )
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     precision: Precision = Field(default="fp32", description="auto, fp32, bf16 or fp16 (CUDA).")
     device: Device = Field(default="auto", description="auto: cuda, then mps, then cpu.")
@@ -263,6 +285,10 @@ class PredictConfig(Section):
     word_split: Literal["whitespace", "pretokenizer"] = Field(
         default="whitespace",
         description="token_classification: how raw text is split into words: at whitespace, or by the tokenizer's pre-tokenizer (punctuation split off, as transformers' pipeline does).",
+    )
+    source_prefix: str | None = Field(
+        default=None,
+        description="seq2seq: prepended to every input; null: the prefix the model was fine-tuned with (its config.json's prefix, else none); '': none.",
     )
     output_format: Literal["auto", "jsonl", "csv"] = Field(default="auto", description="auto: .csv → csv, else jsonl.")
     batch_size: int = Field(default=16, ge=1, description="Inputs per forward pass / generate call.")

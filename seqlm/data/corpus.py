@@ -16,6 +16,8 @@ Contract:
   paragraphs and empty or whitespace-only texts are skipped: they are not mistakes. A record
   whose text is null, missing or not a string is one: a DataError at `FILE:LINE` (JSONL) or
   `FILE: row N` (Parquet, Arrow), as `finetune`, `evaluate` and `predict` report theirs.
+- Records with several text fields (`text_column: [source, target]`) give one document per field,
+  in the order listed, record after record; a record missing any of them is a DataError.
 - Without validation files, each document goes to validation with probability
   `validation_ratio`, drawn from `random.Random(seed)`; every pass draws the same sequence,
   so a second pass splits exactly like the first. If no document was drawn for
@@ -199,7 +201,7 @@ def stream_source(source: Source, config: CorpusConfig) -> Iterator[str]:
         if source.format == "text":
             yield from _text_documents(source, config)
         elif source.format == "jsonl":
-            yield from jsonl_documents(source.location, config.text_column)
+            yield from jsonl_documents(source.location, config.text_columns)
         else:
             yield from column_documents(source.format, source.location, config)
     except SeqlmError:

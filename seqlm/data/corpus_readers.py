@@ -8,7 +8,10 @@ Contract (`seqlm.data.corpus` resolves the sources and reads plain text itself):
 - `column_documents(format, location, config)`: CSV/TSV, Parquet, save_to_disk and hub datasets
   through `datasets` (streamed, or memory-mapped Arrow), `_ROWS_PER_READ` rows at a time. A CSV cell
   is always text ("NA", "null" and "1" included), an empty or missing cell an empty string.
-- Every record must hold a string in `column`: a record without it, with null, or with a number
+- `columns` are `corpus.text_columns` (one or more fields): each field of a record is a document of its
+  own, yielded in the order the fields are listed, record after record (parallel data with
+  `[source, target]`: source 1, target 1, source 2, ...).
+- Every record must hold a string in each column: a record without it, with null, or with a number
   there is a `DataError` at `FILE:LINE` (JSON Lines, 1-based physical lines; a line that is not a
   JSON object or not UTF-8 is one too), or at `FILE: row N` (Parquet, Arrow, hub: 1-based rows). A
   file without the column at all names the columns there are. Empty or whitespace-only strings are
@@ -43,8 +46,8 @@ def open_binary(path: Path) -> Any:
     return fsspec.open(str(path), "rb", compression=compression)
 
 
-def jsonl_documents(location: str, column: str) -> Iterator[str]:
-    """The non-blank texts in field `column` of every line of a JSON Lines file."""
+def jsonl_documents(location: str, columns: tuple[str, ...]) -> Iterator[str]:
+    """The non-blank texts in fields `columns` (in that order) of every line of a JSON Lines file."""
     with open_binary(Path(location)) as handle:
         for number, raw in raw_lines(handle, location, _ONE_PER_LINE):
             where = f"{location}:{number}"
@@ -63,26 +66,29 @@ def jsonl_documents(location: str, column: str) -> Iterator[str]:
                 record = json_object(line)
             except RecordProblem as problem:
                 raise problem.at(where) from problem.__cause__
-            if column not in record:
-                raise missing_field(where, record, column, "corpus.text_column")
-            text = _text(record[column], column, where, "line")
-            if text.strip():
-                yield text
+            for column in columns:  # every field is checked before any of the record's documents is used
+                if column not in record:
+                    raise missing_field(where, record, column, "corpus.text_column")
+            for text in [_text(record[column], column, where, "line") for column in columns]:
+                if text.strip():
+                    yield text
 
 
 def column_documents(format: str, location: str, config: CorpusConfig) -> Iterator[str]:
-    """The non-blank texts of column `config.text_column`, row by row (see the module docstring)."""
-    column = config.text_column
+    """The non-blank texts of the columns `config.text_columns`, row by row (see the module docstring)."""
+    columns = config.text_columns
     row = 0
     for batch in _column_batches(format, location, config):
-        if row == 0 and column not in batch:
-            names = ", ".join(repr(name) for name in batch) or "(none)"
-            raise DataError(f"{location}: no column {column!r} (columns: {names}); set corpus.text_column")
-        for value in batch[column]:
+        if row == 0:
+            for column in columns:
+                if column not in batch:
+                    names = ", ".join(repr(name) for name in batch) or "(none)"
+                    raise DataError(f"{location}: no column {column!r} (columns: {names}); set corpus.text_column")
+        for values in zip(*(batch[column] for column in columns)):
             row += 1
-            text = _text(value, column, f"{location}: row {row}", "row")
-            if text.strip():
-                yield text
+            for text in [_text(value, column, f"{location}: row {row}", "row") for value, column in zip(values, columns)]:
+                if text.strip():
+                    yield text
 
 
 def _text(value: Any, column: str, where: str, unit: str) -> str:
@@ -122,7 +128,7 @@ def _column_batches(format: str, location: str, config: CorpusConfig) -> Iterato
     options: dict[str, Any] = {}
     if builder == "csv":
         # Every cell of the text column is text: no "NA"/"null"/"nan" -> missing, no "1" -> int.
-        options.update(keep_default_na=False, na_filter=False, converters={config.text_column: str})
+        options.update(keep_default_na=False, na_filter=False, converters=dict.fromkeys(config.text_columns, str))
         path = Path(location)
         if (path.with_suffix("") if path.suffix.lower() in COMPRESSIONS else path).suffix.lower() == ".tsv":
             options["sep"] = "\t"

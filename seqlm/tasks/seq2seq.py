@@ -23,10 +23,12 @@ import torch
 from seqlm.config.generation import GenerationConfig
 from seqlm.data.batch import Batch
 from seqlm.data.example_batches import ExampleBatches
+from seqlm.errors import ConfigError
 from seqlm.io import records
 from seqlm.io.seq2seq_records import Seq2SeqRecords, read_seq2seq
 from seqlm.metrics.generation import generation_scores
 from seqlm.metrics.scoring import score_batches
+from seqlm.models.loading import max_positions
 from seqlm.models.seq2seq_models import load_seq2seq
 from seqlm.runtime.device import Precision
 from seqlm.runtime.distributed import SINGLE, Cluster
@@ -136,7 +138,21 @@ def _generating_model(model: Any) -> Any:
 
 
 def load_model(source: Any, config: Any) -> tuple[Any, Any, list[str]]:
-    return load_seq2seq(source if not hasattr(source, "is_dir") else str(source), config.trust_remote_code)
+    """The model to fine-tune, refused (ConfigError) when a length setting exceeds its positions (BART; T5 has no
+    limit). `data.source_prefix` goes into its config as `prefix` (saved in config.json, read by HF pipelines), so
+    `seqlm evaluate` / `predict` prepend the same text by default."""
+    model, tokenizer, new_weights = load_seq2seq(source if not hasattr(source, "is_dir") else str(source), config.trust_remote_code)
+    positions = max_positions(model.config)
+    for key in ("max_source_length", "max_target_length"):
+        requested = getattr(config.training, key)
+        if positions is not None and requested > positions:
+            fix = " (or raise model.max_len)" if not isinstance(config.model, str) else ""
+            raise ConfigError(
+                f"training.{key} ({requested}) exceeds the model's {positions} positions (max_position_embeddings); "
+                f"set it to {positions} or less{fix}"
+            )
+    model.config.prefix = config.data.source_prefix
+    return model, tokenizer, new_weights
 
 
 TASK = Task(

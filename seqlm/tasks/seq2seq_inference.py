@@ -4,10 +4,13 @@ Sources are cut to a limit (`evaluate: seq_len`, `predict: max_length`; default:
 the tokenizer's limit, else none, as for T5) and counted. Generation follows the `generation:` section
 (`seqlm.tasks.seq2seq_generation.generate`: length-sorted batches, input order restored).
 
+Sources get `source_prefix` prepended; null (the default): the prefix the model was fine-tuned with, which
+`seqlm finetune` saves as `prefix` in its config.json (where HF pipelines read it too), else none.
+
 evaluate — `config.data` holds source/target records (`source_field`, `target_field`, `references_field`,
 `source_prefix`); metrics.json: the teacher-forced loss and perplexity per target token (when every example
 has a target), sacreBLEU BLEU / chrF with their signatures, ROUGE-1/2/L/Lsum, gen_len (tokens).
-predict — one record per input, in input order: {"input", "output"}, or {"input", "outputs"} (a list, best
+predict — one record per input, in input order: {"input" (as given, without the prefix), "output"}, or {"input", "outputs"} (a list, best
 first) with `generation.num_return_sequences` > 1; with beam search also "score" / "scores" (the
 length-penalised log-probability of each output).
 """
@@ -42,7 +45,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Metrics of the seq2seq model `loaded` on the source/target file `config.data` (see the module docstring)."""
     examples = read_seq2seq(
-        str(config.data), "auto", config.source_field, config.target_field, config.references_field, config.source_prefix,
+        str(config.data), "auto", config.source_field, config.target_field, config.references_field, source_prefix(config, loaded),
         require_target=False, config_section="",
     )  # fmt: skip
     if config.max_batches is not None:
@@ -65,13 +68,14 @@ def evaluate(
     best = [candidates[0] for candidates in generated]
     scores = generation_scores([g.text for g in best], [e.references for e in examples], [g.token_ids for g in best], tokenizer.pad_token_id)
     metrics.update({key: value for key, value in scores.items() if key != "examples"})
-    metrics.update(truncated_sources=cut, generation=config.generation.model_dump())
+    metrics.update(truncated_sources=cut, source_prefix=source_prefix(config, loaded), generation=config.generation.model_dump())
     return metrics
 
 
 def predict(loaded: LoadedModel, records: list[InputRecord], config: PredictConfig, precision: Precision, report: Any) -> Predictions:
     limit = source_limit(config.max_length, loaded.model.config, loaded.tokenizer)
-    sources, cut = encode_sources(loaded.tokenizer, [r.text for r in records], limit)
+    prefix = source_prefix(config, loaded)
+    sources, cut = encode_sources(loaded.tokenizer, [prefix + r.text for r in records], limit)
     generated = generate(loaded.model, loaded.tokenizer, sources, config.generation, config.batch_size, precision, config.seed, report)
     results = []
     for record, candidates in zip(records, generated):
@@ -88,6 +92,14 @@ def predict(loaded: LoadedModel, records: list[InputRecord], config: PredictConf
         results.append(result)
     warnings = [f"{cut} input(s) were longer than {limit} tokens and were cut to their first {limit}"] if cut else []
     return Predictions(results, warnings)
+
+
+def source_prefix(config: EvaluateConfig | PredictConfig, loaded: LoadedModel) -> str:
+    """`config.source_prefix`, else the model's saved `prefix` (see the module docstring), else ""."""
+    if config.source_prefix is not None:
+        return config.source_prefix
+    saved = getattr(loaded.model.config, "prefix", None)
+    return saved if isinstance(saved, str) else ""
 
 
 def check_predict(config: PredictConfig, loaded: LoadedModel) -> None:
