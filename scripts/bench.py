@@ -50,9 +50,12 @@ printed below it.
 
 Plans: the default runs the issue's sizes (GPT-2 4x256, seq 256, batch 8; BERT 4x256, seq 128,
 batch 16; classification batch 32, max_length 128) for a few dozen steps each, plus the 200-step
-accuracy runs: about 7 to 8 minutes on a quiet 2-core CPU. `--quick` is a smoke check of every path
-in under 2 minutes: tiny models, a few steps (the accuracy runs too), the corpus 2x instead of
-10x, and no HF bf16 rows; its figures mean nothing. bf16 rows say so when the CPU only
+accuracy runs: about 7 to 8 minutes on a quiet 2-core CPU; the seq2seq rows (T5 width 256, 2+2 layers,
+batch 32, sources and targets up to 128 tokens: 5 warm-up + 30 measured steps per run; then the 435
+validation sources, at most 64 new tokens, greedy and 4 beams) add a few minutes more (not yet timed on a
+quiet machine). `--quick` is a smoke check of every path in about 2 to 3 minutes: tiny models (a T5 of
+width 32), a few steps (the accuracy runs too), 40 validation examples and 40 inputs to generate for,
+the corpus 2x instead of 10x, and no HF bf16 rows; its figures mean nothing. bf16 rows say so when the CPU only
 emulates bf16 (no AVX512-BF16/AMX; torch still runs it).
 
 Output: one table (task | HF variant | seqlm | HF | seqlm/HF | peak RSS of each | note, where

@@ -62,7 +62,7 @@ class Plan:
     # seq2seq training (`plan.repeats` runs per side, alternating): the first seq2seq_warmup optimizer steps
     # are left out, the seq2seq_measured after them (a multiple of seq2seq_warmup) are measured.
     seq2seq_warmup: int = 5
-    seq2seq_measured: int = 40
+    seq2seq_measured: int = 30
     seq2seq_overrides: list[str] = field(default_factory=list)
     seq2seq_validation: int | None = None  # seqlm's closing validation reads this many examples; None: all
     generate_inputs: int | None = None  # the generation rows translate this many validation sources; None: all

@@ -210,6 +210,7 @@ def run(
         "train_target_tokens_per_s": steady_rate(clock.ends, collator.targets, accum, warmup, measure),
         "tokens_counted": "non-padding source tokens (attention mask), as seqlm's tokens_per_s",
         "train_examples": len(train_set),
+        "batches_collated": len(collator.sources),  # steps x grad_accum, plus the one the data loader fetched ahead
         "preprocess_s": preprocess_s,
     }
     if not generate:
