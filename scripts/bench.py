@@ -8,7 +8,11 @@ fp32 and bf16), finetune (classification, examples/s against four HF Trainer var
 run_glue-style padding to max_length; dynamic padding + group_by_length in fp32 and bf16;
 dynamic padding in random order, fp32; plus the accuracy check below), predict
 (classification, examples/s and the share of equal labels against
-`pipeline("text-classification")`), help (`seqlm --help` wall time).
+`pipeline("text-classification")`), seq2seq (training a small T5 from scratch on es→en, source
+tokens/s against Seq2SeqTrainer fp32 in random order: Trainer's defaults), generate (translating
+with the T5 the seq2seq row trained, examples/s of `seqlm predict` against the loop of the
+text2text-generation pipeline, which transformers 5 removed: batches of 32 in input order; greedy
+and 4 beams, with the share of equal outputs; see `bench_seq2seq`), help (`seqlm --help` wall time).
 
 Method: every measured run is its own process, so its peak RSS is its own (`os.wait4`; the
 largest resident set of the process or of any child it waited for, not their sum). Throughput
@@ -46,9 +50,12 @@ printed below it.
 
 Plans: the default runs the issue's sizes (GPT-2 4x256, seq 256, batch 8; BERT 4x256, seq 128,
 batch 16; classification batch 32, max_length 128) for a few dozen steps each, plus the 200-step
-accuracy runs: about 7 to 8 minutes on a quiet 2-core CPU. `--quick` is a smoke check of every path
-in under 2 minutes: tiny models, a few steps (the accuracy runs too), the corpus 2x instead of
-10x, and no HF bf16 rows; its figures mean nothing. bf16 rows say so when the CPU only
+accuracy runs: about 7 to 8 minutes on a quiet 2-core CPU; the seq2seq rows (T5 width 256, 2+2 layers,
+batch 32, sources and targets up to 128 tokens: 5 warm-up + 30 measured steps per run; then the 435
+validation sources, at most 64 new tokens, greedy and 4 beams) add a few minutes more (not yet timed on a
+quiet machine). `--quick` is a smoke check of every path in about 2 to 3 minutes: tiny models (a T5 of
+width 32), a few steps (the accuracy runs too), 40 validation examples and 40 inputs to generate for,
+the corpus 2x instead of 10x, and no HF bf16 rows; its figures mean nothing. bf16 rows say so when the CPU only
 emulates bf16 (no AVX512-BF16/AMX; torch still runs it).
 
 Output: one table (task | HF variant | seqlm | HF | seqlm/HF | peak RSS of each | note, where
@@ -72,19 +79,24 @@ from pathlib import Path
 from typing import Any
 
 import bench_report
+import bench_seq2seq
 import bench_tasks
 from bench_core import WORK, Bench, Plan, fresh
 
-TASKS = ("tokenize", "clm", "mlm", "finetune", "predict", "help")
+TASKS = ("tokenize", "clm", "mlm", "finetune", "predict", "seq2seq", "generate", "help")
 # A tiny model for --quick: a smoke check of every path, not a speed figure.
 TINY_MODEL = ["model.n_layers=2", "model.n_heads=2", "model.d_model=64", "model.max_len=64", "training.seq_len=64"]
+TINY_T5 = ["model.d_model=32", "model.n_heads=2", "model.d_ff=64", "training.max_source_length=48", "training.max_target_length=48",
+           "training.eval_generate_examples=4", "generation.max_new_tokens=8"]  # fmt: skip
 
 PLANS = {
     "default": Plan("default", pretrain_warmup=2, pretrain_measured=12, repeats=2, finetune_warmup=5, finetune_measured=25,
                     finetune_accuracy_steps=200, scale=10, help_runs=7, timeout_s=420),
     "quick": Plan("quick", pretrain_warmup=2, pretrain_measured=4, repeats=1, finetune_warmup=2, finetune_measured=6,
                   finetune_accuracy_steps=8, scale=2, help_runs=3, timeout_s=300, hf_bf16=False,
-                  pretrain_overrides=TINY_MODEL, finetune_overrides=["training.max_length=64"]),
+                  pretrain_overrides=TINY_MODEL, finetune_overrides=["training.max_length=64"],
+                  seq2seq_warmup=2, seq2seq_measured=4, seq2seq_overrides=TINY_T5, seq2seq_validation=40, generate_inputs=40,
+                  generate_overrides=["generation.max_new_tokens=12"]),
 }  # fmt: skip
 
 
@@ -106,6 +118,7 @@ def main() -> int:
     WORK.mkdir(parents=True, exist_ok=True)
     fresh(WORK / "hf-cache")
     bench_tasks.prepare(bench, only)
+    bench_seq2seq.prepare(bench, only)
     rows: list[bench_report.Row] = []
     scaling: dict[str, Any] | None = None
     accuracy: dict[str, Any] | None = None
@@ -120,6 +133,10 @@ def main() -> int:
         rows += finetune_rows
     if "predict" in only:
         rows += bench_tasks.bench_predict(bench)
+    if "seq2seq" in only:
+        rows += bench_seq2seq.bench_seq2seq(bench)
+    if "generate" in only:
+        rows += bench_seq2seq.bench_generate(bench)
     if "help" in only:
         rows += bench_tasks.bench_help(bench)
     total_s = time.perf_counter() - bench.started

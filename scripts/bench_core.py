@@ -59,6 +59,14 @@ class Plan:
     hf_bf16: bool = True  # the HF Trainer bf16 rows (pretraining and fine-tuning)
     pretrain_overrides: list[str] = field(default_factory=list)  # also the fine-tuning start's model
     finetune_overrides: list[str] = field(default_factory=list)
+    # seq2seq training (`plan.repeats` runs per side, alternating): the first seq2seq_warmup optimizer steps
+    # are left out, the seq2seq_measured after them (a multiple of seq2seq_warmup) are measured.
+    seq2seq_warmup: int = 5
+    seq2seq_measured: int = 30
+    seq2seq_overrides: list[str] = field(default_factory=list)
+    seq2seq_validation: int | None = None  # seqlm's closing validation reads this many examples; None: all
+    generate_inputs: int | None = None  # the generation rows translate this many validation sources; None: all
+    generate_overrides: list[str] = field(default_factory=list)
 
 
 class BenchFailure(Exception):

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-TASKS = {"tokenize", "pretrain clm", "pretrain mlm", "finetune classification", "predict classification"}
+TASKS = {"tokenize", "pretrain clm", "pretrain mlm", "finetune classification", "predict classification",
+         "seq2seq train", "seq2seq generate greedy", "seq2seq generate 4 beams"}  # fmt: skip
 
 
 @pytest.mark.slow
@@ -27,7 +28,7 @@ def test_the_quick_benchmark_measures_every_task_on_both_sides(tmp_path: Path) -
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     done = subprocess.run(
         [sys.executable, "scripts/bench.py", "--quick", "--json", str(report)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
@@ -44,6 +45,11 @@ def test_the_quick_benchmark_measures_every_task_on_both_sides(tmp_path: Path) -
     assert set(document["hf_best"]) >= TASKS
     predict = next(row for row in rows if row["task"] == "predict classification")
     assert predict["seqlm"]["extra"]["labels_equal"] >= 0.99  # the same model gives the same labels
+    greedy = next(row for row in rows if row["task"] == "seq2seq generate greedy")
+    assert greedy["seqlm"]["extra"]["outputs_equal"] >= 0.95  # the same model and inputs give the same text
+    assert greedy["seqlm"]["extra"]["n_inputs"] == greedy["hf"]["extra"]["n_inputs"] == 40
+    train = next(row for row in rows if row["task"] == "seq2seq train")
+    assert train["seqlm"]["unit"] == train["hf"]["unit"] == "tokens/s" and train["hf"]["extra"]["measured_steps"] == 4
     assert document["scaling"]["time_ratio"] > 0 and document["scaling"]["peak_rss_ratio"] > 0
     assert set(document["accuracy"]["hf"]) and 0 <= document["accuracy"]["seqlm"] <= 1
     assert {"fp32", "bf16"} <= set(document["machine"]["matmul_gflops"])

@@ -1,0 +1,129 @@
+"""The seq2seq benchmarks of `scripts/bench.py` (`--only seq2seq`, `--only generate`) and their preparation.
+
+- `prepare`: `seqlm tokenize configs/bench/t5_translate_tokenize.yaml`, the BPE both sides read.
+- `bench_seq2seq`: tokens/s of training the benchmark T5 from scratch on es→en (t5_translate_finetune.yaml):
+  `seqlm finetune` with its config defaults (precision auto, group_by_length) against `Seq2SeqTrainer` with
+  Trainer's defaults (fp32, random order; `bench_hf_seq2seq.py seq2seq`, which builds the same model from the
+  same file, seeded). Both count what seqlm's tokens_per_s counts: the non-padding source tokens (the
+  attention mask's sum) of each step; both leave out the first `seq2seq_warmup` optimizer steps and measure
+  the `seq2seq_measured` after them (seqlm: its log windows, see bench_seqlm). `plan.repeats` runs per side,
+  alternating, each side keeping its fastest. seqlm's run leaves the model the generation rows translate with.
+- `bench_generate`: examples/s of translating the validation sources (t5_translate_predict.yaml; the first
+  `plan.generate_inputs` of them) with that model, greedy and with 4 beams: `seqlm predict` (after a one-batch
+  warm-up, `bench_seqlm.py predict`) against `model.generate` on batches of 32 in input order, what the
+  text2text-generation pipeline ran before transformers 5 removed it (`bench_hf_seq2seq.py generate`). Each
+  side runs `plan.repeats` times, alternating, and keeps its fastest. Each row's note gives the share of
+  equal outputs; under greedy, below 95% is a failure (the same model and inputs must give the same text;
+  float noise from different padding may flip a near-tie, rarely).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench_core import CONFIGS, REPO, WORK, Bench, fresh, require
+from bench_report import Figure, Row
+from bench_seqlm import predicted_outputs
+from bench_tasks import fastest_alternating, seqlm_training
+
+TOKENIZE = CONFIGS / "t5_translate_tokenize.yaml"
+FINETUNE = CONFIGS / "t5_translate_finetune.yaml"
+PREDICT = CONFIGS / "t5_translate_predict.yaml"
+TRAINER_VARIANT = "Seq2SeqTrainer fp32, random order"
+GENERATE_VARIANT = "model.generate, batches of 32 (text2text pipeline)"
+GENERATION_MODES = (("greedy", []), ("4 beams", ["generation.num_beams=4"]))
+GREEDY_EQUAL_AT_LEAST = 0.95
+
+
+def prepare(bench: Bench, only: set[str]) -> None:
+    """The tokenizer of the seq2seq rows (`seqlm tokenize t5_translate_tokenize.yaml`)."""
+    if only & {"seq2seq", "generate"}:
+        fresh(WORK / "t5-data")
+        bench.measure(f"prepare: seqlm tokenize {TOKENIZE.name}", lambda: _tokenized(bench))
+
+
+def _tokenized(bench: Bench) -> Figure:
+    process = bench.seqlm("tokenize", TOKENIZE, [], "prepare-t5-tokenize")
+    return Figure(None, "", process.peak_rss_mb, process.wall_s)
+
+
+def bench_seq2seq(bench: Bench) -> list[Row]:
+    """tokens/s of seq2seq training, seqlm against Seq2SeqTrainer (see the module docstring)."""
+    plan = bench.plan
+    steps = plan.seq2seq_warmup + plan.seq2seq_measured
+    overrides = [*plan.seq2seq_overrides, f"training.max_steps={steps}", f"training.log_every={plan.seq2seq_warmup}"]
+    if plan.seq2seq_validation is not None:  # seqlm validates once, at the end (outside the timed steps); HF does not
+        from seqlm.config.finetune import FinetuneConfig
+        from seqlm.config.loading import load_config
+
+        validation = Path(load_config(FinetuneConfig, FINETUNE, []).data.validation)
+        overrides.append(f"data.validation={first_records(validation, plan.seq2seq_validation, 'seq2seq-validation')}")
+
+    def run_seqlm() -> Figure:
+        require(WORK / "t5-data", "the preparation (seqlm tokenize t5_translate_tokenize.yaml)")
+        return seqlm_training(bench, "finetune", FINETUNE, overrides, steps, None)
+
+    def run_hf() -> Figure:
+        require(WORK / "t5-data", "the preparation (seqlm tokenize t5_translate_tokenize.yaml)")
+        options = ["--warmup", str(plan.seq2seq_warmup), "--measure", str(plan.seq2seq_measured)]
+        process, result = bench.script("bench_hf_seq2seq.py", "seq2seq", FINETUNE, overrides, "hf-seq2seq", *options)
+        value, unit = result.pop("value"), result.pop("unit")
+        return Figure(value, unit, process.peak_rss_mb, process.wall_s, result)
+
+    seqlm, hf = fastest_alternating(bench, ("seq2seq / seqlm", run_seqlm), (f"seq2seq / HF {TRAINER_VARIANT}", run_hf))
+    return [Row("seq2seq train", TRAINER_VARIANT, seqlm, hf, note="source tokens")]
+
+
+def bench_generate(bench: Bench) -> list[Row]:
+    """examples/s of seq2seq generation, seqlm predict against the pipeline's loop, greedy and with beams."""
+    from seqlm.config.loading import load_config
+    from seqlm.config.schema import PredictConfig
+
+    resolved = load_config(PredictConfig, PREDICT, [])
+    count = bench.plan.generate_inputs
+    inputs = [] if count is None else [f"input={first_records(Path(resolved.input), count, 'generate-inputs')}"]
+    common = [*bench.plan.generate_overrides, *inputs]
+    rows = []
+    for mode, mode_overrides in GENERATION_MODES:
+        overrides = [*common, *mode_overrides]
+        tag = mode.replace(" ", "-")
+
+        def run_seqlm(overrides: list[str] = overrides, tag: str = tag) -> Figure:
+            require(REPO / resolved.model, "the seq2seq benchmark (seqlm)")
+            output = REPO / resolved.output
+            output.unlink(missing_ok=True)
+            process, result = bench.script("bench_seqlm.py", "predict", PREDICT, overrides, f"seqlm-generate-{tag}")
+            value, unit = result.pop("value"), result.pop("unit")
+            return Figure(value, unit, process.peak_rss_mb, process.wall_s, {**result, "outputs": predicted_outputs(output)})
+
+        def run_hf(overrides: list[str] = overrides, tag: str = tag) -> Figure:
+            require(REPO / resolved.model, "the seq2seq benchmark (seqlm)")
+            process, result = bench.script("bench_hf_seq2seq.py", "generate", PREDICT, overrides, f"hf-generate-{tag}")
+            value, unit = result.pop("value"), result.pop("unit")
+            return Figure(value, unit, process.peak_rss_mb, process.wall_s, result)
+
+        seqlm, hf = fastest_alternating(bench, (f"generate {mode} / seqlm", run_seqlm), (f"generate {mode} / HF", run_hf))
+        rows.append(Row(f"seq2seq generate {mode}", GENERATE_VARIANT, seqlm, hf, note=_compare_outputs(bench, mode, seqlm, hf)))
+    return rows
+
+
+def first_records(source: Path, count: int, name: str) -> Path:
+    """runs/bench/NAME.EXT holding the first `count` records (lines) of the jsonl file `source`."""
+    lines = [line for line in (REPO / source).read_text(encoding="utf-8").splitlines(keepends=True) if line.strip()]
+    first = WORK / f"{name}{source.suffix}"
+    first.parent.mkdir(parents=True, exist_ok=True)
+    first.write_text("".join(lines[:count]), encoding="utf-8")
+    return first
+
+
+def _compare_outputs(bench: Bench, mode: str, seqlm: Figure, hf: Figure) -> str:
+    """'outputs equal: X% of N'; the share goes to seqlm's extra["outputs_equal"]. Greedy below the bar fails."""
+    outputs = [figure.extra.pop("outputs", None) for figure in (seqlm, hf)]
+    if None in outputs:
+        return ""
+    mine, theirs = outputs
+    same = sum(a == b for a, b in zip(mine, theirs)) / max(len(mine), 1) if len(mine) == len(theirs) else 0.0
+    seqlm.extra["outputs_equal"] = same
+    if mode == "greedy" and same < GREEDY_EQUAL_AT_LEAST:
+        bench.failures.append(f"generate greedy: seqlm and HF give the same output for only {same:.1%} of the inputs")
+    return f"outputs equal: {same:.1%} of {len(mine)}"
