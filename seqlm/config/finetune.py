@@ -154,6 +154,17 @@ class Seq2SeqDataConfig(SplitFilesConfig):
         default="references", description="A field listing an example's references (scoring only); absent: the target."
     )
     source_prefix: str = Field(default="", description="Prepended to every source, as given (T5: 'translate Spanish to English: ').")
+    prompt_template: str | None = Field(
+        default=None,
+        description="Decoder-only models (a causal LM as model): the prompt the target follows, with {source} where the "
+        "source goes (e.g. 'Spanish: {source}\\nEnglish: '); null: the tokenizer's chat template when it has one, else '{source}\\n'.",
+    )
+
+    @model_validator(mode="after")
+    def _template_has_source(self) -> Seq2SeqDataConfig:
+        if self.prompt_template is not None and "{source}" not in self.prompt_template:
+            raise ValueError(f"prompt_template {self.prompt_template!r} has no {{source}}; write {{source}} where the source goes")
+        return self
 
 
 class EncoderDecoderConfig(Section):
@@ -184,7 +195,9 @@ class Seq2SeqEarlyStoppingConfig(EarlyStoppingConfig):
 
 
 class Seq2SeqTrainingConfig(FinetuneTrainingConfig):
-    max_source_length: int = Field(default=256, ge=2, description="Source tokens per example; longer sources are cut (and counted).")
+    max_source_length: int = Field(
+        default=256, ge=2, description="Source tokens per example (decoder-only: prompt tokens); longer ones are cut (and counted)."
+    )
     max_target_length: int = Field(default=128, ge=2, description="Target tokens per example (eos included); longer targets are cut (and counted).")
     label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0, description="Training loss only; validation reports plain cross-entropy.")
     eval_generate_examples: int = Field(
@@ -204,7 +217,8 @@ class Seq2SeqTrainingConfig(FinetuneTrainingConfig):
 class Seq2SeqFinetuneConfig(FinetuneRunConfig):
     task: Literal["seq2seq"] = Field(description="Sequence to sequence: generate a target text per source (translation, summarization).")
     model: str | EncoderDecoderConfig = Field(  # type: ignore[assignment]
-        description="An HF-format seq2seq model dir or hub id (T5, BART, ...), or sizes to build one from scratch on a tokenizer."
+        description="An HF-format seq2seq model dir or hub id (T5, BART, ...), or sizes to build one from scratch on a tokenizer; "
+        "or a causal LM dir or hub id (a `seqlm pretrain` GPT, Llama, ...), trained on prompt + target (data.prompt_template)."
     )
     data: Seq2SeqDataConfig
     training: Seq2SeqTrainingConfig = Field(default_factory=Seq2SeqTrainingConfig)
