@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, Tag, model_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from seqlm.config.schema import (
     Compile,
@@ -160,11 +160,12 @@ class Seq2SeqDataConfig(SplitFilesConfig):
         "source goes (e.g. 'Spanish: {source}\\nEnglish: '); null: the tokenizer's chat template when it has one, else '{source}\\n'.",
     )
 
-    @model_validator(mode="after")
-    def _template_has_source(self) -> Seq2SeqDataConfig:
-        if self.prompt_template is not None and "{source}" not in self.prompt_template:
-            raise ValueError(f"prompt_template {self.prompt_template!r} has no {{source}}; write {{source}} where the source goes")
-        return self
+    @field_validator("prompt_template")
+    @classmethod
+    def _template_has_source(cls, template: str | None) -> str | None:
+        if template is not None and "{source}" not in template:
+            raise ValueError(f"{template!r} has no {{source}}; write {{source}} where the source goes")
+        return template
 
 
 class EncoderDecoderConfig(Section):
