@@ -159,8 +159,9 @@ def setup(config: FinetuneConfig, console: Console, held: ExitStack, cluster: Cl
     )
     speed_up(model, training.compile, training.fast_dropout, device, max_steps)
     distributed = config.distributed
+    # fast_loss: an objective's fused loss where it has one for this model (seq2seq on a decoder-only model), else the reference.
     parallel = parallelize(
-        model, task.objective, False, cluster, distributed.strategy, device, distributed.checkpoint == "sharded"
+        model, task.objective, True, cluster, distributed.strategy, device, distributed.checkpoint == "sharded"
     )
     parallel.seed_dropout(training.seed)
     optimizer = build_optimizer(parallel.module, config.optim, device)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, Tag, model_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from seqlm.config.schema import (
     Compile,
@@ -158,6 +158,18 @@ class Seq2SeqDataConfig(SplitFilesConfig):
         description="Prepended to every source, as given (T5: 'translate Spanish to English: '); saved as the model's "
         "config.json prefix, which evaluate and predict prepend by default.",
     )
+    prompt_template: str | None = Field(
+        default=None,
+        description="Decoder-only models (a causal LM as model): the prompt the target follows, with {source} where the "
+        "source goes (e.g. 'Spanish: {source}\\nEnglish: '); null: the tokenizer's chat template when it has one, else '{source}\\n'.",
+    )
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _template_has_source(cls, template: str | None) -> str | None:
+        if template is not None and "{source}" not in template:
+            raise ValueError(f"{template!r} has no {{source}}; write {{source}} where the source goes")
+        return template
 
 
 class EncoderDecoderConfig(Section):
@@ -196,7 +208,9 @@ class Seq2SeqEarlyStoppingConfig(EarlyStoppingConfig):
 
 
 class Seq2SeqTrainingConfig(FinetuneTrainingConfig):
-    max_source_length: int = Field(default=256, ge=2, description="Source tokens per example; longer sources are cut (and counted).")
+    max_source_length: int = Field(
+        default=256, ge=2, description="Source tokens per example (decoder-only: prompt tokens); longer ones are cut (and counted)."
+    )
     max_target_length: int = Field(default=128, ge=2, description="Target tokens per example (eos included); longer targets are cut (and counted).")
     label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0, description="Training loss only; validation reports plain cross-entropy.")
     eval_generate_examples: int = Field(
@@ -217,7 +231,8 @@ class Seq2SeqFinetuneConfig(FinetuneRunConfig):
     task: Literal["seq2seq"] = Field(description="Sequence to sequence: generate a target text per source (translation, summarization).")
     model: str | EncoderDecoderConfig | WarmStartConfig = Field(  # type: ignore[assignment]
         description="An HF-format seq2seq model dir or hub id (T5, BART, ...); sizes to build one from scratch on a tokenizer "
-        "(`family:`); or two encoder checkpoints to warm-start one from (`encoder:`)."
+        "(`family:`); two encoder checkpoints to warm-start one from (`encoder:`); or a causal LM dir or hub id "
+        "(a `seqlm pretrain` GPT, Llama, ...), trained on prompt + target (data.prompt_template)."
     )
     data: Seq2SeqDataConfig
     training: Seq2SeqTrainingConfig = Field(default_factory=Seq2SeqTrainingConfig)

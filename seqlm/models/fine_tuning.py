@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from seqlm.errors import ConfigError, DataError, first_line
-from seqlm.models.heads import auto_class, supports
+from seqlm.models.heads import auto_class, detect_head, supports
 from seqlm.models.loading import max_positions, model_source, quiet_transformers
 
 
@@ -67,9 +67,13 @@ def load_with_head(
 
 
 def load_saved(directory: Path, head: str) -> Any:
-    """A model `seqlm finetune` saved (best/ or model/), as plain transformers loads it."""
+    """A model `seqlm finetune` saved (best/ or model/), as plain transformers loads it: with the head its config
+    names (`detect_head`; a task may train more than one kind, e.g. seq2seq), else `head`."""
+    from transformers import AutoConfig
+
     with quiet_transformers():
-        return auto_class(head).from_pretrained(directory, dtype=torch.float32)
+        saved = detect_head(AutoConfig.from_pretrained(directory))
+        return auto_class(saved or head).from_pretrained(directory, dtype=torch.float32)
 
 
 def freeze(model: Any, mode: str, new_weights: list[str]) -> tuple[int, int]:

@@ -3,6 +3,10 @@ architecture names (config.json `architectures`) that mark a model trained with 
 
 Tasks name the head their models carry (`Task.head`); only `seqlm.models` turns a head into a
 transformers class, so no other package names one.
+
+A model whose architecture alone does not say what seqlm trained it for (a causal LM fine-tuned to answer prompts,
+the decoder-only seq2seq model) names its head in config.json: `"seqlm": {"head": ..., ...}` (MARKER_KEY), written
+by the task that trained it; `detect_head` reads that first.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ class Head:
     suffixes: tuple[str, ...]  # architecture names ending so were saved with this head
 
 
+PROMPTED_HEAD = "prompted_lm"
+MARKER_KEY = "seqlm"  # config.json's entry where seqlm records what it trained a model for (see the module docstring)
+
 # In detection order: a fine-tuned head wins over the LM heads its body may also support.
 HEADS: dict[str, Head] = {
     "sequence_classification": Head(
@@ -27,6 +34,9 @@ HEADS: dict[str, Head] = {
     # Encoder-decoder LMs (T5, BART, Marian, ...): `*ForConditionalGeneration`, checked against the mapping in
     # detect_head, as vision-language models share the suffix.
     "seq2seq_lm": Head("AutoModelForSeq2SeqLM", "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING", ("ForConditionalGeneration",)),
+    # A causal LM fine-tuned on prompt + target (seq2seq, decoder-only): transformers' causal LM head, told apart
+    # from a plain causal LM only by its config.json's MARKER_KEY entry.
+    PROMPTED_HEAD: Head("AutoModelForCausalLM", "MODEL_FOR_CAUSAL_LM_MAPPING", ()),
     "causal_lm": Head("AutoModelForCausalLM", "MODEL_FOR_CAUSAL_LM_MAPPING", ("ForCausalLM", "LMHeadModel")),
     "masked_lm": Head("AutoModelForMaskedLM", "MODEL_FOR_MASKED_LM_MAPPING", ("ForMaskedLM", "ForPreTraining")),
     # Masked LM + next-sentence prediction, for pretraining only: a saved one is read back as a masked LM.
@@ -49,7 +59,11 @@ def supports(config: Any, head: str) -> bool:
 
 def detect_head(config: Any) -> str | None:
     """The head a saved model carries, from its config's `architectures`; for a bare config, causal or
-    masked LM from the auto mappings (a decoder config means left-to-right); None if neither fits."""
+    masked LM from the auto mappings (a decoder config means left-to-right); None if neither fits.
+    A head named by the config's MARKER_KEY entry wins, when transformers has it for this config."""
+    marked = getattr(config, MARKER_KEY, None)
+    if isinstance(marked, dict) and marked.get("head") in HEADS and supports(config, marked["head"]):
+        return str(marked["head"])
     for name in getattr(config, "architectures", None) or []:
         for head, spec in HEADS.items():
             if name.endswith(spec.suffixes) and (head != "seq2seq_lm" or supports(config, head)):

@@ -1,10 +1,12 @@
-"""The encoder-decoder model a seq2seq `seqlm finetune` run trains: a pretrained one, or one built from scratch.
+"""The model a seq2seq `seqlm finetune` run trains: an encoder-decoder (pretrained or built from scratch) or a causal LM.
 
 `load_seq2seq(model, trust_remote_code)`: `model` is an HF-format seq2seq dir or hub id (T5, BART, Marian...),
-loaded with its LM head and tokenizer; an `EncoderDecoderConfig` (neutral sizes) built from scratch on the
-tokenizer it names; or a `WarmStartConfig`: an `EncoderDecoderModel` whose encoder and decoder start from two
-encoder checkpoints (the decoder made causal, its cross-attention new). This is the only place that knows
-`T5Config` / `BartConfig` parameter names.
+loaded with its LM head and tokenizer; a causal LM dir or hub id (a `seqlm pretrain` GPT, Llama, Qwen...),
+loaded with its causal LM head (the decoder-only path, see `seqlm.tasks.seq2seq_prompts`); an
+`EncoderDecoderConfig` (neutral sizes) built from scratch on the tokenizer it names; or a `WarmStartConfig`: an
+`EncoderDecoderModel` whose encoder and decoder start from two encoder checkpoints (the decoder made causal, its
+cross-attention new). `decoder_only(model, ...)` tells which kind `model` is before it is loaded. This is the
+only place that knows `T5Config` / `BartConfig` parameter names.
 
 Special tokens, from scratch: pad = the tokenizer's pad, eos = its eos (else its sep); the decoder starts from
 pad (T5's convention) for t5 and from eos (BART's) for bart; a warm start (BERT-like vocabularies) starts
@@ -39,24 +41,47 @@ def load_seq2seq(model: str | EncoderDecoderConfig | WarmStartConfig, trust_remo
         tokenizer = _tokenizer(model.tokenizer, trust_remote_code)
         built = build_encoder_decoder(model, tokenizer)
         return built, tokenizer, [name for name, _ in built.named_parameters()]
-    from transformers import AutoConfig
-
     source, load_kwargs = model_source(model)
     with quiet_transformers():
-        try:
-            config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
-        except (OSError, ValueError, KeyError) as exc:
-            raise DataError(f"{model}: could not load the model config ({first_line(exc)}); check the path or hub id") from exc
-        if not supports(config, "seq2seq_lm"):
-            raise DataError(f"{model}: a {type(config).__name__} model is not an encoder-decoder; seq2seq needs T5, BART or similar")
+        config = _model_config(model, source, trust_remote_code)
+        head = "causal_lm" if _is_causal(config) else "seq2seq_lm"
         tokenizer = _tokenizer(source, trust_remote_code)
         try:
-            loaded = auto_class("seq2seq_lm").from_pretrained(
+            loaded = auto_class(head).from_pretrained(
                 source, config=config, dtype=torch.float32, trust_remote_code=trust_remote_code, **load_kwargs
             )
         except Exception as exc:  # safetensors, torch and hub errors share no base class; all mean "unloadable"
             raise DataError(f"{model}: could not load the weights ({first_line(exc)}); re-save the model with save_pretrained") from exc
     return loaded, tokenizer, []
+
+
+def decoder_only(model: str | EncoderDecoderConfig | WarmStartConfig, trust_remote_code: bool = False) -> bool:
+    """Whether `model` (as `load_seq2seq` takes it) is a causal LM rather than an encoder-decoder."""
+    if not isinstance(model, str):
+        return False
+    source, _ = model_source(model)
+    with quiet_transformers():
+        return _is_causal(_model_config(model, source, trust_remote_code))
+
+
+def _model_config(model: str, source: str, trust_remote_code: bool) -> Any:
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"{model}: could not load the model config ({first_line(exc)}); check the path or hub id") from exc
+    if not supports(config, "seq2seq_lm") and not supports(config, "causal_lm"):
+        raise DataError(
+            f"{model}: a {type(config).__name__} model is neither an encoder-decoder nor a causal LM; "
+            "seq2seq needs T5, BART or similar, or a GPT / Llama-style causal LM"
+        )
+    return config
+
+
+def _is_causal(config: Any) -> bool:
+    # Some configs (BART) have both heads: an encoder-decoder one then wins.
+    return not supports(config, "seq2seq_lm")
 
 
 def build_encoder_decoder(sizes: EncoderDecoderConfig, tokenizer: Any) -> Any:

@@ -28,9 +28,9 @@ def get(name: str) -> Task:
 
 
 def for_head(head: str) -> Task:
-    """The task whose models carry `head` (a key of seqlm.models.heads.HEADS)."""
+    """The task whose models carry `head` (a key of seqlm.models.heads.HEADS; `Task.head` or one of `other_heads`)."""
     for name in TASK_MODULES:
         task = get(name)
-        if task.head == head:
+        if head == task.head or head in task.other_heads:
             return task
     raise KeyError(f"no task trains a {head} head")

@@ -1,7 +1,8 @@
 """The objectives of the language-model and sequence-classification tasks: `OBJECTIVES[name]`.
 
 clm, mlm and mlm+nsp (which `seqlm pretrain` trains and `causal_lm` / `masked_lm` score),
-classification and seq2seq (token cross-entropy over the target, optionally label-smoothed): each says how many targets a batch has and returns *summed* losses over it (see
+classification and seq2seq (token cross-entropy over the target, optionally label-smoothed, for an
+encoder-decoder or a decoder-only model): each says how many targets a batch has and returns *summed* losses over it (see
 `seqlm.training.objective` for why sums). Also `check_language_model_options`, the predict settings
 both language-model tasks refuse. Token classification keeps its objective in its own module.
 """
@@ -124,11 +125,22 @@ def _classification_score(outputs: Any, batch: Batch) -> dict[str, Any]:
     }
 
 
-# --------------------------------------------------------------------------- seq2seq (encoder-decoder)
+# --------------------------------------------------------------------------- seq2seq (encoder-decoder or decoder-only)
+# One objective for both kinds of seq2seq model, told apart by the batch's shape, so the task keeps one Objective
+# (`Task.objective` is fixed before the model is loaded) and the loop learns nothing about the model kind:
+# - encoder-decoder: decoder labels are a model input (`inputs["labels"]`; HF shifts them into the decoder's
+#   inputs), aligned with the logits;
+# - decoder-only: `targets["labels"]` over prompt + target (IGNORE_INDEX on the prompt and padding), and, as for
+#   clm, position t predicts token t+1.
 
 
 def _seq2seq_labels(batch: Batch) -> torch.Tensor:
-    return batch.inputs["labels"]
+    labels = batch.inputs.get("labels")
+    return labels if labels is not None else _shifted(batch.targets["labels"])
+
+
+def _seq2seq_logits(outputs: Any, batch: Batch) -> torch.Tensor:
+    return outputs.logits if "labels" in batch.inputs else outputs.logits[:, :-1]
 
 
 def _seq2seq_counts(batch: Batch) -> dict[str, int]:
@@ -141,21 +153,30 @@ def _seq2seq_nll_sum(logits: torch.Tensor, labels: torch.Tensor, label_smoothing
     )
 
 
-def _seq2seq_losses(outputs: Any, batch: Batch) -> dict[str, torch.Tensor]:
+def _label_smoothing(batch: Batch) -> float:
     # The smoothing travels with the batch (one value per example, all equal): an Objective is fixed per task.
     smoothing = batch.targets.get("label_smoothing")
-    epsilon = float(smoothing[0]) if smoothing is not None and len(smoothing) else 0.0
-    return {"seq2seq": _seq2seq_nll_sum(outputs.logits, _seq2seq_labels(batch), epsilon)}
+    return float(smoothing[0]) if smoothing is not None and len(smoothing) else 0.0
+
+
+def _seq2seq_losses(outputs: Any, batch: Batch) -> dict[str, torch.Tensor]:
+    return {"seq2seq": _seq2seq_nll_sum(_seq2seq_logits(outputs, batch), _seq2seq_labels(batch), _label_smoothing(batch))}
 
 
 def _seq2seq_score(outputs: Any, batch: Batch) -> dict[str, Any]:
     labels = _seq2seq_labels(batch)
-    return {"nll": float(_seq2seq_nll_sum(outputs.logits, labels)), "tokens": int((labels != IGNORE_INDEX).sum())}
+    return {"nll": float(_seq2seq_nll_sum(_seq2seq_logits(outputs, batch), labels)), "tokens": int((labels != IGNORE_INDEX).sum())}
 
 
 def _seq2seq_fast(model: Any, batch: Batch) -> dict[str, torch.Tensor] | None:
-    """The model run on decoder inputs shifted from the labels, as HF does, but without `labels`: HF's own
-    mean loss (a second cross-entropy over the vocabulary) is never computed."""
+    """Encoder-decoder: the model run on decoder inputs shifted from the labels, as HF does, but without
+    `labels`, so HF's own mean loss (a second cross-entropy over the vocabulary) is never computed.
+    Decoder-only without label smoothing: the fused causal-LM loss (no full logits). Else None: the reference path."""
+    if "labels" not in batch.inputs:
+        if _label_smoothing(batch):
+            return None
+        sums = causal_lm_loss_sums(model, batch.inputs, batch.targets["labels"])
+        return None if sums is None else {"seq2seq": sums["lm"]}
     config = getattr(model, "module", model).config  # DDP wraps the HF model
     start, pad = config.decoder_start_token_id, config.pad_token_id
     if start is None or pad is None:
@@ -180,7 +201,6 @@ OBJECTIVES: dict[str, Objective] = {
     "mlm": Objective("mlm", _mlm_counts, _mlm_losses, _mlm_score, _mlm_fast),
     "mlm+nsp": Objective("mlm+nsp", _nsp_counts, _nsp_losses, _nsp_score, _mlm_fast),
     "classification": Objective("classification", _classification_counts, _classification_losses, _classification_score),
-    # Decoder labels are a model input (HF shifts them into the decoder's inputs): they live in batch.inputs.
     "seq2seq": Objective("seq2seq", _seq2seq_counts, _seq2seq_losses, _seq2seq_score, _seq2seq_fast),
 }
 

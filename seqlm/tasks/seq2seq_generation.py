@@ -1,18 +1,22 @@
 """Encoding and generation for the seq2seq task (`seqlm.tasks.seq2seq`): finetune validation, evaluate and predict.
 
-- `encode_sources` / `encode_targets`: token ids as the tokenizer gives them (special tokens included),
-  cut to a limit and counted; a target always ends with eos (appended when the tokenizer adds none, kept
-  when cutting), so the model learns to stop.
-- `generate`: `model.generate` (KV cache on) over sources batched by length, longest first, each batch
-  right-padded with an attention mask; results come back in input order. Per input, `num_return_sequences`
-  candidates: the text (special tokens dropped), its generated ids (decoder start dropped, padding dropped,
-  eos kept) and, with beam search, its sequence score (the length-penalised log-probability).
+- `encode_sources` / `encode_targets`: an encoder-decoder's token ids as the tokenizer gives them (special tokens
+  included), cut to a limit and counted; a target always ends with eos (appended when the tokenizer adds none,
+  kept when cutting), so the model learns to stop. `encode_inputs` / `encode_examples`: the same for either kind
+  of model: with a `PromptFormat` (a decoder-only model, `seqlm.tasks.seq2seq_prompts`) its prompts and
+  prompt + target rows, else the encoder-decoder's sources and source/target rows.
+- `generate`: `model.generate` (KV cache on) over inputs batched by length, longest first; an encoder-decoder's
+  sources right-padded, a decoder-only model's prompts left-padded (so every row's continuation starts at the
+  same position), each with an attention mask; results come back in input order. Per input,
+  `num_return_sequences` candidates: the text (special tokens dropped) of the new tokens only (an
+  encoder-decoder's decoder start, a decoder-only model's prompt left out), their ids (up to and including the
+  first eos, padding dropped) and, with beam search, the sequence score (the length-penalised log-probability).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -23,6 +27,9 @@ from seqlm.data.padding import pad_rows
 from seqlm.io.predict_inputs import length_batches
 from seqlm.io.seq2seq_records import Seq2SeqRecords
 from seqlm.runtime.device import Precision
+
+if TYPE_CHECKING:
+    from seqlm.tasks.seq2seq_prompts import PromptFormat
 
 NO_LIMIT = 1_000_000  # tokenizers without a limit report a huge model_max_length
 
@@ -39,7 +46,7 @@ def encode_sources(tokenizer: Any, texts: list[str], limit: int | None) -> tuple
     if not texts:  # e.g. eval_generate_examples: 0; a fast tokenizer fails on an empty batch
         return [], 0
     rows = tokenizer(texts, add_special_tokens=True, verbose=False)["input_ids"]
-    return _cut(rows, limit, end_token_id(tokenizer))
+    return cut_rows(rows, limit, end_token_id(tokenizer))
 
 
 def encode_targets(tokenizer: Any, texts: list[str], limit: int) -> tuple[list[list[int]], int]:
@@ -47,7 +54,7 @@ def encode_targets(tokenizer: Any, texts: list[str], limit: int) -> tuple[list[l
     eos = end_token_id(tokenizer)
     rows = tokenizer(texts, add_special_tokens=True, verbose=False)["input_ids"]
     rows = [ids if ids and ids[-1] == eos else [*ids, eos] for ids in rows]
-    return _cut(rows, limit, eos)
+    return cut_rows(rows, limit, eos)
 
 
 def end_token_id(tokenizer: Any) -> int | None:
@@ -56,7 +63,7 @@ def end_token_id(tokenizer: Any) -> int | None:
     return tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
 
 
-def _cut(rows: list[list[int]], limit: int | None, eos: int | None) -> tuple[list[list[int]], int]:
+def cut_rows(rows: list[list[int]], limit: int | None, eos: int | None) -> tuple[list[list[int]], int]:
     """Rows cut to `limit`; a row that ended with eos still does (the model saw every sequence end so)."""
     cut, out = 0, []
     for ids in rows:
@@ -81,6 +88,23 @@ def encode_split(
     return EncodedExamples(rows, truncated=cut_sources + cut_targets), cut_sources, cut_targets
 
 
+def encode_examples(
+    tokenizer: Any, prompt: PromptFormat | None, examples: Seq2SeqRecords, max_source_length: int | None, max_target_length: int,
+    key: str,
+) -> tuple[EncodedExamples, int, int]:
+    """Model rows of a split for either kind of model (see the module docstring), cut sources/prompts, cut targets."""
+    if prompt is not None:
+        return prompt.encode_split(tokenizer, examples, max_source_length, max_target_length, key)
+    return encode_split(tokenizer, examples, max_source_length, max_target_length)
+
+
+def encode_inputs(tokenizer: Any, prompt: PromptFormat | None, sources: list[str], limit: int | None, key: str) -> tuple[list[list[int]], int]:
+    """What `generate` starts from for each source, for either kind of model, and how many were cut."""
+    if prompt is not None:
+        return prompt.encode_prompts(tokenizer, sources, limit, key)
+    return encode_sources(tokenizer, sources, limit)
+
+
 def source_limit(requested: int | None, model_config: Any, tokenizer: Any) -> int | None:
     """Source tokens: `requested`, else the model's positions (BART), else the tokenizer's limit, else none (T5)."""
     if requested is not None:
@@ -98,11 +122,15 @@ def generate(
 ) -> list[list[Generated]]:
     """`settings.num_return_sequences` candidates per source, in input order (see the module docstring)."""
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    decoder_only = not getattr(model.config, "is_encoder_decoder", False)
+    stop = stop_ids(model, tokenizer)
     options: dict[str, Any] = {
         "max_new_tokens": settings.max_new_tokens, "do_sample": settings.do_sample, "num_beams": settings.num_beams,
         "num_return_sequences": settings.num_return_sequences, "no_repeat_ngram_size": settings.no_repeat_ngram_size,
         "use_cache": True, "return_dict_in_generate": True, "output_scores": settings.num_beams > 1,
     }  # fmt: skip
+    if decoder_only:  # a causal LM's generation_config may lack both (left padding is masked; any id works)
+        options.update(pad_token_id=pad_id, eos_token_id=sorted(stop) or None)
     if settings.num_beams > 1:
         options.update(length_penalty=settings.length_penalty, early_stopping=settings.early_stopping)
     if settings.do_sample:
@@ -115,12 +143,15 @@ def generate(
     n = settings.num_return_sequences
     try:
         for done, batch in length_batches(sources, batch_size):
-            input_ids, mask = pad_rows([sources[i] for i in batch], pad_id, left=False)
+            input_ids, mask = pad_rows([sources[i] for i in batch], pad_id, left=decoder_only)
             with torch.inference_mode(), precision.autocast():
                 output = model.generate(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device), **options)
             scores = output.sequences_scores.tolist() if getattr(output, "sequences_scores", None) is not None else None
-            for row, ids in enumerate(output.sequences[:, 1:].tolist()):  # [:, 1:]: the decoder start token
-                kept = [token for token in ids if token != pad_id]
+            # New tokens only: after the (left-padded) prompt, or after the decoder start token.
+            start = input_ids.shape[1] if decoder_only else 1
+            for row, ids in enumerate(output.sequences[:, start:].tolist()):
+                end = next((pos + 1 for pos, token in enumerate(ids) if token in stop), len(ids))
+                kept = [token for token in ids[:end] if token != pad_id or token in stop]
                 text = tokenizer.decode(kept, skip_special_tokens=True)
                 results[batch[row // n]].append(Generated(text, kept, scores[row] if scores is not None else None))
             if report is not None:
@@ -128,3 +159,10 @@ def generate(
     finally:
         model.train(was_training)
     return results
+
+
+def stop_ids(model: Any, tokenizer: Any) -> set[int]:
+    """The ids generation stops at: the model's generation_config eos ids and the tokenizer's eos."""
+    configured = model.generation_config.eos_token_id
+    ids = set(configured if isinstance(configured, list) else [configured])
+    return {int(i) for i in ids | {tokenizer.eos_token_id} if i is not None}

@@ -1,7 +1,10 @@
-"""`seqlm evaluate` and `seqlm predict` for seq2seq models (`*ForConditionalGeneration`: T5, BART, ...).
+"""`seqlm evaluate` and `seqlm predict` for seq2seq models: encoder-decoders (`*ForConditionalGeneration`: T5,
+BART, ...) and decoder-only models a seq2seq finetune trained (head `prompted_lm`: a causal LM whose config.json
+records its prompt format, applied here as in training; `seqlm.tasks.seq2seq_prompts`).
 
 Sources are cut to a limit (`evaluate: seq_len`, `predict: max_length`; default: the model's positions, else
-the tokenizer's limit, else none, as for T5) and counted. Generation follows the `generation:` section
+the tokenizer's limit, else none, as for T5; decoder-only: the model's positions minus
+`generation.max_new_tokens`, a prompt keeping its template's end) and counted. Generation follows the `generation:` section
 (`seqlm.tasks.seq2seq_generation.generate`: length-sorted batches, input order restored).
 
 Sources get `source_prefix` prepended; null (the default): the prefix the model was fine-tuned with, which
@@ -33,7 +36,8 @@ from seqlm.models.loading import LoadedModel
 from seqlm.runtime.device import Precision
 from seqlm.runtime.distributed import Cluster
 from seqlm.tasks.objectives import OBJECTIVES
-from seqlm.tasks.seq2seq_generation import encode_sources, encode_split, generate, source_limit
+from seqlm.tasks.seq2seq_generation import encode_examples, encode_inputs, generate, source_limit
+from seqlm.tasks.seq2seq_prompts import PromptFormat
 from seqlm.tasks.task import Predictions
 
 OUTPUT_FIELDS = ("input", "output", "outputs", "score", "scores")
@@ -54,16 +58,18 @@ def evaluate(
     if unscored:
         raise DataError(f"{unscored[0]}: no target and no references to score against; give every example one")
     tokenizer = loaded.tokenizer
-    limit = source_limit(config.seq_len, loaded.model.config, tokenizer)
-    console.info(f"evaluate seq2seq: {config.model} on {config.data}, {len(examples)} examples, sources cut at {limit or 'no limit'} tokens")
+    prompt = PromptFormat.of_model(loaded.model.config)
+    limit = _input_limit(config.seq_len, loaded, prompt, config.generation.max_new_tokens, "seq_len")
+    shown = f"prompts ({prompt.describe()})" if prompt is not None else "sources"
+    console.info(f"evaluate seq2seq: {config.model} on {config.data}, {len(examples)} examples, {shown} cut at {limit or 'no limit'} tokens")
     metrics: dict[str, Any] = {"model": str(config.model), "data": str(config.data), "objective": "seq2seq", "examples": len(examples)}
     if all(e.target is not None for e in examples):
-        encoded, _, _ = encode_split(tokenizer, examples, limit, TARGET_LIMIT)
+        encoded, _, _ = encode_examples(tokenizer, prompt, examples, limit, _target_limit(loaded, prompt, limit), "seq_len")
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         batches = ExampleBatches({"test": encoded}, int(pad_id), config.batch_size, 1, 0).evaluation("test")
         sums = score_batches(loaded.model, OBJECTIVES["seq2seq"], batches, precision, device, cluster)
         metrics.update(loss=sums["loss"], perplexity=sums["perplexity"], target_tokens=sums["tokens"])
-    sources, cut = encode_sources(tokenizer, [e.source for e in examples], limit)
+    sources, cut = encode_inputs(tokenizer, prompt, [e.source for e in examples], limit, "seq_len")
     generated = generate(loaded.model, tokenizer, sources, config.generation, config.batch_size, precision, config.seed)
     best = [candidates[0] for candidates in generated]
     scores = generation_scores([g.text for g in best], [e.references for e in examples], [g.token_ids for g in best], tokenizer.pad_token_id)
@@ -73,9 +79,10 @@ def evaluate(
 
 
 def predict(loaded: LoadedModel, records: list[InputRecord], config: PredictConfig, precision: Precision, report: Any) -> Predictions:
-    limit = source_limit(config.max_length, loaded.model.config, loaded.tokenizer)
+    prompt = PromptFormat.of_model(loaded.model.config)
+    limit = _input_limit(config.max_length, loaded, prompt, config.generation.max_new_tokens, "max_length")
     prefix = source_prefix(config, loaded)
-    sources, cut = encode_sources(loaded.tokenizer, [prefix + r.text for r in records], limit)
+    sources, cut = encode_inputs(loaded.tokenizer, prompt, [prefix + r.text for r in records], limit, "max_length")
     generated = generate(loaded.model, loaded.tokenizer, sources, config.generation, config.batch_size, precision, config.seed, report)
     results = []
     for record, candidates in zip(records, generated):
@@ -100,6 +107,30 @@ def source_prefix(config: EvaluateConfig | PredictConfig, loaded: LoadedModel) -
         return config.source_prefix
     saved = getattr(loaded.model.config, "prefix", None)
     return saved if isinstance(saved, str) else ""
+
+
+def _input_limit(requested: int | None, loaded: LoadedModel, prompt: PromptFormat | None, new_tokens: int, key: str) -> int | None:
+    """Source tokens (see the module docstring); a decoder-only model's prompt and new tokens share its positions."""
+    if prompt is None:
+        return source_limit(requested, loaded.model.config, loaded.tokenizer)
+    positions = loaded.max_positions
+    if positions is None:
+        return requested
+    if requested is None and positions - new_tokens < 1:
+        raise ConfigError(f"generation.max_new_tokens ({new_tokens}) leaves no room for a prompt in the model's {positions} positions; lower it")
+    if requested is not None and requested + new_tokens > positions:
+        raise ConfigError(
+            f"{key} ({requested}) + generation.max_new_tokens ({new_tokens}) exceeds the model's {positions} positions; lower them"
+        )
+    return requested if requested is not None else positions - new_tokens
+
+
+def _target_limit(loaded: LoadedModel, prompt: PromptFormat | None, source_limit: int | None) -> int:
+    """Target tokens the teacher-forced loss scores: TARGET_LIMIT, for a decoder-only model within its positions."""
+    positions = loaded.max_positions
+    if prompt is None or positions is None or source_limit is None:
+        return TARGET_LIMIT
+    return max(2, min(TARGET_LIMIT, positions - source_limit))
 
 
 def check_predict(config: PredictConfig, loaded: LoadedModel) -> None:

@@ -80,3 +80,6 @@ class Task:
     output_fields: frozenset[str]
     rename_clashes: bool = False
     finetuning: Finetuning | None = None
+    # Other heads whose saved models this task serves (seq2seq: `prompted_lm`, a decoder-only model; see
+    # `seqlm.tasks.seq2seq`): `seqlm.tasks.for_head` finds the task by any of them.
+    other_heads: tuple[str, ...] = ()
