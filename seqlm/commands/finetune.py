@@ -136,7 +136,9 @@ def setup(config: FinetuneConfig, console: Console, held: ExitStack, cluster: Cl
     if supervised.load_model is not None:
         model, tokenizer, new_weights = supervised.load_model(source, config)
     else:
-        model, tokenizer, new_weights = load_with_head(str(source), task.head, names, training.max_length, config.trust_remote_code)
+        model, tokenizer, new_weights = load_with_head(
+            str(source), task.head, names, training.max_length, config.trust_remote_code
+        )
     if checkpoint is not None:  # weights the checkpoint has were new at the start: `freeze: body` still trains them
         new_weights = load_run_state(checkpoint)["new_weights"]
     elif new_weights:
@@ -173,8 +175,9 @@ def setup(config: FinetuneConfig, console: Console, held: ExitStack, cluster: Cl
         best.load_state_dict(run_state["best"])
     counts = ", ".join(f"{name} {len(examples)}" for name, examples in splits.items())
     console.info(
-        f"finetune {task.name}: {model.config.model_type} from {config.model}, {len(names)} labels, "
-        f"{trainable:,} of {total:,} parameters trained (freeze: {training.freeze}), "
+        f"finetune {task.name}: {model.config.model_type} from {config.model}, "
+        + (f"{len(names)} labels, " if names else "")
+        + f"{trainable:,} of {total:,} parameters trained (freeze: {training.freeze}), "
         f"{device.type}/{precision.name}; examples: {counts}; "
         f"{global_batch_line(training.batch_size, training.grad_accum, cluster, parallel.strategy)} examples per step "
         f"(optim.lr as given: not rescaled), {max_steps} steps ({max_steps / batches.steps_per_epoch:.3g} epochs), "
@@ -194,7 +197,9 @@ def fit(finetune: FinetuneRun) -> dict[str, float]:
     cluster = finetune.parallel.cluster
     with graceful_stop() as stop_request, progress as bar:
         hooks = LoopHooks(
-            log=lambda record: log_record(finetune.run_dir, finetune.console, record, finetune.plan.max_steps, finetune.parallel.cluster),
+            log=lambda record: log_record(
+                finetune.run_dir, finetune.console, record, finetune.plan.max_steps, finetune.parallel.cluster
+            ),
             evaluate=lambda state: validate_and_keep_best(finetune, state),
             checkpoint=lambda state, validation: finetune.checkpointer.save(
                 state, validation, run_state={"best": finetune.best.state_dict(), "new_weights": finetune.new_weights}
@@ -274,10 +279,18 @@ def save(finetune: FinetuneRun, validation_metrics: dict[str, float]) -> dict[st
 def _write_metrics(finetune: FinetuneRun, metrics: dict[str, Any]) -> None:
     run_dir = finetune.run_dir
     if "test_loss" in metrics:
-        run_dir.log({"step": metrics["best_step"], "split": "test", **{key: value for key, value in metrics.items() if key.startswith("test_")}})
+        run_dir.log(
+            {
+                "step": metrics["best_step"],
+                "split": "test",
+                **{key: value for key, value in metrics.items() if key.startswith("test_")},
+            }
+        )
     run_dir.write_metrics(metrics)
     run_dir.finish(finetune.state.step)  # last: --resume then has nothing to do
-    keys = ["best_step"] + [f"{prefix}_{name}" for prefix in ("best_val", "test") for name in finetune.task.finetuning.shown_metrics]
+    keys = ["best_step"] + [
+        f"{prefix}_{name}" for prefix in ("best_val", "test") for name in finetune.task.finetuning.shown_metrics
+    ]
     shown = "  ".join(f"{key} {short(metrics[key])}" for key in keys if key in metrics)
     finetune.console.info(
         f"{shown}; model saved to {run_dir.model_dir}, best to {run_dir.best_dir}; metrics in {run_dir.path / 'metrics.json'}"

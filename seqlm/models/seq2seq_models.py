@@ -26,7 +26,6 @@ from seqlm.errors import DataError, first_line
 from seqlm.models.heads import auto_class, supports
 from seqlm.models.loading import model_source, quiet_transformers
 
-
 # EncoderDecoderModel warns on every forward with labels that its loss changed in transformers 4.12; seqlm
 # computes its own loss and only passes labels in validation.
 warnings.filterwarnings("ignore", message="Version v4.12.0 introduces a better way", category=FutureWarning)
