@@ -67,7 +67,8 @@ def _seq2seq_batch(source_widths: list[int], target_widths: list[int]) -> Batch:
     """Sources padded to the longest (6), decoder labels (a model input) to the longest target, with IGNORE_INDEX."""
     batch = _batch(len(source_widths), source_widths)
     width = max(target_widths)
-    labels = torch.tensor([[100 + 10 * row + col if col < w else -100 for col in range(width)] for row, w in enumerate(target_widths)])
+    rows = [[100 + 10 * row + col if col < w else -100 for col in range(width)] for row, w in enumerate(target_widths)]
+    labels = torch.tensor(rows)
     return Batch({**batch.inputs, "labels": labels}, {"label_smoothing": torch.full((len(source_widths),), 0.1)})
 
 
@@ -81,6 +82,7 @@ def test_decoder_labels_are_trimmed_to_their_own_width_not_the_sources(target_wi
     share = shard_batch(batch, Cluster(1, 2))
     assert share.inputs["input_ids"].shape == (2, 3) and share.inputs["attention_mask"].shape == (2, 3)
     assert share.inputs["labels"].tolist() == batch.inputs["labels"][2:, :kept].tolist()
+    assert share.inputs["labels"].is_contiguous()  # HF seq2seq models `.view` their labels
     assert (share.inputs["labels"] != -100).sum() == sum(target_widths[2:])  # every target token, none lost
     assert share.targets["label_smoothing"].tolist() == pytest.approx([0.1, 0.1])
     first = shard_batch(batch, Cluster(0, 2))

@@ -270,7 +270,8 @@ def shard_batch(batch: Batch, cluster: Cluster) -> Batch:
     if DECODER_LABELS in inputs:
         labels = inputs[DECODER_LABELS]
         kept = (labels != IGNORE_INDEX).any(dim=0).nonzero()
-        inputs[DECODER_LABELS] = labels[:, : int(kept.max()) + 1 if len(kept) else 1]
+        # Contiguous: HF seq2seq models `.view` their labels.
+        inputs[DECODER_LABELS] = labels[:, : int(kept.max()) + 1 if len(kept) else 1].contiguous()
     return Batch(inputs, targets)
 
 
