@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from conftest import seqlm
 from test_distributed import _close_weights, _losses, _ok
@@ -42,6 +43,37 @@ def _config(root: Path, tokenizer: Path, train: Path, validation: Path, dropout:
     path = root / "finetune.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
+
+
+# --------------------------------------------------------------------------- generation leaves the training's RNG alone
+
+
+def test_generation_in_a_validation_leaves_the_training_rng_as_it_was(tokenizer_dir: Path) -> None:  # noqa: F811
+    """`generate` seeds its own stream (sampling is reproducible) and used to reseed the global one, so
+    after each validation every rank of a DDP run drew the same dropout masks, and a single process the
+    masks of its first steps again."""
+    from transformers import AutoTokenizer
+
+    from seqlm.config.finetune import EncoderDecoderConfig
+    from seqlm.config.generation import GenerationConfig
+    from seqlm.models.seq2seq_models import build_encoder_decoder
+    from seqlm.runtime.device import Precision
+    from seqlm.tasks.seq2seq_generation import encode_sources, generate
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    sizes = EncoderDecoderConfig(family="t5", tokenizer=str(tokenizer_dir), d_model=32, n_heads=2, encoder_layers=1, decoder_layers=1)
+    model = build_encoder_decoder(sizes, tokenizer)
+    sources, _ = encode_sources(tokenizer, _copy_rows(5, seed=2), None)
+    settings = GenerationConfig(max_new_tokens=6, do_sample=True)
+
+    def sampled() -> list[str]:
+        return [candidates[0].text for candidates in generate(model, tokenizer, sources, settings, 2, Precision(torch.device("cpu"), "fp32"), seed=3)]
+
+    torch.manual_seed(11)
+    before = torch.get_rng_state()
+    first = sampled()
+    assert torch.equal(torch.get_rng_state(), before)
+    assert sampled() == first  # the same samples: generation seeds its own stream
 
 
 # --------------------------------------------------------------------------- SIGKILL, then --resume
