@@ -36,6 +36,8 @@ class Generated:
 
 def encode_sources(tokenizer: Any, texts: list[str], limit: int | None) -> tuple[list[list[int]], int]:
     """Source ids (cut to `limit`, keeping a final eos the tokenizer adds) and how many were cut."""
+    if not texts:  # eval_generate_examples: 0 (fast tokenizers fail on an empty list)
+        return [], 0
     rows = tokenizer(texts, add_special_tokens=True, verbose=False)["input_ids"]
     return _cut(rows, limit, tokenizer.eos_token_id)
 
