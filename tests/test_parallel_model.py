@@ -63,6 +63,40 @@ def test_a_rank_without_rows_gets_one_example_at_weight_zero() -> None:
     assert empty.targets["weights"].tolist() == [0.0] and len(empty.targets["labels"]) == 1
 
 
+def _seq2seq_batch(source_widths: list[int], target_widths: list[int]) -> Batch:
+    """Sources padded to the longest (6), decoder labels (a model input) to the longest target, with IGNORE_INDEX."""
+    batch = _batch(len(source_widths), source_widths)
+    width = max(target_widths)
+    rows = [[100 + 10 * row + col if col < w else -100 for col in range(width)] for row, w in enumerate(target_widths)]
+    labels = torch.tensor(rows)
+    return Batch({**batch.inputs, "labels": labels}, {"label_smoothing": torch.full((len(source_widths),), 0.1)})
+
+
+@pytest.mark.parametrize(
+    ("target_widths", "kept"),
+    [([9, 3, 8, 4], 8), ([2, 3, 1, 4], 4), ([6, 6, 3, 3], 3)],  # wider than the sources, narrower, as wide as them
+)
+def test_decoder_labels_are_trimmed_to_their_own_width_not_the_sources(target_widths: list[int], kept: int) -> None:
+    """seq2seq labels used to be cut to the share's source width: targets lost their last tokens (eos)."""
+    batch = _seq2seq_batch([6, 5, 2, 3], target_widths)
+    share = shard_batch(batch, Cluster(1, 2))
+    assert share.inputs["input_ids"].shape == (2, 3) and share.inputs["attention_mask"].shape == (2, 3)
+    assert share.inputs["labels"].tolist() == batch.inputs["labels"][2:, :kept].tolist()
+    assert share.inputs["labels"].is_contiguous()  # HF seq2seq models `.view` their labels
+    assert (share.inputs["labels"] != -100).sum() == sum(target_widths[2:])  # every target token, none lost
+    assert share.targets["label_smoothing"].tolist() == pytest.approx([0.1, 0.1])
+    first = shard_batch(batch, Cluster(0, 2))
+    assert (first.inputs["labels"] != -100).sum() == sum(target_widths[:2])
+
+
+def test_a_rank_without_rows_gets_one_seq2seq_row_whose_decoder_labels_are_ignored() -> None:
+    batch = _seq2seq_batch([4], [7])
+    assert shard_batch(batch, Cluster(0, 2)).inputs["labels"].tolist() == [[100, 101, 102, 103, 104, 105, 106]]
+    empty = shard_batch(batch, Cluster(1, 2))
+    assert empty.inputs["labels"].tolist() == [[-100] * 7]
+    assert empty.inputs["input_ids"].shape == (1, 6) and "weights" not in empty.targets
+
+
 def test_one_process_leaves_batches_and_results_as_they_are() -> None:
     batch = _batch(3)
     assert shard_batch(batch, SINGLE) is batch

@@ -101,6 +101,13 @@ def test_sources_and_targets_are_cut_counted_and_targets_keep_their_eos(tokenize
     assert encoded.truncated == 2
 
 
+def test_no_sources_to_generate_from_encode_to_nothing(tokenizer_dir: Path) -> None:
+    """eval_generate_examples: 0 used to end every run at its first validation (IndexError in the tokenizer)."""
+    from seqlm.tasks.seq2seq_generation import encode_sources
+
+    assert encode_sources(_tokenizer(tokenizer_dir), [], 8) == ([], 0)
+
+
 # --------------------------------------------------------------------------- config
 
 

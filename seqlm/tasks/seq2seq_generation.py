@@ -136,26 +136,29 @@ def generate(
     if settings.do_sample:
         # top_k=0 / top_p=1.0 switch the filters off; None would fall back to the model's defaults (top_k 50).
         options.update(temperature=settings.temperature, top_k=settings.top_k or 0, top_p=settings.top_p or 1.0)
-    torch.manual_seed(settings.seed if settings.seed is not None else seed)
     was_training = model.training
     model.eval()
     results: list[list[Generated]] = [[] for _ in sources]
     n = settings.num_return_sequences
+    device = model.device
     try:
-        for done, batch in length_batches(sources, batch_size):
-            input_ids, mask = pad_rows([sources[i] for i in batch], pad_id, left=decoder_only)
-            with torch.inference_mode(), precision.autocast():
-                output = model.generate(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device), **options)
-            scores = output.sequences_scores.tolist() if getattr(output, "sequences_scores", None) is not None else None
-            # New tokens only: after the (left-padded) prompt, or after the decoder start token.
-            start = input_ids.shape[1] if decoder_only else 1
-            for row, ids in enumerate(output.sequences[:, start:].tolist()):
-                end = next((pos + 1 for pos, token in enumerate(ids) if token in stop), len(ids))
-                kept = [token for token in ids[:end] if token != pad_id or token in stop]
-                text = tokenizer.decode(kept, skip_special_tokens=True)
-                results[batch[row // n]].append(Generated(text, kept, scores[row] if scores is not None else None))
-            if report is not None:
-                report(done)
+        # Its own RNG stream: a validation mid-training must not reset the training's (dropout, each rank's own).
+        with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device], device_type=device.type):
+            torch.manual_seed(settings.seed if settings.seed is not None else seed)
+            for done, batch in length_batches(sources, batch_size):
+                input_ids, mask = pad_rows([sources[i] for i in batch], pad_id, left=decoder_only)
+                with torch.inference_mode(), precision.autocast():
+                    output = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), **options)
+                scores = output.sequences_scores.tolist() if getattr(output, "sequences_scores", None) is not None else None
+                # New tokens only: after the (left-padded) prompt, or after the decoder start token.
+                start = input_ids.shape[1] if decoder_only else 1
+                for row, ids in enumerate(output.sequences[:, start:].tolist()):
+                    end = next((pos + 1 for pos, token in enumerate(ids) if token in stop), len(ids))
+                    kept = [token for token in ids[:end] if token != pad_id or token in stop]
+                    text = tokenizer.decode(kept, skip_special_tokens=True)
+                    results[batch[row // n]].append(Generated(text, kept, scores[row] if scores is not None else None))
+                if report is not None:
+                    report(done)
     finally:
         model.train(was_training)
     return results
