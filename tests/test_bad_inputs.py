@@ -546,6 +546,14 @@ def seq2seq_length_over_positions(ctx: Ctx) -> Case:
     return Case(argv, says, run_dir_outputs(ctx.tmp / "run"))
 
 
+def source_prefix_for_another_model(ctx: Ctx) -> Case:
+    """predict's source_prefix on a causal LM (not seq2seq): refused, not ignored."""
+    output = ctx.tmp / "out.jsonl"
+    argv = ["predict", "--model", ctx.fixture("gpt_model"), "-i", REPO / "data" / "prompts" / "continue.txt", "-o", output,
+            "--set", "source_prefix=summarize"]  # fmt: skip
+    return Case(argv, ["source_prefix is for seq2seq models;", "is a clm model: drop it"], [output])
+
+
 def packaged_model_missing(ctx: Ctx) -> Case:
     import importlib.util
 
@@ -604,6 +612,7 @@ ROWS = [
     Row("seq2seq-source-not-text", 3, seq2seq_source_not_text),
     Row("seq2seq-references-not-strings", 3, seq2seq_references_not_strings),
     Row("seq2seq-length-over-positions", 2, seq2seq_length_over_positions),
+    Row("source-prefix-not-seq2seq", 2, source_prefix_for_another_model),
 ]
 
 

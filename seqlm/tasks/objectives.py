@@ -213,8 +213,15 @@ def check_language_model_options(task: str, config: Any, loaded: Any) -> None:
         raise ConfigError(
             f"max_length is for sequence classifiers; {config.model} is a {task} model (causal prompts are limited by the model's positions)"
         )
+    refuse_source_prefix(config, f"a {task} model")
     if config.generation.uses_beams():
         raise ConfigError(
             f"generation: num_beams, length_penalty, no_repeat_ngram_size, early_stopping and num_return_sequences are for "
             f"seq2seq models; {config.model} is a {task} model"
         )
+
+
+def refuse_source_prefix(config: Any, kind: str) -> None:
+    """`predict: source_prefix` is for seq2seq models; any other task refuses it rather than ignore it."""
+    if getattr(config, "source_prefix", None) is not None:
+        raise ConfigError(f"source_prefix is for seq2seq models; {config.model} is {kind}: drop it")
