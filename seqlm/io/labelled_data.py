@@ -142,14 +142,8 @@ def load_splits(config: LabelledDataConfig) -> tuple[dict[str, LabelledExamples]
     def read(location: str) -> LabelledExamples:
         return read_labelled(location, config.format, config.text_field, config.text_pair_field, config.label_field)
 
-    train = read(config.train)
-    if config.validation is not None:
-        validation = read(config.validation)
-    else:
-        train, validation = records.split_by_ratio(train, config.validation_ratio, config.split_seed)
-    splits = {"train": train, "validation": validation}
-    if config.test is not None:
-        splits["test"] = read(config.test)
+    splits = records.read_splits(config, read)
+    train = splits["train"]
     names = label_names(train, config.labels)
     for examples in splits.values():
         if config.labels is not None:

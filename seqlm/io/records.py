@@ -28,7 +28,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -243,6 +243,20 @@ def split_by_ratio(examples: Any, ratio: float, seed: int) -> tuple[Any, Any]:
     n_validation = min(n - 1, max(1, round(n * ratio)))
     order = np.random.default_rng(seed).permutation(n)
     return examples.subset(np.sort(order[n_validation:])), examples.subset(np.sort(order[:n_validation]))
+
+
+def read_splits(files: Any, read: Callable[[str], Any]) -> dict[str, Any]:
+    """{"train", "validation"[, "test"]} read with `read` from a split-files config (`train`, `validation`,
+    `test`, `validation_ratio`, `split_seed`): validation is its file, else a seeded share of train."""
+    train = read(files.train)
+    if files.validation is not None:
+        validation = read(files.validation)
+    else:
+        train, validation = split_by_ratio(train, files.validation_ratio, files.split_seed)
+    splits = {"train": train, "validation": validation}
+    if files.test is not None:
+        splits["test"] = read(files.test)
+    return splits
 
 
 def described(value: Any) -> str:

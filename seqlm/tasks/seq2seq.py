@@ -63,15 +63,7 @@ def load(data: Any) -> tuple[dict[str, Seq2SeqRecords], list[str]]:
     def read(location: str) -> Seq2SeqRecords:
         return read_seq2seq(location, data.format, data.source_field, data.target_field, data.references_field, data.source_prefix)
 
-    train = read(data.train)
-    if data.validation is not None:
-        validation = read(data.validation)
-    else:
-        train, validation = records.split_by_ratio(train, data.validation_ratio, data.split_seed)
-    splits = {"train": train, "validation": validation}
-    if data.test is not None:
-        splits["test"] = read(data.test)
-    return splits, []
+    return records.read_splits(data, read), []
 
 
 class GenerationCheck(list):

@@ -26,7 +26,7 @@ from seqlm.data.batch import Batch
 from seqlm.data.example_batches import ExampleBatches
 from seqlm.data.masking import IGNORE_INDEX
 from seqlm.data.word_windows import encode_words
-from seqlm.io.records import split_by_ratio
+from seqlm.io.records import read_splits
 from seqlm.io.tagged_words import TaggedSentences, read_tagged, tag_ids, tag_names
 from seqlm.metrics import load_metric
 from seqlm.metrics.scoring import batch_scores
@@ -84,14 +84,8 @@ def load(data: Any) -> tuple[dict[str, TaggedSentences], list[str]]:
     def read(location: str) -> TaggedSentences:
         return read_tagged(location, data.format, data.tokens_field, data.tags_field, data.conllu_column, data.conll_tag_column)
 
-    train = read(data.train)
-    if data.validation is not None:
-        validation = read(data.validation)
-    else:
-        train, validation = split_by_ratio(train, data.validation_ratio, data.split_seed)
-    splits = {"train": train, "validation": validation}
-    if data.test is not None:
-        splits["test"] = read(data.test)
+    splits = read_splits(data, read)
+    train = splits["train"]
     names = tag_names(train, data.labels)
     for sentences in splits.values():
         tag_ids(sentences, names, configured="data.labels" if data.labels is not None else None)
