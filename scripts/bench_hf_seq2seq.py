@@ -11,7 +11,8 @@ TASK is one of:
 - `generate`: CONFIG a predict config naming a seq2seq model. What `pipeline("text2text-generation",
   model=..., batch_size=N)` ran before transformers 5 removed that pipeline (Text2TextGenerationPipeline
   of 4.x): the inputs in input order, N at a time, each batch tokenized and right-padded (the tokenizer's
-  padding side) with its attention mask, no truncation (its default), `model.generate(**inputs, **kwargs)`
+  padding side) with its attention mask, the model's config.json `prefix` prepended (as the pipeline did, and
+  seqlm predict does), no truncation (its default), `model.generate(**inputs, **kwargs)`
   under no_grad, every output decoded with skip_special_tokens=True and clean_up_tokenization_spaces=False.
   kwargs: the config's generation section (max_new_tokens, num_beams, length_penalty, early_stopping,
   no_repeat_ngram_size; greedy or beams, no sampling). A warm-up call on the first batch, then all the
@@ -51,9 +52,11 @@ def generate(args: argparse.Namespace) -> dict[str, Any]:
     settings = config.generation
     if settings.do_sample or settings.num_return_sequences != 1:
         raise SystemExit("bench_hf_seq2seq: generate benchmarks one greedy or beam-search output per input")
-    texts = read_texts(config.input, config.text_field)
     tokenizer = AutoTokenizer.from_pretrained(config.model)
     model = AutoModelForSeq2SeqLM.from_pretrained(config.model, dtype=torch.float32).eval()
+    # The 4.x pipeline prepended the model's config.json prefix, as seqlm predict does by default.
+    prefix = config.source_prefix if config.source_prefix is not None else (model.config.prefix or "")
+    texts = [prefix + text for text in read_texts(config.input, config.text_field)]
     kwargs = {"max_new_tokens": settings.max_new_tokens, "num_beams": settings.num_beams, "do_sample": False,
               "no_repeat_ngram_size": settings.no_repeat_ngram_size}  # fmt: skip
     if settings.num_beams > 1:
