@@ -169,8 +169,11 @@ def test_copy_task_end_to_end_finetune_evaluate_predict(tmp_path: Path, tokenize
     }  # fmt: skip
     (tmp_path / "finetune.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     start = time.monotonic()
-    seqlm("finetune", tmp_path / "finetune.yaml")
+    result = invoke("finetune", tmp_path / "finetune.yaml")
     seconds = time.monotonic() - start
+    assert result.exit_code == 0, result.output
+    # Built from scratch: one line saying so, not a warning listing weights.
+    assert "every weight newly initialised (a model built from scratch)" in result.stderr and "warning" not in result.stderr
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text(encoding="utf-8"))
     print(f"copy task: best validation BLEU {metrics['best_val_bleu']:.1f} in {seconds:.0f} s")
     assert metrics["task"] == "seq2seq" and metrics["best_val_bleu"] >= 90

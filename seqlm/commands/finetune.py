@@ -141,6 +141,8 @@ def setup(config: FinetuneConfig, console: Console, held: ExitStack, cluster: Cl
         )
     if checkpoint is not None:  # weights the checkpoint has were new at the start: `freeze: body` still trains them
         new_weights = load_run_state(checkpoint)["new_weights"]
+    elif len(new_weights) == sum(1 for _ in model.parameters()):  # built from scratch: nothing to warn about
+        console.info(f"{config.model}: every weight newly initialised (a model built from scratch)")
     elif new_weights:
         shown = ", ".join(new_weights[:6]) + (f" (+{len(new_weights) - 6} more)" if len(new_weights) > 6 else "")
         console.warn(f"{config.model}: newly initialised weights, trained from scratch here: {shown}")
