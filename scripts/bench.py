@@ -10,9 +10,10 @@ dynamic padding in random order, fp32; plus the accuracy check below), predict
 (classification, examples/s and the share of equal labels against
 `pipeline("text-classification")`), seq2seq (training a small T5 from scratch on es→en, source
 tokens/s against Seq2SeqTrainer fp32 in random order: Trainer's defaults), generate (translating
-with the T5 the seq2seq row trained, examples/s of `seqlm predict` against the loop of the
-text2text-generation pipeline, which transformers 5 removed: batches of 32 in input order; greedy
-and 4 beams, with the share of equal outputs; see `bench_seq2seq`), help (`seqlm --help` wall time).
+with that T5 trained 400 steps, untimed, examples/s of `seqlm predict` against the loop of the
+text2text-generation pipeline, which transformers 5 removed: batches of 32 in input order, fp32;
+greedy in fp32 and with precision auto, and 4 beams, with the share of equal outputs; see
+`bench_seq2seq`), help (`seqlm --help` wall time).
 
 Method: every measured run is its own process, so its peak RSS is its own (`os.wait4`; the
 largest resident set of the process or of any child it waited for, not their sum). Throughput
@@ -52,9 +53,10 @@ Plans: the default runs the issue's sizes (GPT-2 4x256, seq 256, batch 8; BERT 4
 batch 16; classification batch 32, max_length 128) for a few dozen steps each, plus the 200-step
 accuracy runs: about 7 to 8 minutes on a quiet 2-core CPU; the seq2seq rows (T5 width 256, 2+2 layers,
 batch 32, sources and targets up to 128 tokens: 5 warm-up + 30 measured steps per run; then the 435
-validation sources, at most 64 new tokens, greedy and 4 beams) add a few minutes more (not yet timed on a
+validation sources, at most 64 new tokens, greedy, greedy bf16 and 4 beams, with a 400-step model
+trained for them first) add a few minutes more (not yet timed on a
 quiet machine). `--quick` is a smoke check of every path in about 2 to 3 minutes: tiny models (a T5 of
-width 32), a few steps (the accuracy runs too), 40 validation examples and 40 inputs to generate for,
+width 32), a few steps (the accuracy runs too), 40 validation examples, a 6-step generation model and 40 inputs to generate for,
 the corpus 2x instead of 10x, and no HF bf16 rows; its figures mean nothing. bf16 rows say so when the CPU only
 emulates bf16 (no AVX512-BF16/AMX; torch still runs it).
 
@@ -95,7 +97,7 @@ PLANS = {
     "quick": Plan("quick", pretrain_warmup=2, pretrain_measured=4, repeats=1, finetune_warmup=2, finetune_measured=6,
                   finetune_accuracy_steps=8, scale=2, help_runs=3, timeout_s=300, hf_bf16=False,
                   pretrain_overrides=TINY_MODEL, finetune_overrides=["training.max_length=64"],
-                  seq2seq_warmup=2, seq2seq_measured=4, seq2seq_overrides=TINY_T5, seq2seq_validation=40, generate_inputs=40,
+                  seq2seq_warmup=2, seq2seq_measured=4, seq2seq_overrides=TINY_T5, seq2seq_validation=40, generate_model_steps=6, generate_inputs=40,
                   generate_overrides=["generation.max_new_tokens=12"]),
 }  # fmt: skip
 

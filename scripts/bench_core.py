@@ -65,6 +65,7 @@ class Plan:
     seq2seq_measured: int = 30
     seq2seq_overrides: list[str] = field(default_factory=list)
     seq2seq_validation: int | None = None  # seqlm's closing validation reads this many examples; None: all
+    generate_model_steps: int = 400  # the generation rows' model: the seq2seq T5 trained this many steps, untimed
     generate_inputs: int | None = None  # the generation rows translate this many validation sources; None: all
     generate_overrides: list[str] = field(default_factory=list)
 

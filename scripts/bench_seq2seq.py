@@ -9,12 +9,18 @@
   the `seq2seq_measured` after them (seqlm: its log windows, see bench_seqlm). `plan.repeats` runs per side,
   alternating, each side keeping its fastest. seqlm's run leaves the model the generation rows translate with.
 - `bench_generate`: examples/s of translating the validation sources (t5_translate_predict.yaml; the first
-  `plan.generate_inputs` of them) with that model, greedy and with 4 beams: `seqlm predict` (after a one-batch
-  warm-up, `bench_seqlm.py predict`) against `model.generate` on batches of 32 in input order, what the
-  text2text-generation pipeline ran before transformers 5 removed it (`bench_hf_seq2seq.py generate`). Each
-  side runs `plan.repeats` times, alternating, and keeps its fastest. Each row's note gives the share of
-  equal outputs; under greedy, below 95% is a failure (the same model and inputs must give the same text;
-  float noise from different padding may flip a near-tie, rarely).
+  `plan.generate_inputs` of them) with the generation model: the same T5 trained `plan.generate_model_steps`
+  steps by the preparation, untimed (the seq2seq row's few dozen steps leave a model that answers "." and
+  stops, which would time per-batch overhead, not decoding; after 400 steps it writes sentences, most of them
+  running to the 64-token limit: decoding at its longest, the least that rows leaving the batch early can
+  gain). Rows: greedy (precision fp32, predict's default), greedy with `precision: auto` (bf16 where the CPU
+  has it natively), 4 beams (fp32): `seqlm predict` (after a one-batch warm-up, `bench_seqlm.py predict`)
+  against `model.generate` fp32 on batches of 32 in input order, what the text2text-generation pipeline ran
+  before transformers 5 removed it (`bench_hf_seq2seq.py generate`). Each side runs `plan.repeats` times,
+  alternating, and keeps its fastest. Each row's note gives the share of equal outputs; under greedy at the
+  same precision, below 95% is a failure (the same model and inputs must give the same text; float noise
+  from different padding may flip a near-tie, rarely). bf16 changes the text of some outputs: its share is
+  reported, not judged.
 """
 
 from __future__ import annotations
@@ -31,19 +37,37 @@ FINETUNE = CONFIGS / "t5_translate_finetune.yaml"
 PREDICT = CONFIGS / "t5_translate_predict.yaml"
 TRAINER_VARIANT = "Seq2SeqTrainer fp32, random order"
 GENERATE_VARIANT = "model.generate, batches of 32 (text2text pipeline)"
-GENERATION_MODES = (("greedy", []), ("4 beams", ["generation.num_beams=4"]))
+GENERATE_MODEL_RUN = "runs/bench/seqlm-generate-model"  # t5_translate_predict.yaml's model is its model/
+# (row name, seqlm predict overrides, whether seqlm computes in fp32 as the HF side does)
+GENERATION_MODES = (
+    ("greedy", [], True),
+    ("greedy precision auto", ["precision=auto"], False),
+    ("4 beams", ["generation.num_beams=4"], True),
+)
 GREEDY_EQUAL_AT_LEAST = 0.95
 
 
 def prepare(bench: Bench, only: set[str]) -> None:
-    """The tokenizer of the seq2seq rows (`seqlm tokenize t5_translate_tokenize.yaml`)."""
+    """The tokenizer of the seq2seq rows (`seqlm tokenize t5_translate_tokenize.yaml`) and, for the generation
+    rows, their model (`seqlm finetune t5_translate_finetune.yaml`, `plan.generate_model_steps` steps)."""
     if only & {"seq2seq", "generate"}:
         fresh(WORK / "t5-data")
         bench.measure(f"prepare: seqlm tokenize {TOKENIZE.name}", lambda: _tokenized(bench))
+    if "generate" in only:
+        bench.measure(f"prepare: the generation model, {bench.plan.generate_model_steps} steps", lambda: _generation_model(bench))
 
 
 def _tokenized(bench: Bench) -> Figure:
     process = bench.seqlm("tokenize", TOKENIZE, [], "prepare-t5-tokenize")
+    return Figure(None, "", process.peak_rss_mb, process.wall_s)
+
+
+def _generation_model(bench: Bench) -> Figure:
+    steps = bench.plan.generate_model_steps
+    overrides = [*bench.plan.seq2seq_overrides, f"output_dir={GENERATE_MODEL_RUN}", f"training.max_steps={steps}",
+                 f"training.log_every={max(steps // 10, 1)}"]  # fmt: skip
+    fresh(REPO / GENERATE_MODEL_RUN)
+    process = bench.seqlm("finetune", FINETUNE, overrides, "prepare-generate-model")
     return Figure(None, "", process.peak_rss_mb, process.wall_s)
 
 
@@ -84,7 +108,7 @@ def bench_generate(bench: Bench) -> list[Row]:
     inputs = [] if count is None else [f"input={first_records(Path(resolved.input), count, 'generate-inputs')}"]
     common = [*bench.plan.generate_overrides, *inputs]
     rows = []
-    for mode, mode_overrides in GENERATION_MODES:
+    for mode, mode_overrides, same_precision in GENERATION_MODES:
         overrides = [*common, *mode_overrides]
         tag = mode.replace(" ", "-")
 
@@ -103,7 +127,8 @@ def bench_generate(bench: Bench) -> list[Row]:
             return Figure(value, unit, process.peak_rss_mb, process.wall_s, result)
 
         seqlm, hf = fastest_alternating(bench, (f"generate {mode} / seqlm", run_seqlm), (f"generate {mode} / HF", run_hf))
-        rows.append(Row(f"seq2seq generate {mode}", GENERATE_VARIANT, seqlm, hf, note=_compare_outputs(bench, mode, seqlm, hf)))
+        note = _compare_outputs(bench, mode, seqlm, hf, judged=same_precision and "greedy" in mode)
+        rows.append(Row(f"seq2seq generate {mode}", GENERATE_VARIANT, seqlm, hf, note=note))
     return rows
 
 
@@ -116,14 +141,14 @@ def first_records(source: Path, count: int, name: str) -> Path:
     return first
 
 
-def _compare_outputs(bench: Bench, mode: str, seqlm: Figure, hf: Figure) -> str:
-    """'outputs equal: X% of N'; the share goes to seqlm's extra["outputs_equal"]. Greedy below the bar fails."""
+def _compare_outputs(bench: Bench, mode: str, seqlm: Figure, hf: Figure, judged: bool) -> str:
+    """'outputs equal: X% of N'; the share goes to seqlm's extra["outputs_equal"]. A `judged` row below the bar fails."""
     outputs = [figure.extra.pop("outputs", None) for figure in (seqlm, hf)]
     if None in outputs:
         return ""
     mine, theirs = outputs
     same = sum(a == b for a, b in zip(mine, theirs)) / max(len(mine), 1) if len(mine) == len(theirs) else 0.0
     seqlm.extra["outputs_equal"] = same
-    if mode == "greedy" and same < GREEDY_EQUAL_AT_LEAST:
-        bench.failures.append(f"generate greedy: seqlm and HF give the same output for only {same:.1%} of the inputs")
+    if judged and same < GREEDY_EQUAL_AT_LEAST:
+        bench.failures.append(f"generate {mode}: seqlm and HF give the same output for only {same:.1%} of the inputs")
     return f"outputs equal: {same:.1%} of {len(mine)}"

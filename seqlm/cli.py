@@ -92,7 +92,7 @@ def finetune(
     debug: DebugOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Fine-tune a pretrained model for a task: text classification (labelled JSONL / CSV / Parquet) or token classification (POS, NER: JSONL / CoNLL / CoNLL-U)."""
+    """Fine-tune a model for a task: text classification (labelled JSONL / CSV / Parquet), token classification (POS, NER: JSONL / CoNLL / CoNLL-U) or seq2seq (translation, summarization: source/target records)."""
     _dispatch("finetune", config, set_, _run_options(device, resume, overwrite), print_config, debug, quiet, nproc)
 
 
@@ -106,7 +106,7 @@ def _run_options(device: Optional[str], resume: bool, overwrite: bool) -> dict[s
 def evaluate(
     config: ConfigArg = None,
     model: Annotated[Optional[str], typer.Option(help="Model dir or hub id.", show_default=False)] = None,
-    data: Annotated[Optional[Path], typer.Option(help="LMs: tokenized dataset dir or text file; classifiers: labelled JSONL/CSV/Parquet; token classifiers: tagged JSONL/CoNLL/CoNLL-U.", show_default=False)] = None,
+    data: Annotated[Optional[Path], typer.Option(help="LMs: tokenized dataset dir or text file; classifiers: labelled JSONL/CSV/Parquet; token classifiers: tagged JSONL/CoNLL/CoNLL-U; seq2seq: source/target records.", show_default=False)] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print metrics as JSON on stdout.")] = False,
     set_: SetOpt = None,
     device: DeviceOpt = None,
@@ -115,7 +115,7 @@ def evaluate(
     debug: DebugOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Measure a model: perplexity (causal), masked-token loss/accuracy/pseudo-perplexity (masked), accuracy/F1/confusion matrix (classifiers), or token accuracy / entity F1 (token classifiers)."""
+    """Measure a model: perplexity (causal), masked-token loss/accuracy/pseudo-perplexity (masked), accuracy/F1/confusion matrix (classifiers), token accuracy / entity F1 (token classifiers), or loss, BLEU/chrF and ROUGE of generated outputs (seq2seq)."""
     given = _given(model=model, data=str(data) if data else None, device=device)
     _dispatch("evaluate", config, set_, given, print_config, debug, quiet, nproc, json_output=json_)
 
@@ -138,7 +138,7 @@ def predict(
     debug: DebugOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Apply a model to a file of inputs: continuations (causal), [MASK] fills (masked), labels (classifiers) or tags and entities (token classifiers)."""
+    """Apply a model to a file of inputs: continuations (causal), [MASK] fills (masked), labels (classifiers), tags and entities (token classifiers) or generated outputs (seq2seq)."""
     # An unset flag is None, not False, so that it does not override skip_bad_lines: true in the YAML.
     given = _given(model=model, input=input_, output=output, top_k=top_k, skip_bad_lines=skip_bad_lines or None, device=device)
     _dispatch("predict", config, set_, given, print_config, debug, quiet, None)

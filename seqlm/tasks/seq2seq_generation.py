@@ -5,7 +5,9 @@
   kept when cutting), so the model learns to stop. `encode_inputs` / `encode_examples`: the same for either kind
   of model: with a `PromptFormat` (a decoder-only model, `seqlm.tasks.seq2seq_prompts`) its prompts and
   prompt + target rows, else the encoder-decoder's sources and source/target rows.
-- `generate`: `model.generate` (KV cache on) over inputs batched by length, longest first; an encoder-decoder's
+- `generate`: greedy search and sampling by `seqlm.tasks.seq2seq_decoding` (rows leave the batch as they end)
+  where it gives what `model.generate` would, else `model.generate` (beam search, settings of the model's
+  generation_config it does not apply); KV cache on, inputs batched by length, longest first; an encoder-decoder's
   sources right-padded, a decoder-only model's prompts left-padded (so every row's continuation starts at the
   same position), each with an attention mask; results come back in input order. Per input,
   `num_return_sequences` candidates: the text (special tokens dropped) of the new tokens only (an
@@ -27,6 +29,7 @@ from seqlm.data.padding import pad_rows
 from seqlm.io.predict_inputs import length_batches
 from seqlm.io.seq2seq_records import Seq2SeqRecords
 from seqlm.runtime.device import Precision
+from seqlm.tasks import seq2seq_decoding
 
 if TYPE_CHECKING:
     from seqlm.tasks.seq2seq_prompts import PromptFormat
@@ -136,6 +139,7 @@ def generate(
     if settings.do_sample:
         # top_k=0 / top_p=1.0 switch the filters off; None would fall back to the model's defaults (top_k 50).
         options.update(temperature=settings.temperature, top_k=settings.top_k or 0, top_p=settings.top_p or 1.0)
+    fast = seq2seq_decoding.supports(model, settings)
     was_training = model.training
     model.eval()
     results: list[list[Generated]] = [[] for _ in sources]
@@ -147,12 +151,18 @@ def generate(
             torch.manual_seed(settings.seed if settings.seed is not None else seed)
             for done, batch in length_batches(sources, batch_size):
                 input_ids, mask = pad_rows([sources[i] for i in batch], pad_id, left=decoder_only)
+                input_ids, mask = input_ids.to(device), mask.to(device)
+                scores = None
                 with torch.inference_mode(), precision.autocast():
-                    output = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), **options)
-                scores = output.sequences_scores.tolist() if getattr(output, "sequences_scores", None) is not None else None
-                # New tokens only: after the (left-padded) prompt, or after the decoder start token.
-                start = input_ids.shape[1] if decoder_only else 1
-                for row, ids in enumerate(output.sequences[:, start:].tolist()):
+                    if fast:
+                        sequences = seq2seq_decoding.decode(model, input_ids, mask, settings, stop)
+                    else:
+                        output = model.generate(input_ids=input_ids, attention_mask=mask, **options)
+                        if getattr(output, "sequences_scores", None) is not None:
+                            scores = output.sequences_scores.tolist()
+                        # New tokens only: after the (left-padded) prompt, or after the decoder start token.
+                        sequences = output.sequences[:, input_ids.shape[1] if decoder_only else 1 :].tolist()
+                for row, ids in enumerate(sequences):
                     end = next((pos + 1 for pos, token in enumerate(ids) if token in stop), len(ids))
                     kept = [token for token in ids[:end] if token != pad_id or token in stop]
                     text = tokenizer.decode(kept, skip_special_tokens=True)

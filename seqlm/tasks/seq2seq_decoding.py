@@ -1,0 +1,181 @@
+"""seqlm's own greedy and sampling decoder for the seq2seq task (`seqlm.tasks.seq2seq_generation.generate`).
+
+Why not `model.generate`: it keeps every row of a batch computing until the longest one ends, so one output
+that runs to `max_new_tokens` costs the whole batch that many steps, and its per-step bookkeeping is a large
+share of a small model's step. Here a row leaves the batch the step it ends (its KV cache, encoder states and
+mask rows dropped), so a batch costs about the sum of its outputs' lengths, not its size times the longest.
+
+Contract of `decode`: the same tokens `model.generate` gives for greedy search and, for sampling, draws from
+the same distribution (temperature, then top-k, then top-p, as transformers orders them; the draws differ:
+fewer rows consume the random stream once rows leave). `supports` says when that holds: no beam search and
+no generation setting of the model's generation_config.json beyond those this module applies (the ids,
+`forced_bos_token_id` / `forced_eos_token_id`, and the settings seqlm passes); anything else, e.g.
+`min_length`, `bad_words_ids`, `repetition_penalty`, goes to `model.generate`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+from transformers import LogitsProcessorList
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+from transformers.generation import (
+    NoRepeatNGramLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+from transformers.modeling_outputs import BaseModelOutput
+
+from seqlm.config.generation import GenerationConfig
+
+# generation_config.json keys this decoder honours or that do not change greedy/sampled tokens here (seqlm
+# passes its own max_new_tokens, beams, sampling settings and no_repeat_ngram_size over the model's).
+HONOURED_KEYS = frozenset({
+    "_from_model_config", "transformers_version", "bos_token_id", "eos_token_id", "pad_token_id",
+    "decoder_start_token_id", "forced_bos_token_id", "forced_eos_token_id", "use_cache", "output_attentions",
+    "output_hidden_states", "output_scores", "return_dict_in_generate", "max_length", "max_new_tokens",
+    "num_beams", "do_sample", "temperature", "top_k", "top_p", "no_repeat_ngram_size", "length_penalty",
+    "early_stopping", "num_return_sequences",
+})  # fmt: skip
+
+
+def supports(model: Any, settings: GenerationConfig) -> bool:
+    """True when `decode` gives what `model.generate` would (see the module docstring)."""
+    return settings.num_beams == 1 and set(model.generation_config.to_diff_dict()) <= HONOURED_KEYS
+
+
+def decode(
+    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, settings: GenerationConfig, stop: set[int]
+) -> list[list[int]]:
+    """`settings.num_return_sequences` outputs per row (row-major), each its new tokens up to and including the
+    first of `stop`, or `settings.max_new_tokens` of them. Decoder-only prompts come left-padded."""
+    n = settings.num_return_sequences
+    input_ids, attention_mask = input_ids.repeat_interleave(n, 0), attention_mask.repeat_interleave(n, 0)
+    rows = input_ids.shape[0]
+    cache_key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"  # renamed in 5.x
+    if model.config.is_encoder_decoder:
+        step_inputs: _EncoderDecoderSteps | _DecoderSteps = _EncoderDecoderSteps(model, input_ids, attention_mask, cache_key)
+    else:
+        step_inputs = _DecoderSteps(input_ids, attention_mask, cache_key)
+    history = step_inputs.history
+    processors = _processors(settings)
+    config = model.generation_config
+    stop_ids = torch.tensor(sorted(stop), dtype=torch.long, device=input_ids.device)
+    active = torch.arange(rows, device=input_ids.device)
+    prompt_width = history.shape[1]
+    outputs: list[list[int]] = [[] for _ in range(rows)]
+    for step in range(settings.max_new_tokens):
+        logits = model(**step_inputs.forward_arguments()).logits[:, -1, :].to(dtype=torch.float32)
+        scores = processors(history, logits) if processors else logits
+        scores = _forced(scores, step, settings.max_new_tokens, config, model.config.is_encoder_decoder)
+        if settings.do_sample:
+            next_ids = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
+        else:
+            next_ids = scores.max(dim=-1).indices  # argmax's first maximum, at a third of its CPU time
+        history = torch.cat([history, next_ids[:, None]], dim=1)
+        ended = (
+            torch.isin(next_ids, stop_ids) if step + 1 < settings.max_new_tokens else torch.ones_like(next_ids, dtype=torch.bool)
+        )
+        if bool(ended.any()):
+            for row in ended.nonzero().squeeze(1).tolist():
+                outputs[int(active[row])] = history[row, prompt_width:].tolist()
+            keep = (~ended).nonzero().squeeze(1)
+            if keep.numel() == 0:
+                break
+            active, history = active[keep], history[keep]
+            step_inputs.keep(keep)
+        step_inputs.advance(history[:, -1:])
+    return outputs
+
+
+class _EncoderDecoderSteps:
+    """The encoder runs once; each step feeds the decoder its last token against the cached states."""
+
+    def __init__(self, model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache_key: str) -> None:
+        self.cache_key = cache_key
+        encoded = model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
+        self.encoder_states = encoded.last_hidden_state
+        self.attention_mask = attention_mask
+        self.cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        start = model.generation_config.decoder_start_token_id
+        if start is None:
+            start = (
+                model.config.decoder_start_token_id
+                if model.config.decoder_start_token_id is not None
+                else model.config.decoder.bos_token_id
+            )
+        self.history = torch.full((input_ids.shape[0], 1), int(start), dtype=torch.long, device=input_ids.device)
+        self.decoder_input_ids = self.history
+
+    def forward_arguments(self) -> dict[str, Any]:
+        return {
+            "encoder_outputs": BaseModelOutput(last_hidden_state=self.encoder_states), "attention_mask": self.attention_mask,
+            "decoder_input_ids": self.decoder_input_ids, self.cache_key: self.cache, "use_cache": True,
+        }  # fmt: skip
+
+    def keep(self, rows: torch.Tensor) -> None:
+        self.cache.batch_select_indices(rows)
+        self.encoder_states, self.attention_mask = self.encoder_states[rows], self.attention_mask[rows]
+
+    def advance(self, last_ids: torch.Tensor) -> None:
+        self.decoder_input_ids = last_ids
+
+
+class _DecoderSteps:
+    """The prompt runs once (positions counted from its first real token, as `generate` does under left
+    padding); each step feeds the last token, its position and the grown mask."""
+
+    def __init__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache_key: str) -> None:
+        self.cache_key = cache_key
+        self.history = input_ids
+        self.attention_mask = attention_mask
+        self.positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 1)
+        self.step_ids = input_ids
+        self.cache = DynamicCache()
+
+    def forward_arguments(self) -> dict[str, Any]:
+        return {
+            "input_ids": self.step_ids, "attention_mask": self.attention_mask, "position_ids": self.positions,
+            self.cache_key: self.cache, "use_cache": True,
+        }  # fmt: skip
+
+    def keep(self, rows: torch.Tensor) -> None:
+        self.cache.batch_select_indices(rows)
+        self.attention_mask, self.positions = self.attention_mask[rows], self.positions[rows]
+
+    def advance(self, last_ids: torch.Tensor) -> None:
+        self.step_ids = last_ids
+        self.positions = self.positions[:, -1:] + 1
+        self.attention_mask = torch.cat([self.attention_mask, self.attention_mask.new_ones((last_ids.shape[0], 1))], dim=1)
+
+
+def _processors(settings: GenerationConfig) -> LogitsProcessorList:
+    """What `model.generate` applies for these settings, in its order."""
+    processors = LogitsProcessorList()
+    if settings.no_repeat_ngram_size:
+        processors.append(NoRepeatNGramLogitsProcessor(settings.no_repeat_ngram_size))
+    if settings.do_sample:
+        if settings.temperature != 1.0:
+            processors.append(TemperatureLogitsWarper(settings.temperature))
+        if settings.top_k:
+            processors.append(TopKLogitsWarper(settings.top_k))
+        if settings.top_p is not None and settings.top_p < 1.0:
+            processors.append(TopPLogitsWarper(settings.top_p))
+    return processors
+
+
+def _forced(scores: torch.Tensor, step: int, max_new_tokens: int, config: Any, encoder_decoder: bool) -> torch.Tensor:
+    """The model's forced first / last token (mBART's language id, BART's closing eos), as `generate` forces them
+    (the first only after a decoder start token: a prompt is never that short)."""
+    forced = config.forced_bos_token_id if step == 0 and encoder_decoder else None
+    if step == max_new_tokens - 1 and config.forced_eos_token_id is not None:
+        forced = config.forced_eos_token_id
+    if forced is None:
+        return scores
+    ids = forced if isinstance(forced, list) else [forced]
+    masked = torch.full_like(scores, -float("inf"))
+    masked[:, ids] = 0
+    return masked
