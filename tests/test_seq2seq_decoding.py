@@ -19,7 +19,7 @@ from transformers import (
 
 from seqlm.config.generation import GenerationConfig
 from seqlm.data.padding import pad_rows
-from seqlm.tasks import seq2seq_decoding
+from seqlm.tasks import seq2seq_beams, seq2seq_decoding
 
 VOCAB = 96
 
@@ -129,9 +129,51 @@ def test_one_sampled_row_draws_what_generate_draws_from_the_same_seed() -> None:
     assert mine == _reference(model, input_ids[:1], mask[:1], [VOCAB + 1], **options)
 
 
-def test_beam_search_and_settings_it_does_not_apply_go_to_generate() -> None:
+def test_beam_sampling_and_settings_it_does_not_apply_go_to_generate() -> None:
     model = _model(_t5)
     assert seq2seq_decoding.supports(model, GenerationConfig())
-    assert not seq2seq_decoding.supports(model, GenerationConfig(num_beams=2))
+    assert seq2seq_decoding.supports(model, GenerationConfig(num_beams=2))
+    assert not seq2seq_decoding.supports(model, GenerationConfig(num_beams=2, do_sample=True))
     model.generation_config.min_length = 5  # a model's own setting this decoder does not apply
     assert not seq2seq_decoding.supports(model, GenerationConfig())
+
+
+def _reference_beams(model, input_ids, mask, stop: list[int], **options) -> list[tuple[list[int], float]]:  # noqa: ANN001
+    """`model.generate`'s beam candidates (new tokens up to the first of `stop`) and their scores, row-major."""
+    with torch.inference_mode():
+        out = model.generate(input_ids=input_ids, attention_mask=mask, eos_token_id=stop, pad_token_id=0, use_cache=True,
+                             return_dict_in_generate=True, output_scores=True, **options)  # fmt: skip
+    start = 1 if model.config.is_encoder_decoder else input_ids.shape[1]
+    rows = []
+    for ids, score in zip(out.sequences[:, start:].tolist(), out.sequences_scores.tolist()):
+        end = next((i + 1 for i, token in enumerate(ids) if token in stop), len(ids))
+        rows.append((ids[:end], score))
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("build", "options", "inputs_leave"),
+    [(_t5, {}, False), (_bart, {"early_stopping": True, "length_penalty": 0.6}, True),
+     (_gpt2, {"no_repeat_ngram_size": 2, "length_penalty": 1.5}, True), (_llama, {"num_return_sequences": 2}, False)],
+    ids=["t5", "bart-early-stopping", "gpt2-ngrams-no-improvement", "llama-two-returned"],
+)  # fmt: skip
+def test_beam_search_equals_generate_with_inputs_ending_at_different_steps(build, options, inputs_leave: bool) -> None:  # noqa: ANN001
+    model = _model(build)
+    input_ids, mask = _batch(decoder_only=not model.config.is_encoder_decoder)
+    stop = _stop_that_ends_some_rows(model, input_ids, mask)
+    settings = {"max_new_tokens": 10, "num_beams": 3, **options}
+    rows_per_step: list[int] = []
+    hook = model.register_forward_pre_hook(lambda _, args, kwargs: rows_per_step.append(_rows(kwargs)), with_kwargs=True)
+    with torch.inference_mode():
+        found = seq2seq_beams.beam_search(model, input_ids, mask, GenerationConfig(**settings), set(stop))
+    hook.remove()
+    mine = [pair for pairs in found for pair in pairs]
+    theirs = _reference_beams(model, input_ids, mask, stop, do_sample=False, **settings)
+    assert [ids for ids, _ in mine] == [ids for ids, _ in theirs]
+    assert [score for _, score in mine] == pytest.approx([score for _, score in theirs], abs=1e-4)
+    assert rows_per_step[0] == len(input_ids) * 3
+    assert (rows_per_step[-1] < rows_per_step[0]) == inputs_leave  # inputs whose search ended left the batch
+
+
+def _rows(kwargs: dict) -> int:
+    return len(kwargs["decoder_input_ids"] if "decoder_input_ids" in kwargs else kwargs["input_ids"])

@@ -7,8 +7,9 @@ mask rows dropped), so a batch costs about the sum of its outputs' lengths, not 
 
 Contract of `decode`: the same tokens `model.generate` gives for greedy search and, for sampling, draws from
 the same distribution (temperature, then top-k, then top-p, as transformers orders them; the draws differ:
-fewer rows consume the random stream once rows leave). `supports` says when that holds: no beam search and
-no generation setting of the model's generation_config.json beyond those this module applies (the ids,
+fewer rows consume the random stream once rows leave). Beam search is `seqlm.tasks.seq2seq_beams`, on the
+same steps (`model_steps`). `supports` says when these loops give what `generate` would: no beam sampling,
+and no setting in the model's generation_config.json beyond those they apply (the ids,
 `forced_bos_token_id` / `forced_eos_token_id`, and the settings seqlm passes); anything else, e.g.
 `min_length`, `bad_words_ids`, `repetition_penalty`, goes to `model.generate`.
 """
@@ -43,8 +44,10 @@ HONOURED_KEYS = frozenset({
 
 
 def supports(model: Any, settings: GenerationConfig) -> bool:
-    """True when `decode` gives what `model.generate` would (see the module docstring)."""
-    return settings.num_beams == 1 and set(model.generation_config.to_diff_dict()) <= HONOURED_KEYS
+    """True when `decode` (greedy, sampling) or `seq2seq_beams.beam_search` (beams) gives what `model.generate`
+    would (see the module docstring); beam sampling goes to `model.generate`."""
+    beam_sampling = settings.num_beams > 1 and settings.do_sample
+    return not beam_sampling and set(model.generation_config.to_diff_dict()) <= HONOURED_KEYS
 
 
 def decode(
@@ -55,13 +58,9 @@ def decode(
     n = settings.num_return_sequences
     input_ids, attention_mask = input_ids.repeat_interleave(n, 0), attention_mask.repeat_interleave(n, 0)
     rows = input_ids.shape[0]
-    cache_key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"  # renamed in 5.x
-    if model.config.is_encoder_decoder:
-        step_inputs: _EncoderDecoderSteps | _DecoderSteps = _EncoderDecoderSteps(model, input_ids, attention_mask, cache_key)
-    else:
-        step_inputs = _DecoderSteps(input_ids, attention_mask, cache_key)
+    step_inputs = model_steps(model, input_ids, attention_mask)
     history = step_inputs.history
-    processors = _processors(settings)
+    processors = logits_processors(settings)
     config = model.generation_config
     stop_ids = torch.tensor(sorted(stop), dtype=torch.long, device=input_ids.device)
     active = torch.arange(rows, device=input_ids.device)
@@ -70,7 +69,7 @@ def decode(
     for step in range(settings.max_new_tokens):
         logits = model(**step_inputs.forward_arguments()).logits[:, -1, :].to(dtype=torch.float32)
         scores = processors(history, logits) if processors else logits
-        scores = _forced(scores, step, settings.max_new_tokens, config, model.config.is_encoder_decoder)
+        scores = forced_tokens(scores, step, settings.max_new_tokens, config, model.config.is_encoder_decoder)
         if settings.do_sample:
             next_ids = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
         else:
@@ -86,12 +85,20 @@ def decode(
             if keep.numel() == 0:
                 break
             active, history = active[keep], history[keep]
-            step_inputs.keep(keep)
+            step_inputs.select(keep)
         step_inputs.advance(history[:, -1:])
     return outputs
 
 
-class _EncoderDecoderSteps:
+def model_steps(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> EncoderDecoderSteps | DecoderSteps:
+    """What the model is fed step by step, for either kind of model (`history`: what generation starts from)."""
+    cache_key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"  # renamed in 5.x
+    if model.config.is_encoder_decoder:
+        return EncoderDecoderSteps(model, input_ids, attention_mask, cache_key)
+    return DecoderSteps(input_ids, attention_mask, cache_key)
+
+
+class EncoderDecoderSteps:
     """The encoder runs once; each step feeds the decoder its last token against the cached states."""
 
     def __init__(self, model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache_key: str) -> None:
@@ -116,7 +123,8 @@ class _EncoderDecoderSteps:
             "decoder_input_ids": self.decoder_input_ids, self.cache_key: self.cache, "use_cache": True,
         }  # fmt: skip
 
-    def keep(self, rows: torch.Tensor) -> None:
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep these rows, in this order (rows may repeat: beam search reorders its beams so)."""
         self.cache.batch_select_indices(rows)
         self.encoder_states, self.attention_mask = self.encoder_states[rows], self.attention_mask[rows]
 
@@ -124,7 +132,7 @@ class _EncoderDecoderSteps:
         self.decoder_input_ids = last_ids
 
 
-class _DecoderSteps:
+class DecoderSteps:
     """The prompt runs once (positions counted from its first real token, as `generate` does under left
     padding); each step feeds the last token, its position and the grown mask."""
 
@@ -142,7 +150,8 @@ class _DecoderSteps:
             self.cache_key: self.cache, "use_cache": True,
         }  # fmt: skip
 
-    def keep(self, rows: torch.Tensor) -> None:
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep these rows, in this order (rows may repeat: beam search reorders its beams so)."""
         self.cache.batch_select_indices(rows)
         self.attention_mask, self.positions = self.attention_mask[rows], self.positions[rows]
 
@@ -152,7 +161,7 @@ class _DecoderSteps:
         self.attention_mask = torch.cat([self.attention_mask, self.attention_mask.new_ones((last_ids.shape[0], 1))], dim=1)
 
 
-def _processors(settings: GenerationConfig) -> LogitsProcessorList:
+def logits_processors(settings: GenerationConfig) -> LogitsProcessorList:
     """What `model.generate` applies for these settings, in its order."""
     processors = LogitsProcessorList()
     if settings.no_repeat_ngram_size:
@@ -167,7 +176,7 @@ def _processors(settings: GenerationConfig) -> LogitsProcessorList:
     return processors
 
 
-def _forced(scores: torch.Tensor, step: int, max_new_tokens: int, config: Any, encoder_decoder: bool) -> torch.Tensor:
+def forced_tokens(scores: torch.Tensor, step: int, max_new_tokens: int, config: Any, encoder_decoder: bool) -> torch.Tensor:
     """The model's forced first / last token (mBART's language id, BART's closing eos), as `generate` forces them
     (the first only after a decoder start token: a prompt is never that short)."""
     forced = config.forced_bos_token_id if step == 0 and encoder_decoder else None

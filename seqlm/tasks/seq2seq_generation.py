@@ -5,9 +5,9 @@
   kept when cutting), so the model learns to stop. `encode_inputs` / `encode_examples`: the same for either kind
   of model: with a `PromptFormat` (a decoder-only model, `seqlm.tasks.seq2seq_prompts`) its prompts and
   prompt + target rows, else the encoder-decoder's sources and source/target rows.
-- `generate`: greedy search and sampling by `seqlm.tasks.seq2seq_decoding` (rows leave the batch as they end)
-  where it gives what `model.generate` would, else `model.generate` (beam search, settings of the model's
-  generation_config it does not apply); KV cache on, inputs batched by length, longest first; an encoder-decoder's
+- `generate`: greedy search, sampling (`seqlm.tasks.seq2seq_decoding`) and beam search (`seq2seq_beams`) by
+  seqlm's own loops (rows leave the batch as they end) where they give what `model.generate` would, else
+  `model.generate` (beam sampling, settings of the model's generation_config they do not apply); KV cache on, inputs batched by length, longest first; an encoder-decoder's
   sources right-padded, a decoder-only model's prompts left-padded (so every row's continuation starts at the
   same position), each with an attention mask; results come back in input order. Per input,
   `num_return_sequences` candidates: the text (special tokens dropped) of the new tokens only (an
@@ -29,7 +29,7 @@ from seqlm.data.padding import pad_rows
 from seqlm.io.predict_inputs import length_batches
 from seqlm.io.seq2seq_records import Seq2SeqRecords
 from seqlm.runtime.device import Precision
-from seqlm.tasks import seq2seq_decoding
+from seqlm.tasks import seq2seq_beams, seq2seq_decoding
 
 if TYPE_CHECKING:
     from seqlm.tasks.seq2seq_prompts import PromptFormat
@@ -154,7 +154,10 @@ def generate(
                 input_ids, mask = input_ids.to(device), mask.to(device)
                 scores = None
                 with torch.inference_mode(), precision.autocast():
-                    if fast:
+                    if fast and settings.num_beams > 1:
+                        found = [pair for pairs in seq2seq_beams.beam_search(model, input_ids, mask, settings, stop) for pair in pairs]
+                        sequences, scores = [ids for ids, _ in found], [score for _, score in found]
+                    elif fast:
                         sequences = seq2seq_decoding.decode(model, input_ids, mask, settings, stop)
                     else:
                         output = model.generate(input_ids=input_ids, attention_mask=mask, **options)
