@@ -94,8 +94,10 @@ def beam_search(
             break
         # Next step's rows: each going-on beam's parent row, for the inputs still searching.
         staying = (~done).nonzero().squeeze(1)
-        parent_rows = torch.take_along_dim(parents, chosen, dim=1) + torch.arange(count, device=device)[:, None] * beams
-        steps.select(parent_rows[staying].reshape(-1))
+        first_rows = torch.arange(count, device=device)[:, None] * beams
+        parent_rows = torch.take_along_dim(parents, chosen, dim=1) + first_rows
+        own_rows = (first_rows[staying] + torch.arange(beams, device=device)).reshape(-1) if bool(done.any()) else None
+        steps.select(parent_rows[staying].reshape(-1), own_rows)
         active, running, running_scores = active[staying], running[staying], running_scores[staying]
         hypotheses, hypothesis_scores = hypotheses[staying], hypothesis_scores[staying]
         finished, improvable = finished[staying], improvable[staying]

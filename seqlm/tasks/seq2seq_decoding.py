@@ -85,7 +85,7 @@ def decode(
             if keep.numel() == 0:
                 break
             active, history = active[keep], history[keep]
-            step_inputs.select(keep)
+            step_inputs.select(keep, keep)
         step_inputs.advance(history[:, -1:])
     return outputs
 
@@ -123,10 +123,14 @@ class EncoderDecoderSteps:
             "decoder_input_ids": self.decoder_input_ids, self.cache_key: self.cache, "use_cache": True,
         }  # fmt: skip
 
-    def select(self, rows: torch.Tensor) -> None:
-        """Keep these rows, in this order (rows may repeat: beam search reorders its beams so)."""
-        self.cache.batch_select_indices(rows)
-        self.encoder_states, self.attention_mask = self.encoder_states[rows], self.attention_mask[rows]
+    def select(self, rows: torch.Tensor, source_rows: torch.Tensor | None) -> None:
+        """The decoder states of `rows`, in this order (rows repeat when beam search reorders its beams), and the
+        source side (encoder states, mask, cross-attention cache) of `source_rows`, None: unchanged. Beams of one
+        input share one source: reordering them leaves it as it is, which saves copying the largest cache."""
+        self.cache.self_attention_cache.batch_select_indices(rows)
+        if source_rows is not None:
+            self.cache.cross_attention_cache.batch_select_indices(source_rows)
+            self.encoder_states, self.attention_mask = self.encoder_states[source_rows], self.attention_mask[source_rows]
 
     def advance(self, last_ids: torch.Tensor) -> None:
         self.decoder_input_ids = last_ids
@@ -150,10 +154,12 @@ class DecoderSteps:
             self.cache_key: self.cache, "use_cache": True,
         }  # fmt: skip
 
-    def select(self, rows: torch.Tensor) -> None:
-        """Keep these rows, in this order (rows may repeat: beam search reorders its beams so)."""
+    def select(self, rows: torch.Tensor, source_rows: torch.Tensor | None) -> None:
+        """The states of `rows`, in this order (see `EncoderDecoderSteps.select`); the mask and positions, the
+        same for every beam of an input, of `source_rows` (None: unchanged)."""
         self.cache.batch_select_indices(rows)
-        self.attention_mask, self.positions = self.attention_mask[rows], self.positions[rows]
+        if source_rows is not None:
+            self.attention_mask, self.positions = self.attention_mask[source_rows], self.positions[source_rows]
 
     def advance(self, last_ids: torch.Tensor) -> None:
         self.step_ids = last_ids
