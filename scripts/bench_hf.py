@@ -42,9 +42,11 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
+from hf_arguments import training_arguments
+
 from seqlm.config.finetune import FinetuneConfig
 from seqlm.config.loading import load_config
-from seqlm.config.schema import OptimConfig, PredictConfig, PretrainConfig, TokenizeConfig
+from seqlm.config.schema import PredictConfig, PretrainConfig, TokenizeConfig
 
 RAW_BATCH_LINES = 10_000
 
@@ -275,39 +277,6 @@ def read_texts(path: str, text_field: str) -> list[str]:
 
 
 # --------------------------------------------------------------------------- Trainer
-
-
-def training_arguments(
-    output_dir: Path, optim: OptimConfig, batch_size: int, grad_accum: int, max_steps: int, seed: int, bf16: bool, **extra: Any
-) -> Any:
-    """TrainingArguments with seqlm's optimizer settings, no saving, evaluation or reporting; Trainer defaults otherwise."""
-    from transformers import TrainingArguments
-
-    schedules = {"linear": "linear", "cosine": "cosine_with_min_lr", "constant": "constant_with_warmup"}
-    return TrainingArguments(
-        output_dir=str(output_dir),
-        per_device_train_batch_size=batch_size,
-        gradient_accumulation_steps=grad_accum,
-        max_steps=max_steps,
-        learning_rate=optim.lr,
-        weight_decay=optim.weight_decay,
-        adam_beta1=optim.betas[0],
-        adam_beta2=optim.betas[1],
-        adam_epsilon=optim.eps,
-        warmup_steps=optim.warmup_steps,
-        lr_scheduler_type=schedules[optim.schedule],
-        lr_scheduler_kwargs={"min_lr_rate": optim.min_lr_ratio} if optim.schedule == "cosine" else None,
-        max_grad_norm=optim.grad_clip or 0.0,
-        bf16=bf16,
-        use_cpu=True,
-        seed=seed,
-        save_strategy="no",
-        eval_strategy="no",
-        logging_steps=max(1, max_steps // 4),
-        report_to="none",
-        disable_tqdm=True,
-        **extra,
-    )
 
 
 def step_clock() -> Any:

@@ -113,7 +113,7 @@ def bench_generate(bench: Bench) -> list[Row]:
         tag = mode.replace(" ", "-")
 
         def run_seqlm(overrides: list[str] = overrides, tag: str = tag) -> Figure:
-            require(REPO / resolved.model, "the seq2seq benchmark (seqlm)")
+            require(REPO / resolved.model, "the preparation (the generation model)")
             output = REPO / resolved.output
             output.unlink(missing_ok=True)
             process, result = bench.script("bench_seqlm.py", "predict", PREDICT, overrides, f"seqlm-generate-{tag}")
@@ -121,7 +121,7 @@ def bench_generate(bench: Bench) -> list[Row]:
             return Figure(value, unit, process.peak_rss_mb, process.wall_s, {**result, "outputs": predicted_outputs(output)})
 
         def run_hf(overrides: list[str] = overrides, tag: str = tag) -> Figure:
-            require(REPO / resolved.model, "the seq2seq benchmark (seqlm)")
+            require(REPO / resolved.model, "the preparation (the generation model)")
             process, result = bench.script("bench_hf_seq2seq.py", "generate", PREDICT, overrides, f"hf-generate-{tag}")
             value, unit = result.pop("value"), result.pop("unit")
             return Figure(value, unit, process.peak_rss_mb, process.wall_s, result)

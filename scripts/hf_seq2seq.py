@@ -62,10 +62,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hf_arguments import training_arguments
+
 from seqlm.config.finetune import EncoderDecoderConfig, FinetuneConfig, Seq2SeqFinetuneConfig
 from seqlm.config.loading import load_config
-
-SCHEDULES = {"linear": "linear", "cosine": "cosine_with_min_lr", "constant": "constant_with_warmup"}
 
 
 def read_config(path: Path, overrides: list[str]) -> Seq2SeqFinetuneConfig:
@@ -136,35 +136,14 @@ def arguments(config: Seq2SeqFinetuneConfig, output_dir: Path) -> Any:
     """Seq2SeqTrainingArguments with seqlm's settings (see the module docstring); Trainer defaults otherwise."""
     from transformers import Seq2SeqTrainingArguments
 
-    optim, training = config.optim, config.training
-    return Seq2SeqTrainingArguments(
-        output_dir=str(output_dir),
-        per_device_train_batch_size=training.batch_size,
-        per_device_eval_batch_size=training.batch_size,
-        gradient_accumulation_steps=training.grad_accum,
-        max_steps=training.max_steps or -1,
-        num_train_epochs=training.epochs,
-        learning_rate=optim.lr,
-        weight_decay=optim.weight_decay,
-        adam_beta1=optim.betas[0],
-        adam_beta2=optim.betas[1],
-        adam_epsilon=optim.eps,
-        warmup_steps=optim.warmup_steps,
-        lr_scheduler_type=SCHEDULES[optim.schedule],
-        lr_scheduler_kwargs={"min_lr_rate": optim.min_lr_ratio} if optim.schedule == "cosine" else None,
-        max_grad_norm=optim.grad_clip or 0.0,
-        label_smoothing_factor=training.label_smoothing,
-        seed=training.seed,
-        use_cpu=config.device == "cpu",
-        predict_with_generate=True,
-        generation_max_length=config.generation.max_new_tokens + 1,
-        generation_num_beams=config.generation.num_beams,
-        save_strategy="no",
-        eval_strategy="no",
-        logging_steps=max(1, (training.max_steps or 100) // 4),
-        report_to="none",
-        disable_tqdm=True,
-    )
+    training = config.training
+    return training_arguments(
+        output_dir, config.optim, training.batch_size, training.grad_accum, training.max_steps or -1, training.seed, bf16=False,
+        arguments_class=Seq2SeqTrainingArguments, per_device_eval_batch_size=training.batch_size,
+        num_train_epochs=training.epochs, label_smoothing_factor=training.label_smoothing, use_cpu=config.device == "cpu",
+        predict_with_generate=True, generation_max_length=config.generation.max_new_tokens + 1,
+        generation_num_beams=config.generation.num_beams, logging_steps=max(1, (training.max_steps or 100) // 4),
+    )  # fmt: skip
 
 
 def run(

@@ -1,0 +1,43 @@
+"""The Hugging Face side's `TrainingArguments` from a seqlm config, for every reference script (bench_hf.py,
+hf_seq2seq.py): one translation of seqlm's optimizer settings, so that both sides train alike.
+
+`optimizer_arguments(optim)`: the TrainingArguments keywords of seqlm's `optim:` section (AdamW betas, eps,
+weight decay, warm-up, schedule with its floor, gradient clipping). `training_arguments(...)`: those, plus
+batch size, accumulation, steps, seed and precision, with saving, evaluation, reporting and tqdm off; any
+other keyword goes through, and `arguments_class` picks e.g. Seq2SeqTrainingArguments. Imported lazily:
+a script that measures a process without transformers (bench_hf.py tokenize-raw) must not load it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from seqlm.config.schema import OptimConfig
+
+SCHEDULES = {"linear": "linear", "cosine": "cosine_with_min_lr", "constant": "constant_with_warmup"}
+
+
+def optimizer_arguments(optim: OptimConfig) -> dict[str, Any]:
+    """seqlm's optimizer settings as TrainingArguments keywords."""
+    return {
+        "learning_rate": optim.lr, "weight_decay": optim.weight_decay, "adam_beta1": optim.betas[0],
+        "adam_beta2": optim.betas[1], "adam_epsilon": optim.eps, "warmup_steps": optim.warmup_steps,
+        "lr_scheduler_type": SCHEDULES[optim.schedule],
+        "lr_scheduler_kwargs": {"min_lr_rate": optim.min_lr_ratio} if optim.schedule == "cosine" else None,
+        "max_grad_norm": optim.grad_clip or 0.0,
+    }  # fmt: skip
+
+
+def training_arguments(
+    output_dir: Path, optim: OptimConfig, batch_size: int, grad_accum: int, max_steps: int, seed: int, bf16: bool,
+    arguments_class: Any = None, **extra: Any,
+) -> Any:
+    """TrainingArguments (or `arguments_class`) with seqlm's settings (see the module docstring)."""
+    if arguments_class is None:
+        from transformers import TrainingArguments as arguments_class
+    return arguments_class(
+        output_dir=str(output_dir), per_device_train_batch_size=batch_size, gradient_accumulation_steps=grad_accum,
+        max_steps=max_steps, bf16=bf16, seed=seed, save_strategy="no", eval_strategy="no", report_to="none", disable_tqdm=True,
+        **{"use_cpu": True, "logging_steps": max(1, max_steps // 4), **optimizer_arguments(optim), **extra},
+    )  # fmt: skip
