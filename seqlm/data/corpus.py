@@ -8,7 +8,7 @@ Contract:
   `Dataset.save_to_disk`, or (when it is not an existing path) a hub dataset id.
 - `Corpus.documents()` streams the documents in corpus order, each tagged "train" or
   "validation". Text files are read line by line, each line in bounded chunks (a line over
-  `seqlm.io.line_reader.MAX_LINE_BYTES` is a DataError at its line); JSONL the same way, a
+  `seqlm.io.line_reader.MAX_LINE_BYTES` is a DataError at its line; `seqlm.data.text_documents`); JSONL the same way, a
   JSON object per line; CSV/Parquet with `datasets.load_dataset(..., streaming=True)` (nothing
   is cached, memory stays flat); save_to_disk directories are memory-mapped Arrow (see
   `seqlm.data.corpus_readers`).
@@ -41,9 +41,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from seqlm.config.schema import CorpusConfig
-from seqlm.data.corpus_readers import COMPRESSIONS, column_documents, jsonl_documents, open_binary
+from seqlm.data.corpus_readers import COMPRESSIONS, column_documents, jsonl_documents
+from seqlm.data.text_documents import text_documents
 from seqlm.errors import DataError, SeqlmError, first_line
-from seqlm.io.line_reader import raw_lines
 
 _COMPRESSION_SUFFIXES = set(COMPRESSIONS)
 _EXTENSION_FORMATS = {
@@ -52,7 +52,6 @@ _EXTENSION_FORMATS = {
     ".csv": "csv", ".tsv": "csv",
     ".parquet": "parquet", ".pq": "parquet",
 }  # fmt: skip
-_LONG_LINE = 1 << 20  # from this many bytes on a line is decoded without a copy (see _text_lines)
 # A hub id is `name` or `owner/name`; anything with more slashes is a (missing) path.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
@@ -199,7 +198,7 @@ def stream_source(source: Source, config: CorpusConfig) -> Iterator[str]:
     """The non-blank documents of one source, read in constant memory."""
     try:
         if source.format == "text":
-            yield from _text_documents(source, config)
+            yield from text_documents(source.path, source.location, config.documents)
         elif source.format == "jsonl":
             yield from jsonl_documents(source.location, config.text_columns)
         else:
@@ -218,52 +217,6 @@ def stream_source(source: Source, config: CorpusConfig) -> Iterator[str]:
         raise DataError(
             f"{source.location}: cannot read it as {source.format} ({first}); check the file or set corpus.format"
         ) from exc
-
-
-def _text_documents(source: Source, config: CorpusConfig) -> Iterator[str]:
-    """The lines, or blank-line-separated paragraphs, of a text file, as datasets' "text" builder
-    splits them ("\r\n" and "\r" end lines too), but read with a bounded line length."""
-    if config.documents == "line":
-        for line in _text_lines(source):
-            if line.strip():
-                yield line
-        return
-    block: list[str] = []
-    for line in _text_lines(source):
-        if line.strip():  # a whitespace-only line is blank, as in `documents: line`
-            block.append(line)
-        elif block:  # an empty line ends a paragraph
-            yield from _paragraph(block)
-            block = []
-    yield from _paragraph(block)
-
-
-def _paragraph(lines: list[str]) -> Iterator[str]:
-    text = "\n".join(lines)
-    if text.strip():  # a paragraph of whitespace-only lines is not a document
-        yield text
-
-
-def _text_lines(source: Source) -> Iterator[str]:
-    """Each line of a (possibly compressed) text file, decoded strictly as UTF-8, without its line break."""
-    with open_binary(source.path) as handle:
-        for number, raw in raw_lines(handle, source.location):
-            end = len(raw) - raw.endswith(b"\n")
-            end -= raw.endswith(b"\r", 0, end)
-            try:  # a long line is decoded from a view without its line break, so it is not copied again
-                text = raw[:end].decode("utf-8") if end < _LONG_LINE else str(memoryview(raw)[:end], "utf-8")
-            except UnicodeDecodeError as exc:
-                raise DataError(
-                    f"{source.location}: not UTF-8 text (line {number}, byte {exc.start + 1} of the line: {exc.reason}); "
-                    "re-encode it as UTF-8"
-                ) from exc
-            del raw
-            if number == 1:
-                text = text.removeprefix("\ufeff")  # a byte-order mark is not part of the text
-            if "\r" in text:
-                yield from text.split("\r")  # a lone "\r" (old Mac files) ends a line too
-            else:
-                yield text
 
 
 def _capped(texts: Iterator[str], cap: int | None) -> Iterator[str]:
