@@ -42,7 +42,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
-from hf_arguments import training_arguments
+from hf_trainer import step_clock, training_arguments
 
 from seqlm.config.finetune import FinetuneConfig
 from seqlm.config.loading import load_config
@@ -277,24 +277,6 @@ def read_texts(path: str, text_field: str) -> list[str]:
 
 
 # --------------------------------------------------------------------------- Trainer
-
-
-def step_clock() -> Any:
-    """A TrainerCallback whose `ends` lists the wall time at the end of every optimizer step.
-
-    Defined on call so that importing this module does not import transformers (and torch):
-    `tokenize-raw` measures a process without them.
-    """
-    from transformers import TrainerCallback
-
-    class StepClock(TrainerCallback):
-        def __init__(self) -> None:
-            self.ends: list[float] = []
-
-        def on_step_end(self, *args: Any, **kwargs: Any) -> None:
-            self.ends.append(time.perf_counter())
-
-    return StepClock()
 
 
 def steps_run(clock: Any, args: argparse.Namespace) -> dict[str, int]:

@@ -62,7 +62,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hf_arguments import training_arguments
+from hf_trainer import step_clock, training_arguments
 
 from seqlm.config.finetune import EncoderDecoderConfig, FinetuneConfig, Seq2SeqFinetuneConfig
 from seqlm.config.loading import load_config
@@ -107,20 +107,6 @@ class CountingCollator:
         self.sources.append(int(batch["attention_mask"].sum()))
         self.targets.append(int((batch["labels"] != -100).sum()))
         return batch
-
-
-def step_clock() -> Any:
-    """A TrainerCallback whose `ends` lists the wall time at the end of every optimizer step."""
-    from transformers import TrainerCallback
-
-    class StepClock(TrainerCallback):
-        def __init__(self) -> None:
-            self.ends: list[float] = []
-
-        def on_step_end(self, *args: Any, **kwargs: Any) -> None:
-            self.ends.append(time.perf_counter())
-
-    return StepClock()
 
 
 def steady_rate(ends: list[float], per_batch: list[int], grad_accum: int, warmup: int, measure: int | None) -> float:

@@ -1,15 +1,18 @@
-"""The Hugging Face side's `TrainingArguments` from a seqlm config, for every reference script (bench_hf.py,
-hf_seq2seq.py): one translation of seqlm's optimizer settings, so that both sides train alike.
+"""The Hugging Face side's Trainer setup, for every reference script (bench_hf.py, hf_seq2seq.py): its
+`TrainingArguments` from a seqlm config (one translation of seqlm's optimizer settings, so that both sides
+train alike) and the clock its throughput is read from.
 
 `optimizer_arguments(optim)`: the TrainingArguments keywords of seqlm's `optim:` section (AdamW betas, eps,
 weight decay, warm-up, schedule with its floor, gradient clipping). `training_arguments(...)`: those, plus
 batch size, accumulation, steps, seed and precision, with saving, evaluation, reporting and tqdm off; any
-other keyword goes through, and `arguments_class` picks e.g. Seq2SeqTrainingArguments. Imported lazily:
-a script that measures a process without transformers (bench_hf.py tokenize-raw) must not load it.
+other keyword goes through, and `arguments_class` picks e.g. Seq2SeqTrainingArguments. `step_clock()`: a
+TrainerCallback whose `ends` lists the wall time at the end of every optimizer step. transformers is
+imported on call: a script that measures a process without it (bench_hf.py tokenize-raw) must not load it.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,3 +44,17 @@ def training_arguments(
         max_steps=max_steps, bf16=bf16, seed=seed, save_strategy="no", eval_strategy="no", report_to="none", disable_tqdm=True,
         **{"use_cpu": True, "logging_steps": max(1, max_steps // 4), **optimizer_arguments(optim), **extra},
     )  # fmt: skip
+
+
+def step_clock() -> Any:
+    """A TrainerCallback whose `ends` lists the wall time at the end of every optimizer step."""
+    from transformers import TrainerCallback
+
+    class StepClock(TrainerCallback):
+        def __init__(self) -> None:
+            self.ends: list[float] = []
+
+        def on_step_end(self, *args: Any, **kwargs: Any) -> None:
+            self.ends.append(time.perf_counter())
+
+    return StepClock()
