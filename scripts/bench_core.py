@@ -11,6 +11,8 @@ Contracts:
 - `Bench.seqlm` runs `python -m seqlm NAME CONFIG --set ...`; `Bench.hf` runs `bench_hf.py TASK`
   and returns the result it wrote. Both raise BenchFailure (with the end of the log) unless the
   command exits 0. Every log lands in runs/bench/logs/.
+- `fastest_alternating(bench, seqlm, hf)` runs each side `plan.repeats` times, alternating, and keeps each
+  side's fastest run with the largest peak RSS of its runs (`fastest`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -216,3 +218,27 @@ def fresh(path: Path) -> Path:
 def require(path: Path, made_by: str) -> None:
     if not path.exists():
         raise BenchFailure(f"{path.relative_to(REPO)} is missing: {made_by} did not run or failed")
+
+
+def fastest_alternating(
+    bench: Bench, seqlm: tuple[str, Callable[[], Figure]], hf: tuple[str, Callable[[], Figure]]
+) -> tuple[Figure, Figure]:
+    """Each side's `fastest` of `plan.repeats` runs, seqlm and HF alternating; each side is (label, run)."""
+    repeats = bench.plan.repeats
+    runs: tuple[list[Figure], list[Figure]] = ([], [])
+    for attempt in range(1, repeats + 1):
+        of = f" (run {attempt} of {repeats})" if repeats > 1 else ""
+        for (label, run), figures in zip((seqlm, hf), runs):
+            figures.append(bench.measure(f"{label}{of}", run))
+    return fastest(runs[0]), fastest(runs[1])
+
+
+def fastest(figures: list[Figure]) -> Figure:
+    """The fastest of repeated runs of one command, with every run's rate in extra["runs"] and the
+    largest peak RSS of them (a repeat must not hide a memory peak). The first failure if all failed."""
+    done = [figure for figure in figures if figure.value is not None]
+    if not done:
+        return figures[0]
+    best = max(done, key=lambda figure: figure.value)
+    peak = max((f.peak_rss_mb for f in done if f.peak_rss_mb is not None), default=None)
+    return replace(best, peak_rss_mb=peak, extra={**best.extra, "runs": [f.value for f in figures]})

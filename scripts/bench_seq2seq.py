@@ -27,10 +27,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench_core import CONFIGS, REPO, WORK, Bench, fresh, require
+from bench_core import CONFIGS, REPO, WORK, Bench, fastest_alternating, fresh, require
 from bench_report import Figure, Row
 from bench_seqlm import predicted_outputs
-from bench_tasks import fastest_alternating, seqlm_training
+from bench_tasks import seqlm_training
 
 TOKENIZE = CONFIGS / "t5_translate_tokenize.yaml"
 FINETUNE = CONFIGS / "t5_translate_finetune.yaml"

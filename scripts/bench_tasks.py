@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import bench_seqlm
-from bench_core import CONFIGS, REPO, WORK, Bench, fresh, require
+from bench_core import CONFIGS, REPO, WORK, Bench, fastest_alternating, fresh, require
 from bench_report import Figure, Row
 
 # The fine-tuning start (bert_finetune.yaml's model): see prepare().
@@ -154,30 +153,6 @@ def bench_pretrain(bench: Bench, objective: str) -> list[Row]:
     bf16 = Figure(error=skipped) if skipped else bench.measure(f"pretrain {objective} / HF Trainer bf16", lambda: run_hf("bf16"))
     rows.append(Row(f"pretrain {objective}", "Trainer bf16", seqlm, bf16, note="" if skipped else bf16_note(bench)))
     return rows
-
-
-def fastest_alternating(
-    bench: Bench, seqlm: tuple[str, Callable[[], Figure]], hf: tuple[str, Callable[[], Figure]]
-) -> tuple[Figure, Figure]:
-    """Each side's `fastest` of `plan.repeats` runs, seqlm and HF alternating; each side is (label, run)."""
-    repeats = bench.plan.repeats
-    runs: tuple[list[Figure], list[Figure]] = ([], [])
-    for attempt in range(1, repeats + 1):
-        of = f" (run {attempt} of {repeats})" if repeats > 1 else ""
-        for (label, run), figures in zip((seqlm, hf), runs):
-            figures.append(bench.measure(f"{label}{of}", run))
-    return fastest(runs[0]), fastest(runs[1])
-
-
-def fastest(figures: list[Figure]) -> Figure:
-    """The fastest of repeated runs of one command, with every run's rate in extra["runs"] and the
-    largest peak RSS of them (a repeat must not hide a memory peak). The first failure if all failed."""
-    done = [figure for figure in figures if figure.value is not None]
-    if not done:
-        return figures[0]
-    best = max(done, key=lambda figure: figure.value)
-    peak = max((f.peak_rss_mb for f in done if f.peak_rss_mb is not None), default=None)
-    return replace(best, peak_rss_mb=peak, extra={**best.extra, "runs": [f.value for f in figures]})
 
 
 def seqlm_training(bench: Bench, name: str, config: Path, overrides: list[str], last_step: int, per_step: int | None) -> Figure:

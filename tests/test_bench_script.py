@@ -61,8 +61,8 @@ def test_repeated_runs_alternate_and_each_side_keeps_its_fastest_and_its_largest
     """The default plan's path (`--quick` runs each side once, to stay under 2 minutes)."""
     sys.path.insert(0, str(REPO / "scripts"))
     try:
+        from bench_core import fastest_alternating
         from bench_report import Figure
-        from bench_tasks import fastest_alternating
     finally:
         sys.path.remove(str(REPO / "scripts"))
 
