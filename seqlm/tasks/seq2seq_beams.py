@@ -29,7 +29,7 @@ def beam_search(
     """See the module docstring."""
     beams, inputs = settings.num_beams, input_ids.shape[0]
     device = input_ids.device
-    steps = model_steps(model, input_ids.repeat_interleave(beams, 0), attention_mask.repeat_interleave(beams, 0))
+    steps = model_steps(model, input_ids, attention_mask, copies=beams)
     prompt_width = steps.history.shape[1]
     max_length = prompt_width + settings.max_new_tokens
     stop_ids = torch.tensor(sorted(stop), dtype=torch.long, device=device)

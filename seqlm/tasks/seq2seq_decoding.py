@@ -56,9 +56,8 @@ def decode(
     """`settings.num_return_sequences` outputs per row (row-major), each its new tokens up to and including the
     first of `stop`, or `settings.max_new_tokens` of them. Decoder-only prompts come left-padded."""
     n = settings.num_return_sequences
-    input_ids, attention_mask = input_ids.repeat_interleave(n, 0), attention_mask.repeat_interleave(n, 0)
-    rows = input_ids.shape[0]
-    step_inputs = model_steps(model, input_ids, attention_mask)
+    step_inputs = model_steps(model, input_ids, attention_mask, copies=n)
+    rows = step_inputs.history.shape[0]
     history = step_inputs.history
     processors = logits_processors(settings)
     config = model.generation_config
@@ -90,22 +89,26 @@ def decode(
     return outputs
 
 
-def model_steps(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> EncoderDecoderSteps | DecoderSteps:
-    """What the model is fed step by step, for either kind of model (`history`: what generation starts from)."""
+def model_steps(
+    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, copies: int
+) -> EncoderDecoderSteps | DecoderSteps:
+    """What the model is fed step by step, for either kind of model, `copies` rows per input row (candidates,
+    beams), each input's copies together; `history`: what generation starts from, one row per copy."""
     cache_key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"  # renamed in 5.x
     if model.config.is_encoder_decoder:
-        return EncoderDecoderSteps(model, input_ids, attention_mask, cache_key)
-    return DecoderSteps(input_ids, attention_mask, cache_key)
+        return EncoderDecoderSteps(model, input_ids, attention_mask, cache_key, copies)
+    return DecoderSteps(input_ids.repeat_interleave(copies, 0), attention_mask.repeat_interleave(copies, 0), cache_key)
 
 
 class EncoderDecoderSteps:
-    """The encoder runs once; each step feeds the decoder its last token against the cached states."""
+    """The encoder runs once per input (its states then copied for each of its rows, as `generate` does); each
+    step feeds the decoder its last token against the cached states."""
 
-    def __init__(self, model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache_key: str) -> None:
+    def __init__(self, model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache_key: str, copies: int) -> None:
         self.cache_key = cache_key
         encoded = model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
-        self.encoder_states = encoded.last_hidden_state
-        self.attention_mask = attention_mask
+        self.encoder_states = encoded.last_hidden_state.repeat_interleave(copies, 0)
+        self.attention_mask = attention_mask.repeat_interleave(copies, 0)
         self.cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
         start = model.generation_config.decoder_start_token_id
         if start is None:
@@ -114,7 +117,7 @@ class EncoderDecoderSteps:
                 if model.config.decoder_start_token_id is not None
                 else model.config.decoder.bos_token_id
             )
-        self.history = torch.full((input_ids.shape[0], 1), int(start), dtype=torch.long, device=input_ids.device)
+        self.history = torch.full((input_ids.shape[0] * copies, 1), int(start), dtype=torch.long, device=input_ids.device)
         self.decoder_input_ids = self.history
 
     def forward_arguments(self) -> dict[str, Any]:
