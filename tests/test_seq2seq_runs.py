@@ -123,7 +123,8 @@ def test_two_ddp_processes_match_one_process_for_seq2seq(tmp_path: Path, tokeniz
     161 training rows: each epoch's last batch holds one example, so one rank gets a row that counts for
     nothing. Each rank trims its share's sources and decoder labels each to their own width (labels
     used to be cut to the sources' width). Validation: the loss split over the ranks, generation by
-    every rank on the DDP-unwrapped model; the figures of one process."""
+    every rank on the DDP-unwrapped model; the figures of one process. Then `seqlm evaluate --nproc 2` (beam
+search) on the trained model gives one process's scores."""
     rows = _copy_rows(185, seed=5)
     train = _write(tmp_path / "train.jsonl", [(r, _rewritten(r)) for r in rows[:161]])
     validation = _write(tmp_path / "validation.jsonl", [(r, _rewritten(r)) for r in rows[161:]])
@@ -146,3 +147,12 @@ def test_two_ddp_processes_match_one_process_for_seq2seq(tmp_path: Path, tokeniz
             assert got[key] == (pytest.approx(value, rel=1e-5) if isinstance(value, float) else value), (expected["step"], key)
     metrics = [json.loads((run / "metrics.json").read_text()) for run in (one, two)]
     assert metrics[1]["best_step"] == metrics[0]["best_step"]
+    # `seqlm evaluate --nproc 2` on the trained model: each rank scores its share, the figures are one process's.
+    scores = []
+    for run, extra in ((tmp_path / "eval-one", []), (tmp_path / "eval-two", ["--nproc", "2"])):
+        arguments = ["evaluate", "--model", str(one / "model"), "--data", str(validation), "--set", f"output_dir={run}"]
+        _ok(seqlm_process(*arguments, "--set", "generation.max_new_tokens=12", "--set", "generation.num_beams=2", *extra, "-q"))
+        scores.append(json.loads((run / "metrics.json").read_text()))
+    assert scores[1].keys() == scores[0].keys() and scores[0]["examples"] == 24
+    for key, value in scores[0].items():
+        assert scores[1][key] == (pytest.approx(value, rel=1e-5) if isinstance(value, float) else value), key
