@@ -22,7 +22,9 @@ from seqlm.data.token_store import TokenDataset
 from seqlm.errors import ConfigError
 from seqlm.metrics.scoring import score_batches
 from seqlm.models.build import build_model, head_for, load_pretrained, resolve_family
-from seqlm.models.loading import max_positions, remote_code_warning
+from seqlm.models.gguf_files import is_gguf
+from seqlm.models.loading import max_positions, model_source, remote_code_warning
+from seqlm.models.packaged import PACKAGED_MODELS
 from seqlm.runtime.allocator import keep_freed_memory
 from seqlm.runtime.device import Precision, resolve_precision, seed_everything, select_device, speed_up
 from seqlm.runtime.distributed import SINGLE, Cluster, joined, on_main
@@ -79,7 +81,8 @@ def setup(config: PretrainConfig, console: Console, held: ExitStack, cluster: Cl
     if source is not None and _has_tokenizer(source):
         from transformers import AutoTokenizer
 
-        dataset.check_tokenizer(AutoTokenizer.from_pretrained(source, trust_remote_code=trust), source)
+        found = model_source(source)
+        dataset.check_tokenizer(AutoTokenizer.from_pretrained(found.path, trust_remote_code=trust, **found.file_kwargs), source)
     run_dir = RunDir(config.output_dir)
     checkpoint = open_run(run_dir, config, console, held, cluster)
     if checkpoint is None or is_sharded(checkpoint):  # a sharded checkpoint's weights are loaded by begin()
@@ -197,5 +200,5 @@ def _metrics(pretrain: PretrainRun, validation_metrics: dict[str, float]) -> dic
 
 
 def _has_tokenizer(model: str) -> bool:
-    """A local model dir with tokenizer files (a hub id is checked by its vocabulary size only)."""
-    return (Path(model) / "tokenizer_config.json").is_file()
+    """A local model dir with tokenizer files, a .gguf file or a packaged model (a hub id is checked by its vocabulary size only)."""
+    return (Path(model) / "tokenizer_config.json").is_file() or is_gguf(Path(model)) or model in PACKAGED_MODELS

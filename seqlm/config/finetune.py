@@ -119,8 +119,8 @@ class FinetuneRunConfig(Section):
     output_dir: Path = Field(description="The run directory (config.yaml, metrics, best/, model/).")
     task: str = Field(description="What to fine-tune for.")
     model: str = Field(
-        description="Start from this HF-format model dir (e.g. a pretrain run's model/), a hub id, or `minilm` "
-        "(all-MiniLM-L6-v2 from the `pretrained` extra)."
+        description="Start from this HF-format model dir (e.g. a pretrain run's model/), a .gguf file (the `llm` extra), a hub id, "
+        "`minilm` (all-MiniLM-L6-v2 from the `pretrained` extra) or `smollm2` (SmolLM2-135M-Instruct from the `llm` extra)."
     )
     trust_remote_code: TrustRemoteCode = False
     data: SplitFilesConfig

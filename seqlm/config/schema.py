@@ -106,7 +106,7 @@ class TokenizerConfig(Section):
     """Train a tokenizer (`kind`) or load one (`pretrained`: a local dir or a hub id)."""
 
     kind: Literal["bpe", "wordpiece"] = Field(default="bpe", description="bpe: byte-level BPE (GPT); wordpiece: BERT.")
-    pretrained: str | None = Field(default=None, description="Load this tokenizer (dir or hub id) instead of training one.")
+    pretrained: str | None = Field(default=None, description="Load this tokenizer (dir, .gguf model file, smollm2 or hub id) instead of training one.")
     vocab_size: int = Field(default=8000, ge=300, le=1_000_000, description="Vocabulary size to train, special tokens included.")
     min_frequency: int = Field(default=2, ge=1, description="Merges/pieces seen fewer times are not learned.")
     special_tokens: list[str] | None = Field(
@@ -131,7 +131,7 @@ class ModelConfig(Section):
     """A model from scratch (sizes) or continued from an HF checkpoint (`from_pretrained`)."""
 
     family: Literal["auto", "gpt2", "llama", "bert"] = Field(default="auto", description="auto: gpt2 for clm, bert for mlm.")
-    from_pretrained: str | None = Field(default=None, description="HF-format dir or hub id; sizes below are then ignored.")
+    from_pretrained: str | None = Field(default=None, description="HF-format dir, .gguf file, smollm2 or hub id; sizes below are then ignored.")
     n_layers: int = Field(default=2, ge=1, description="Transformer blocks.")
     n_heads: int = Field(default=2, ge=1, description="Attention heads; must divide d_model.")
     d_model: int = Field(default=64, ge=8, description="Hidden width.")
@@ -236,7 +236,7 @@ class PretrainConfig(Section):
 
 
 class EvaluateConfig(Section):
-    model: str = Field(description="An HF-format model dir (e.g. a run's model/) or a hub id.")
+    model: str = Field(description="An HF-format model dir (e.g. a run's model/), a .gguf file, a packaged model (minilm, smollm2) or a hub id.")
     trust_remote_code: TrustRemoteCode = False
     data: Path = Field(
         description="LMs: a `seqlm tokenize` dataset dir or a text file (one document per line); classifiers: a labelled JSONL/CSV/Parquet file; token classifiers: a tagged JSONL/CoNLL/CoNLL-U file."
@@ -272,7 +272,7 @@ class EvaluateConfig(Section):
 
 
 class PredictConfig(Section):
-    model: str = Field(description="An HF-format model dir (e.g. a run's model/) or a hub id.")
+    model: str = Field(description="An HF-format model dir (e.g. a run's model/), a .gguf file, a packaged model (minilm, smollm2) or a hub id.")
     trust_remote_code: TrustRemoteCode = False
     input: str = Field(default="-", description="Text (one input per line) or JSONL file; '-' is stdin.")
     output: str = Field(default="-", description="Output file; '-' is stdout.")
