@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from seqlm.config.generation import GenerationConfig
+from seqlm.config.lora import LoraConfig
 from seqlm.config.section import Section
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
@@ -198,6 +199,9 @@ class TrainingConfig(Section):
     )
     keep_last: KeepLast = None
     on_nan: OnNan = "stop"
+    lora: LoraConfig | None = Field(
+        default=None, description="Train low-rank adapters on model.from_pretrained instead of every weight; model/ holds the merged model."
+    )
 
 
 class PretrainConfig(Section):
@@ -222,6 +226,8 @@ class PretrainConfig(Section):
             raise ValueError("objective 'clm' needs a causal family (gpt2 or llama), not bert")
         if self.objective == "mlm" and family in ("gpt2", "llama"):
             raise ValueError(f"objective 'mlm' needs family bert, not {family}")
+        if self.training.lora is not None and self.model.from_pretrained is None:
+            raise ValueError("training.lora adapts a pretrained model: set model.from_pretrained (a model from scratch trains in full)")
         if self.nsp and self.objective != "mlm":
             raise ValueError("nsp: true needs objective: mlm")
         if self.model.from_pretrained is None and self.training.seq_len > self.model.max_len:

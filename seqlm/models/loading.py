@@ -2,8 +2,9 @@
 
 `load_for_inference(model, device, head=...)` accepts an HF-format directory (config.json,
 weights, tokenizer files — what `seqlm pretrain` and `seqlm finetune` write), a `.gguf` file
-(`seqlm.models.gguf_files`), a packaged model's alias (`seqlm.models.packaged`) or a hub id, which is
-passed through to `from_pretrained` unchanged (`model_source` decides which it is). It works out which head the model was saved with
+(`seqlm.models.gguf_files`), a packaged model's alias (`seqlm.models.packaged`), a LoRA run's `adapter/`
+(its base model with the adapters merged, `seqlm.models.lora`) or a hub id, which is passed through to
+`from_pretrained` unchanged (`model_source` decides which it is). It works out which head the model was saved with
 (`seqlm.models.heads.detect_head`: causal LM, masked LM, sequence or token classifier), loads it in fp32 (lower precision is applied by autocast, see `seqlm.runtime.device`),
 moves it to `device` and puts it in eval mode. Remote code runs only with `trust_remote_code=True`.
 
@@ -24,6 +25,7 @@ import torch
 from seqlm.errors import ConfigError, DataError, first_line
 from seqlm.models.gguf_files import dequantized, gguf_source, is_gguf, plain_model
 from seqlm.models.heads import HEADS, auto_class, detect_head, supports
+from seqlm.models.lora import is_adapter_dir, load_adapter_dir
 from seqlm.models.packaged import packaged_model_path
 
 SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")
@@ -53,6 +55,15 @@ def load_for_inference(model: str, device: torch.device | str, *, head: str = "a
     from transformers import AutoConfig, AutoTokenizer
 
     local = Path(model).expanduser()
+    if is_adapter_dir(local):  # a LoRA run's adapter/: its base model with the adapters merged
+        chosen: list[str] = []
+
+        def head_class(config: Any) -> Any:
+            chosen.append(_resolve_head(config, head, model))
+            return auto_class(chosen[0])
+
+        loaded, tokenizer, _ = load_adapter_dir(local, head_class, trust_remote_code)
+        return _ready(loaded, tokenizer, chosen[0], model, device, missing=[])
     found = model_source(model)
     source = found.path
     found.load_kwargs["trust_remote_code"] = trust_remote_code
@@ -72,9 +83,13 @@ def load_for_inference(model: str, device: torch.device | str, *, head: str = "a
         except (OSError, ValueError, KeyError) as exc:
             raise DataError(_load_failure(model, local, "tokenizer", exc)) from exc
 
+    return _ready(loaded, tokenizer, head, model, device, sorted(info.get("missing_keys") or []))
+
+
+def _ready(loaded: Any, tokenizer: Any, head: str, model: str, device: torch.device | str, missing: list[str]) -> LoadedModel:
+    """The loaded model checked (no weight `missing`), with its tokenizer's pad token set, on `device` in eval mode."""
     # Missing keys mean freshly initialised (random) weights, e.g. an encoder-only checkpoint
     # loaded with an LM head: its predictions would be noise, so refuse instead of warning.
-    missing = sorted(info.get("missing_keys") or [])
     if missing:
         shown = ", ".join(missing[:3]) + (f" (+{len(missing) - 3} more)" if len(missing) > 3 else "")
         trained = "fine-tuned for that task" if head.endswith("classification") else "trained as a language model"

@@ -8,7 +8,8 @@ transformer block (the model's `_no_split_modules`) and on the whole.
 
 `ParallelModel` also gives what a run saves from it: the full weights in HF format (gathered
 from the shards under FSDP), and the loop state with the full optimizer state and every rank's
-RNG state, so that a checkpoint resumes exactly with the same number of processes.
+RNG state, so that a checkpoint resumes exactly with the same number of processes. When only adapters
+train (`adapters`), checkpoints hold the adapters and the model saved is the merged one.
 """
 
 from __future__ import annotations
@@ -79,6 +80,9 @@ class ParallelModel:
     strategy: Strategy
     device: torch.device
     sharded_checkpoints: bool = False  # checkpoints hold each rank's shards (torch.distributed.checkpoint)
+    # Only adapters train (training.lora): an object with `merged()` (the model with the adapters merged, what
+    # model/ and best/ hold) and `adapter_only()` (what a checkpoint holds): seqlm.models.lora.Adapters.
+    adapters: Any = None
 
     @property
     def lockstep(self) -> bool:
@@ -105,6 +109,8 @@ class ParallelModel:
         `for_checkpoint` with sharded checkpoints: only the config (the weights go into the shards)."""
         if for_checkpoint and self.sharded_checkpoints:
             return SaveableModel(self.model, None, config_only=True)
+        if self.adapters is not None:  # the adapters alone in checkpoints; merged into the weights elsewhere
+            return SaveableModel(self.adapters.adapter_only() if for_checkpoint else self.adapters.merged(), None)
         if self.strategy != "fsdp":
             return SaveableModel(self.model, None)
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
