@@ -95,12 +95,16 @@ class Adapters:
     def describe(self) -> str:
         """One line for the run's log: what trains, and what a checkpoint holds against a full one."""
         shown = ", ".join(dict.fromkeys(name.rsplit(".", 1)[-1] for name in self.targets))
-        ours, full = self.trainable * _BYTES_PER_TRAINED / 1e6, self.total * _BYTES_PER_TRAINED / 1e6
+        ours, full = _size(self.trainable * _BYTES_PER_TRAINED), _size(self.total * _BYTES_PER_TRAINED)
         return (
             f"lora: adapters on {len(self.targets)} layers ({shown}); {self.trainable:,} of {self.total:,} parameters trained "
             f"({100 * self.trainable / self.total:.2f}%); a checkpoint holds them and their optimizer state "
-            f"(~{ours:.3g} MB, against ~{full:.3g} MB for full fine-tuning)"
+            f"(~{ours}, against ~{full} for full fine-tuning)"
         )
+
+
+def _size(n_bytes: float) -> str:
+    return f"{n_bytes / 1e9:.3g} GB" if n_bytes >= 1e9 else f"{n_bytes / 1e6:.3g} MB"
 
 
 @dataclass
