@@ -161,3 +161,40 @@ def test_target_modules_that_match_nothing_name_the_layers_there_are(gpt2_dir: P
 def test_lora_with_freeze_body_is_refused(gpt2_dir: Path, tmp_path: Path) -> None:
     result = invoke(*classify_args(gpt2_dir, tmp_path, tmp_path / "run"), "--set", "training.freeze=body")
     assert result.exit_code == 2 and "use freeze: none with lora" in result.stderr
+
+
+def test_lora_seq2seq_on_a_decoder_only_model(gpt2_dir: Path, tmp_path: Path) -> None:
+    """Prompt + target on a causal LM: the adapters train, the merged model keeps seqlm's prompt marker, and the
+    adapter dir loads as the same prompted model (its head read from the saved config)."""
+    from transformers import AutoModelForCausalLM
+
+    rows = [{"source": line.split(" ", 3)[-1][:60], "target": line.split(" ", 3)[-1][:20]} for line in
+            (CLASSIFY / "train.jsonl").read_text().splitlines()[:96]]  # fmt: skip
+    train, validation = write_jsonl(tmp_path / "train.jsonl", rows[:80]), write_jsonl(tmp_path / "val.jsonl", rows[80:])
+    run = tmp_path / "run"
+    settings = sets(
+        model=gpt2_dir, output_dir=run, data__train=train, data__validation=validation, training__max_steps=4, training__batch_size=16,
+        training__max_source_length=24, training__max_target_length=16, training__eval_every=4, training__eval_generate_examples=4,
+        generation__max_new_tokens=4,
+    )  # fmt: skip
+    seqlm("finetune", "configs/tiny/gpt_translate_finetune.yaml", *settings, *LORA, "--device", "cpu", "-q")
+    _frozen_unchanged_and_adapted_changed(gpt2_dir, run / "model", ("c_attn", "c_proj", "c_fc"))
+    assert json.loads((run / "adapter" / "config.json").read_text())["seqlm"]["head"] == "prompted_lm"
+    assert load_for_inference(str(run / "adapter"), "cpu").head == "prompted_lm"
+    _merged_equals_base_plus_adapter(run / "model", run / "adapter", AutoModelForCausalLM, {"input_ids": torch.tensor([[5, 17, 40]])})
+
+
+def test_an_adapter_dir_whose_base_moved_loads_the_base_its_run_names(gpt2_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    seqlm(*classify_args(gpt2_dir, tmp_path, run, **{"training.max_steps": 2}), "-q")
+    adapter_config = json.loads((run / "adapter" / "adapter_config.json").read_text())
+    assert adapter_config["base_model_name_or_path"] == str(gpt2_dir.resolve())
+    moved = tmp_path / "copy"
+    shutil.copytree(run, moved)
+    (moved / "adapter" / "adapter_config.json").write_text(json.dumps({**adapter_config, "base_model_name_or_path": "/gone/model"}))
+    inputs = {"input_ids": torch.tensor([[5, 17, 40]])}
+    with torch.no_grad():
+        expected = load_for_inference(str(run / "model"), "cpu").model(**inputs).logits
+        torch.testing.assert_close(load_for_inference(str(moved / "adapter"), "cpu").model(**inputs).logits, expected, rtol=1e-5, atol=1e-5)

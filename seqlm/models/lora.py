@@ -197,12 +197,18 @@ def load_adapter_dir(directory: Path, auto_class_for: Any, trust_remote_code: bo
     from seqlm.models.gguf_files import plain_model
     from seqlm.models.loading import model_source, quiet_transformers
 
-    base = json.loads((directory / ADAPTER_CONFIG).read_text(encoding="utf-8")).get("base_model_name_or_path")
-    if not base:
-        raise DataError(f"{directory / ADAPTER_CONFIG}: names no base_model_name_or_path; set it to the base model's dir")
     if not (directory / "config.json").is_file():
         raise DataError(f"{directory}: an adapter dir without the trained model's config.json; pass the run's model/ (merged) instead")
-    source = model_source(base)
+    base = json.loads((directory / ADAPTER_CONFIG).read_text(encoding="utf-8")).get("base_model_name_or_path")
+    try:
+        source = model_source(base) if base else None
+    except DataError:
+        source = None  # moved or deleted since: the run's own config may still name it
+    if source is None:
+        base = _run_base(directory) or base
+        if base is None:
+            raise DataError(f"{directory / ADAPTER_CONFIG}: names no base_model_name_or_path; set it to the base model's dir")
+        source = model_source(base)
     with quiet_transformers():
         try:
             config = AutoConfig.from_pretrained(directory, trust_remote_code=trust_remote_code)
@@ -212,3 +218,20 @@ def load_adapter_dir(directory: Path, auto_class_for: Any, trust_remote_code: bo
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise DataError(f"{directory}: could not load the adapters onto {base} ({first_line(exc)}); check adapter_config.json's base model") from exc
     return merged, tokenizer, config
+
+
+def _run_base(directory: Path) -> str | None:
+    """The base model the run that wrote `directory` (its adapter/ or best-adapter/) started from, per its config.yaml."""
+    import yaml
+
+    saved = directory.parent / "config.yaml"
+    try:
+        config = yaml.safe_load(saved.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    model = config.get("model") if isinstance(config, dict) else None
+    base = model.get("from_pretrained") if isinstance(model, dict) else model  # pretrain: model.from_pretrained
+    if not isinstance(base, str):
+        return None
+    local = Path(base)
+    return str(saved.parent / local) if not local.is_absolute() and (saved.parent / local).exists() else base
