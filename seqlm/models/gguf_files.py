@@ -11,6 +11,8 @@ trained), and `plain_model` then drops transformers' GGUF quantizer, which would
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,21 @@ def dequantized(directory: str, name: str) -> Any:
     from transformers import GgufConfig
 
     return GgufConfig(gguf_file=str(Path(directory) / name), dequantize=True)
+
+
+@contextmanager
+def no_reader_bar() -> Iterator[None]:
+    """transformers' GGUF reader draws a tqdm bar of its own, which its progress-bar switch does not reach: off here."""
+    from functools import partial
+
+    from transformers import modeling_gguf_pytorch_utils as reader
+
+    bar = reader.tqdm
+    reader.tqdm = partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        reader.tqdm = bar
 
 
 def plain_model(model: Any) -> Any:

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import torch
 
 from seqlm.errors import ConfigError, DataError, first_line
-from seqlm.models.gguf_files import dequantized, gguf_source, is_gguf, plain_model
+from seqlm.models.gguf_files import dequantized, gguf_source, is_gguf, no_reader_bar, plain_model
 from seqlm.models.heads import HEADS, auto_class, detect_head, supports
 from seqlm.models.lora import is_adapter_dir, load_adapter_dir
 from seqlm.models.packaged import packaged_model_path
@@ -125,9 +125,11 @@ class ModelSource(NamedTuple):
     def load(self, auto_class: Any, **kwargs: Any) -> Any:
         """`auto_class.from_pretrained(path, **kwargs, **load_kwargs)`, as a plain float model (`plain_model`)."""
         kwargs = {**kwargs, **self.load_kwargs}
-        if "gguf_file" in kwargs:
-            kwargs["quantization_config"] = dequantized(self.path, kwargs["gguf_file"])
-        loaded = auto_class.from_pretrained(self.path, **kwargs)
+        if "gguf_file" not in kwargs:
+            loaded = auto_class.from_pretrained(self.path, **kwargs)
+        else:
+            with no_reader_bar():
+                loaded = auto_class.from_pretrained(self.path, quantization_config=dequantized(self.path, kwargs["gguf_file"]), **kwargs)
         plain_model(loaded[0] if isinstance(loaded, tuple) else loaded)
         return loaded
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,8 +126,6 @@ def attach_lora(model: torch.nn.Module, lora: LoraConfig, new_weights: list[str]
     """Inject adapters into `model` in place; see the module docstring. `base` is what adapter_config.json
     records as the base model (a local path is made absolute). ConfigError when `lora.target_modules` names
     no layer of the model (the names it has are listed), or the model was built from scratch."""
-    import warnings
-
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
     from transformers.pytorch_utils import Conv1D
@@ -213,7 +212,9 @@ def load_adapter_dir(directory: Path, auto_class_for: Any, trust_remote_code: bo
         try:
             config = AutoConfig.from_pretrained(directory, trust_remote_code=trust_remote_code)
             model = source.load(auto_class_for(config), config=config, dtype=torch.float32, trust_remote_code=trust_remote_code)
-            merged = plain_model(PeftModel.from_pretrained(model, str(directory)).merge_and_unload())
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # peft calls transformers APIs deprecated for v6
+                merged = plain_model(PeftModel.from_pretrained(model, str(directory)).merge_and_unload())
             tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=trust_remote_code)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise DataError(f"{directory}: could not load the adapters onto {base} ({first_line(exc)}); check adapter_config.json's base model") from exc
