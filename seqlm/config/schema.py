@@ -199,9 +199,7 @@ class TrainingConfig(Section):
     )
     keep_last: KeepLast = None
     on_nan: OnNan = "stop"
-    lora: LoraConfig | None = Field(
-        default=None, description="Train low-rank adapters on model.from_pretrained instead of every weight; model/ holds the merged model."
-    )
+    lora: LoraConfig | None = Field(default=None, description="Train low-rank adapters on model.from_pretrained, not every weight.")
 
 
 class PretrainConfig(Section):

@@ -8,8 +8,7 @@ transformer block (the model's `_no_split_modules`) and on the whole.
 
 `ParallelModel` also gives what a run saves from it: the full weights in HF format (gathered
 from the shards under FSDP), and the loop state with the full optimizer state and every rank's
-RNG state, so that a checkpoint resumes exactly with the same number of processes. When only adapters
-train (`adapters`), checkpoints hold the adapters and the model saved is the merged one.
+RNG state, so that a checkpoint resumes exactly with the same number of processes.
 """
 
 from __future__ import annotations
@@ -80,9 +79,7 @@ class ParallelModel:
     strategy: Strategy
     device: torch.device
     sharded_checkpoints: bool = False  # checkpoints hold each rank's shards (torch.distributed.checkpoint)
-    # Only adapters train (training.lora): an object with `merged()` (the model with the adapters merged, what
-    # model/ and best/ hold) and `adapter_only()` (what a checkpoint holds): seqlm.models.lora.Adapters.
-    adapters: Any = None
+    adapters: Any = None  # training.lora's seqlm.models.lora.Adapters: merged() saved as the model, adapter_only() in checkpoints
 
     @property
     def lockstep(self) -> bool:
