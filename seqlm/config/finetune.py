@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
+from seqlm.config.lora import LoraConfig
 from seqlm.config.schema import (
     Compile,
     Device,
@@ -88,6 +89,9 @@ class FinetuneTrainingConfig(Section):
     )
     group_by_length: bool = Field(default=True, description="Batch examples of similar length (less padding).")
     freeze: Literal["none", "embeddings", "body"] = Field(default="none", description="embeddings: freeze them; body: train only the newly initialised weights (the head).")
+    lora: LoraConfig | None = Field(
+        default=None, description="Train low-rank adapters (and the new head) instead of every weight; model/ and best/ hold the merged model."
+    )
     eval_every: int | None = Field(default=None, ge=1, description="Validate every N steps; null: every epoch.")
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     precision: TrainingPrecision = "auto"
@@ -98,6 +102,13 @@ class FinetuneTrainingConfig(Section):
     checkpoint_every: int | None = Field(default=None, ge=1, description="Save checkpoints/step-N every N steps (for --resume).")
     keep_last: KeepLast = None
     on_nan: OnNan = "stop"
+
+
+    @model_validator(mode="after")
+    def _lora_keeps_the_body_training(self) -> FinetuneTrainingConfig:
+        if self.lora is not None and self.freeze == "body":
+            raise ValueError("freeze: body trains only the new head, and lora trains adapters in the body; use freeze: none with lora")
+        return self
 
 
 class TokenClassificationTrainingConfig(FinetuneTrainingConfig):
@@ -119,8 +130,8 @@ class FinetuneRunConfig(Section):
     output_dir: Path = Field(description="The run directory (config.yaml, metrics, best/, model/).")
     task: str = Field(description="What to fine-tune for.")
     model: str = Field(
-        description="Start from this HF-format model dir (e.g. a pretrain run's model/), a hub id, or `minilm` "
-        "(all-MiniLM-L6-v2 from the `pretrained` extra)."
+        description="Start from this HF-format model dir (e.g. a pretrain run's model/), a .gguf file (the `llm` extra), a hub id, "
+        "`minilm` (all-MiniLM-L6-v2 from the `pretrained` extra) or `smollm2` (SmolLM2-135M-Instruct from the `llm` extra)."
     )
     trust_remote_code: TrustRemoteCode = False
     data: SplitFilesConfig

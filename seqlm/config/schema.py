@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from seqlm.config.generation import GenerationConfig
+from seqlm.config.lora import LoraConfig
 from seqlm.config.section import Section
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
@@ -106,7 +107,7 @@ class TokenizerConfig(Section):
     """Train a tokenizer (`kind`) or load one (`pretrained`: a local dir or a hub id)."""
 
     kind: Literal["bpe", "wordpiece"] = Field(default="bpe", description="bpe: byte-level BPE (GPT); wordpiece: BERT.")
-    pretrained: str | None = Field(default=None, description="Load this tokenizer (dir or hub id) instead of training one.")
+    pretrained: str | None = Field(default=None, description="Load this tokenizer (dir, .gguf model file, smollm2 or hub id) instead of training one.")
     vocab_size: int = Field(default=8000, ge=300, le=1_000_000, description="Vocabulary size to train, special tokens included.")
     min_frequency: int = Field(default=2, ge=1, description="Merges/pieces seen fewer times are not learned.")
     special_tokens: list[str] | None = Field(
@@ -131,7 +132,7 @@ class ModelConfig(Section):
     """A model from scratch (sizes) or continued from an HF checkpoint (`from_pretrained`)."""
 
     family: Literal["auto", "gpt2", "llama", "bert"] = Field(default="auto", description="auto: gpt2 for clm, bert for mlm.")
-    from_pretrained: str | None = Field(default=None, description="HF-format dir or hub id; sizes below are then ignored.")
+    from_pretrained: str | None = Field(default=None, description="HF-format dir, .gguf file, smollm2 or hub id; sizes below are then ignored.")
     n_layers: int = Field(default=2, ge=1, description="Transformer blocks.")
     n_heads: int = Field(default=2, ge=1, description="Attention heads; must divide d_model.")
     d_model: int = Field(default=64, ge=8, description="Hidden width.")
@@ -198,6 +199,7 @@ class TrainingConfig(Section):
     )
     keep_last: KeepLast = None
     on_nan: OnNan = "stop"
+    lora: LoraConfig | None = Field(default=None, description="Train low-rank adapters on model.from_pretrained, not every weight.")
 
 
 class PretrainConfig(Section):
@@ -222,6 +224,8 @@ class PretrainConfig(Section):
             raise ValueError("objective 'clm' needs a causal family (gpt2 or llama), not bert")
         if self.objective == "mlm" and family in ("gpt2", "llama"):
             raise ValueError(f"objective 'mlm' needs family bert, not {family}")
+        if self.training.lora is not None and self.model.from_pretrained is None:
+            raise ValueError("training.lora adapts a pretrained model: set model.from_pretrained (a model from scratch trains in full)")
         if self.nsp and self.objective != "mlm":
             raise ValueError("nsp: true needs objective: mlm")
         if self.model.from_pretrained is None and self.training.seq_len > self.model.max_len:
@@ -236,7 +240,7 @@ class PretrainConfig(Section):
 
 
 class EvaluateConfig(Section):
-    model: str = Field(description="An HF-format model dir (e.g. a run's model/) or a hub id.")
+    model: str = Field(description="An HF-format model dir (e.g. a run's model/), a .gguf file, a packaged model (minilm, smollm2) or a hub id.")
     trust_remote_code: TrustRemoteCode = False
     data: Path = Field(
         description="LMs: a `seqlm tokenize` dataset dir or a text file (one document per line); classifiers: a labelled JSONL/CSV/Parquet file; token classifiers: a tagged JSONL/CoNLL/CoNLL-U file."
@@ -272,7 +276,7 @@ class EvaluateConfig(Section):
 
 
 class PredictConfig(Section):
-    model: str = Field(description="An HF-format model dir (e.g. a run's model/) or a hub id.")
+    model: str = Field(description="An HF-format model dir (e.g. a run's model/), a .gguf file, a packaged model (minilm, smollm2) or a hub id.")
     trust_remote_code: TrustRemoteCode = False
     input: str = Field(default="-", description="Text (one input per line) or JSONL file; '-' is stdin.")
     output: str = Field(default="-", description="Output file; '-' is stdout.")

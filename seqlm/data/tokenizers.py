@@ -91,17 +91,24 @@ def train_tokenizer(config: TokenizerConfig, documents: DocumentPasses) -> Any:
 
 
 def load_pretrained(name: str) -> Any:
-    """`AutoTokenizer.from_pretrained(name)` for a local directory or a hub id, as a fast tokenizer."""
+    """`AutoTokenizer.from_pretrained(name)` for a local directory, a .gguf model file, a packaged model's
+    alias (`smollm2`, see `seqlm.models.packaged`) or a hub id, as a fast tokenizer."""
     from transformers import AutoTokenizer
 
-    local = Path(name).expanduser()
+    from seqlm.models.gguf_files import gguf_source, is_gguf
+    from seqlm.models.packaged import packaged_model_path
+
+    local = packaged_model_path(name) or Path(name).expanduser()
+    source, kwargs = (str(local) if local.is_dir() else name), {}
     if local.is_file():
-        raise ConfigError(f"tokenizer.pretrained {name!r} is a file; give the directory that holds tokenizer.json")
+        if not is_gguf(local):
+            raise ConfigError(f"tokenizer.pretrained {name!r} is a file; give the directory that holds tokenizer.json (or a .gguf model file)")
+        source, kwargs = gguf_source(local, name)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(local) if local.is_dir() else name)
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     except Exception as exc:
         first = first_line(exc)
-        where = "local directory" if local.is_dir() else "local directory or hub id"
+        where = "local directory" if local.is_dir() else "local file" if local.is_file() else "local directory or hub id"
         raise DataError(f"tokenizer.pretrained {name!r}: cannot load a tokenizer from this {where} ({first})") from exc
     if not getattr(tokenizer, "is_fast", False) or getattr(tokenizer, "backend_tokenizer", None) is None:
         raise ConfigError(

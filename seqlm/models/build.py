@@ -13,7 +13,7 @@ from typing import Any, Literal
 from seqlm.config.schema import ModelConfig
 from seqlm.errors import ConfigError, DataError, first_line
 from seqlm.models.heads import auto_class
-from seqlm.models.loading import check_model_dir, plausible_hub_id
+from seqlm.models.loading import model_source, quiet_transformers
 
 Family = Literal["gpt2", "llama", "bert"]
 Head = Literal["causal_lm", "masked_lm", "pretraining"]
@@ -48,16 +48,16 @@ def build_model(model: ModelConfig, objective: str, nsp: bool, tokenizer: Any) -
 
 
 def load_pretrained(name_or_path: str, head: Head, trust_remote_code: bool = False) -> Any:
-    """Continue from an HF-format checkpoint dir (or a hub id for online users)."""
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        check_model_dir(path)
-    elif path.exists() or not plausible_hub_id(name_or_path):
-        raise DataError(f"{name_or_path}: model.from_pretrained must be an HF-format model directory or a hub id")
+    """Continue from an HF-format checkpoint dir, a .gguf file or a packaged model's alias (or a hub id for online users)."""
     try:
-        return auto_class(head).from_pretrained(
-            str(path) if path.is_dir() else name_or_path, attn_implementation="sdpa", trust_remote_code=trust_remote_code
-        )
+        found = model_source(name_or_path)
+    except DataError as exc:
+        if Path(name_or_path).expanduser().exists():
+            raise
+        raise DataError(f"{name_or_path}: model.from_pretrained must be an HF-format model directory, a .gguf file or a hub id") from exc
+    try:
+        with quiet_transformers():
+            return found.load(auto_class(head), attn_implementation="sdpa", trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise DataError(f"{name_or_path}: cannot load a {head} model: {first_line(exc)}") from exc
 

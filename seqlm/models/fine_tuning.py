@@ -14,7 +14,7 @@ import torch
 
 from seqlm.errors import ConfigError, DataError, first_line
 from seqlm.models.heads import auto_class, detect_head, supports
-from seqlm.models.loading import max_positions, model_source, quiet_transformers
+from seqlm.models.loading import ModelSource, max_positions, model_source, quiet_transformers
 
 
 def load_with_head(
@@ -24,11 +24,12 @@ def load_with_head(
     of the weights that were newly initialised (the head, and any the checkpoint lacks)."""
     from transformers import AutoConfig, AutoTokenizer
 
-    source, load_kwargs = model_source(model)
+    source, load_kwargs = found = model_source(model)
     with quiet_transformers():
         try:
             config = AutoConfig.from_pretrained(
                 source,
+                **found.file_kwargs,
                 num_labels=len(names),
                 id2label=dict(enumerate(names)),
                 label2id={name: i for i, name in enumerate(names)},
@@ -45,7 +46,7 @@ def load_with_head(
                 f"training.max_length ({max_length}) exceeds the model's {positions} positions; set it to {positions} or less"
             )
         try:
-            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **found.file_kwargs)
         except (OSError, ValueError, KeyError) as exc:
             raise DataError(f"{model}: could not load the tokenizer ({first_line(exc)}); the dir needs tokenizer files") from exc
         if tokenizer.pad_token is None:
@@ -57,7 +58,7 @@ def load_with_head(
             tokenizer.model_max_length = positions  # so `truncation=True` (e.g. in a pipeline) fits the model
         try:
             load_kwargs["trust_remote_code"] = trust_remote_code
-            loaded, info = _from_pretrained(auto_class(head), source, config, load_kwargs)
+            loaded, info = _from_pretrained(auto_class(head), found, config)
         except Exception as exc:  # safetensors, torch and hub errors share no base class; all mean "unloadable"
             raise DataError(
                 f"{model}: could not load the weights ({first_line(exc)}); re-save the model with save_pretrained"
@@ -103,17 +104,11 @@ def freeze(model: Any, mode: str, new_weights: list[str]) -> tuple[int, int]:
     return trainable, sum(param.numel() for param in model.parameters())
 
 
-def _from_pretrained(auto_class: Any, source: str, config: Any, load_kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    kwargs = {
-        "config": config,
-        "dtype": torch.float32,
-        "ignore_mismatched_sizes": True,
-        "output_loading_info": True,
-        **load_kwargs,
-    }
+def _from_pretrained(auto_class: Any, found: ModelSource, config: Any) -> tuple[Any, dict[str, Any]]:
+    kwargs = {"config": config, "dtype": torch.float32, "ignore_mismatched_sizes": True, "output_loading_info": True}
     try:
-        return auto_class.from_pretrained(source, attn_implementation="sdpa", **kwargs)
+        return found.load(auto_class, attn_implementation="sdpa", **kwargs)
     except ValueError as exc:
         if "sdpa" not in str(exc).lower() and "scaled_dot_product" not in str(exc).lower():
             raise
-        return auto_class.from_pretrained(source, **kwargs)  # an architecture without SDPA support: its default
+        return found.load(auto_class, **kwargs)  # an architecture without SDPA support: its default

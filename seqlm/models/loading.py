@@ -1,8 +1,10 @@
 """Load a trained language model and its tokenizer for inference (`predict`, `evaluate`).
 
 `load_for_inference(model, device, head=...)` accepts an HF-format directory (config.json,
-weights, tokenizer files — what `seqlm pretrain` and `seqlm finetune` write) or a hub id, which is
-passed through to `from_pretrained` unchanged. It works out which head the model was saved with
+weights, tokenizer files — what `seqlm pretrain` and `seqlm finetune` write), a `.gguf` file
+(`seqlm.models.gguf_files`), a packaged model's alias (`seqlm.models.packaged`), a LoRA run's `adapter/`
+(its base model with the adapters merged, `seqlm.models.lora`) or a hub id, which is passed through to
+`from_pretrained` unchanged (`model_source` decides which it is). It works out which head the model was saved with
 (`seqlm.models.heads.detect_head`: causal LM, masked LM, sequence or token classifier), loads it in fp32 (lower precision is applied by autocast, see `seqlm.runtime.device`),
 moves it to `device` and puts it in eval mode. Remote code runs only with `trust_remote_code=True`.
 
@@ -16,13 +18,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from seqlm.errors import ConfigError, DataError, first_line
+from seqlm.models.gguf_files import dequantized, gguf_source, is_gguf, no_reader_bar, plain_model
 from seqlm.models.heads import HEADS, auto_class, detect_head, supports
-from seqlm.models.packaged import packaged_model_dir
+from seqlm.models.lora import is_adapter_dir, load_adapter_dir
+from seqlm.models.packaged import packaged_model_path
 
 SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")
 PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -51,29 +55,41 @@ def load_for_inference(model: str, device: torch.device | str, *, head: str = "a
     from transformers import AutoConfig, AutoTokenizer
 
     local = Path(model).expanduser()
-    source, load_kwargs = model_source(model)
-    load_kwargs["trust_remote_code"] = trust_remote_code
+    if is_adapter_dir(local):  # a LoRA run's adapter/: its base model with the adapters merged
+        chosen: list[str] = []
+
+        def head_class(config: Any) -> Any:
+            chosen.append(_resolve_head(config, head, model))
+            return auto_class(chosen[0])
+
+        loaded, tokenizer, _ = load_adapter_dir(local, head_class, trust_remote_code)
+        return _ready(loaded, tokenizer, chosen[0], model, device, missing=[])
+    found = model_source(model)
+    source = found.path
+    found.load_kwargs["trust_remote_code"] = trust_remote_code
 
     with quiet_transformers():
         try:
-            config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+            config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code, **found.file_kwargs)
         except (OSError, ValueError, KeyError) as exc:
             raise DataError(_load_failure(model, local, "config", exc)) from exc
         head = _resolve_head(config, head, model)
         try:
-            loaded, info = auto_class(head).from_pretrained(
-                source, config=config, dtype=torch.float32, output_loading_info=True, **load_kwargs
-            )
+            loaded, info = found.load(auto_class(head), config=config, dtype=torch.float32, output_loading_info=True)
         except Exception as exc:  # safetensors, torch and hub errors share no base class; all mean "unloadable"
             raise DataError(_load_failure(model, local, "weights", exc)) from exc
         try:
-            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **found.file_kwargs)
         except (OSError, ValueError, KeyError) as exc:
             raise DataError(_load_failure(model, local, "tokenizer", exc)) from exc
 
+    return _ready(loaded, tokenizer, head, model, device, sorted(info.get("missing_keys") or []))
+
+
+def _ready(loaded: Any, tokenizer: Any, head: str, model: str, device: torch.device | str, missing: list[str]) -> LoadedModel:
+    """The loaded model checked (no weight `missing`), with its tokenizer's pad token set, on `device` in eval mode."""
     # Missing keys mean freshly initialised (random) weights, e.g. an encoder-only checkpoint
     # loaded with an LM head: its predictions would be noise, so refuse instead of warning.
-    missing = sorted(info.get("missing_keys") or [])
     if missing:
         shown = ", ".join(missing[:3]) + (f" (+{len(missing) - 3} more)" if len(missing) > 3 else "")
         trained = "fine-tuned for that task" if head.endswith("classification") else "trained as a language model"
@@ -95,17 +111,42 @@ def load_for_inference(model: str, device: torch.device | str, *, head: str = "a
     return LoadedModel(model=loaded, tokenizer=tokenizer, head=head, path=model)
 
 
-def model_source(model: str) -> tuple[str, dict[str, Any]]:
-    """What to pass to `from_pretrained`: a checked local model dir (with `use_safetensors`), a packaged
-    model's dir (an alias such as `minilm`, see `seqlm.models.packaged`) or a hub id."""
-    local = packaged_model_dir(model) or Path(model).expanduser()
+class ModelSource(NamedTuple):
+    """What to pass to `from_pretrained`: `path` (a dir or a hub id) and the model's `load_kwargs`."""
+
+    path: str
+    load_kwargs: dict[str, Any]  # use_safetensors for a local dir; gguf_file for a .gguf file
+
+    @property
+    def file_kwargs(self) -> dict[str, Any]:
+        """For AutoConfig / AutoTokenizer too: the .gguf file that holds config and tokenizer (else nothing)."""
+        return {"gguf_file": self.load_kwargs["gguf_file"]} if "gguf_file" in self.load_kwargs else {}
+
+    def load(self, auto_class: Any, **kwargs: Any) -> Any:
+        """`auto_class.from_pretrained(path, **kwargs, **load_kwargs)`, as a plain float model (`plain_model`)."""
+        kwargs = {**kwargs, **self.load_kwargs}
+        if "gguf_file" not in kwargs:
+            loaded = auto_class.from_pretrained(self.path, **kwargs)
+        else:
+            with no_reader_bar():
+                loaded = auto_class.from_pretrained(self.path, quantization_config=dequantized(self.path, kwargs["gguf_file"]), **kwargs)
+        plain_model(loaded[0] if isinstance(loaded, tuple) else loaded)
+        return loaded
+
+
+def model_source(model: str) -> ModelSource:
+    """A checked local model dir (with `use_safetensors`), a `.gguf` file (its dir, with `gguf_file`), a packaged
+    model (an alias such as `minilm` or `smollm2`, see `seqlm.models.packaged`) or a hub id."""
+    local = packaged_model_path(model) or Path(model).expanduser()
     if local.is_dir():
-        return str(local), {"use_safetensors": check_model_dir(local)}
+        return ModelSource(str(local), {"use_safetensors": check_model_dir(local)})
+    if local.is_file() and is_gguf(local):
+        return ModelSource(*gguf_source(local, model))
     if local.exists():
-        raise DataError(f"{model}: is a file, not a model directory; pass the directory holding config.json")
+        raise DataError(f"{model}: is a file, not a model directory; pass the directory holding config.json (or a .gguf file)")
     if not plausible_hub_id(model):
         raise DataError(f"{model}: model directory not found; pass a dir written by `seqlm pretrain` (its model/) or a hub id")
-    return model, {}
+    return ModelSource(model, {})
 
 
 def remote_code_warning(model: str) -> str:

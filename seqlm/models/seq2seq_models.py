@@ -40,15 +40,13 @@ def load_seq2seq(model: str | EncoderDecoderConfig | WarmStartConfig, trust_remo
         tokenizer = _tokenizer(model.tokenizer, trust_remote_code)
         built = build_encoder_decoder(model, tokenizer)
         return built, tokenizer, [name for name, _ in built.named_parameters()]
-    source, load_kwargs = model_source(model)
+    source = (found := model_source(model)).path
     with quiet_transformers():
-        config = _model_config(model, source, trust_remote_code)
+        config = _model_config(model, source, trust_remote_code, found.file_kwargs)
         head = "causal_lm" if _is_causal(config) else "seq2seq_lm"
-        tokenizer = _tokenizer(source, trust_remote_code)
+        tokenizer = _tokenizer(source, trust_remote_code, found.file_kwargs)
         try:
-            loaded = auto_class(head).from_pretrained(
-                source, config=config, dtype=torch.float32, trust_remote_code=trust_remote_code, **load_kwargs
-            )
+            loaded = found.load(auto_class(head), config=config, dtype=torch.float32, trust_remote_code=trust_remote_code)
         except Exception as exc:  # safetensors, torch and hub errors share no base class; all mean "unloadable"
             raise DataError(f"{model}: could not load the weights ({first_line(exc)}); re-save the model with save_pretrained") from exc
     return loaded, tokenizer, []
@@ -58,16 +56,16 @@ def decoder_only(model: str | EncoderDecoderConfig | WarmStartConfig, trust_remo
     """Whether `model` (as `load_seq2seq` takes it) is a causal LM rather than an encoder-decoder."""
     if not isinstance(model, str):
         return False
-    source, _ = model_source(model)
+    found = model_source(model)
     with quiet_transformers():
-        return _is_causal(_model_config(model, source, trust_remote_code))
+        return _is_causal(_model_config(model, found.path, trust_remote_code, found.file_kwargs))
 
 
-def _model_config(model: str, source: str, trust_remote_code: bool) -> Any:
+def _model_config(model: str, source: str, trust_remote_code: bool, file_kwargs: dict[str, Any]) -> Any:
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code, **file_kwargs)
     except (OSError, ValueError, KeyError) as exc:
         raise DataError(f"{model}: could not load the model config ({first_line(exc)}); check the path or hub id") from exc
     if not supports(config, "seq2seq_lm") and not supports(config, "causal_lm"):
@@ -152,11 +150,11 @@ def warm_start(sources: WarmStartConfig, trust_remote_code: bool = False) -> tup
     return model, tokenizer, sorted(n for n in (f"decoder.{key}" for key in loading["missing_keys"]) if n in parameters)
 
 
-def _tokenizer(source: str, trust_remote_code: bool) -> Any:
+def _tokenizer(source: str, trust_remote_code: bool, file_kwargs: dict[str, Any] | None = None) -> Any:
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **(file_kwargs or {}))
     except (OSError, ValueError, KeyError) as exc:
         raise DataError(f"{source}: could not load the tokenizer ({first_line(exc)}); give a dir with tokenizer files") from exc
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:

@@ -79,6 +79,7 @@ class ParallelModel:
     strategy: Strategy
     device: torch.device
     sharded_checkpoints: bool = False  # checkpoints hold each rank's shards (torch.distributed.checkpoint)
+    adapters: Any = None  # training.lora's seqlm.models.lora.Adapters: merged() saved as the model, adapter_only() in checkpoints
 
     @property
     def lockstep(self) -> bool:
@@ -105,6 +106,8 @@ class ParallelModel:
         `for_checkpoint` with sharded checkpoints: only the config (the weights go into the shards)."""
         if for_checkpoint and self.sharded_checkpoints:
             return SaveableModel(self.model, None, config_only=True)
+        if self.adapters is not None:  # the adapters alone in checkpoints; merged into the weights elsewhere
+            return SaveableModel(self.adapters.adapter_only() if for_checkpoint else self.adapters.merged(), None)
         if self.strategy != "fsdp":
             return SaveableModel(self.model, None)
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict

@@ -7,6 +7,7 @@
       checkpoints/step-NNNNNN/ periodic checkpoints (HF model + trainer_state.pt)
       model/                   the final model: HF format, loadable by plain transformers
       best/                    finetune: the model of the best validation result (same format)
+      adapter/, best-adapter/  training.lora: the adapters of model/ and best/ (peft adapter dirs; those two hold them merged)
       FINISHED                 written last, once every final output is in place: the run is over
 
 Records are appended to metrics.jsonl by rank 0 alone, which counts them; each checkpoint stores
@@ -40,6 +41,16 @@ class RunDir:
     def best_dir(self) -> Path:
         """finetune: the model of the best validation result so far."""
         return self.path / "best"
+
+    @property
+    def adapter_dir(self) -> Path:
+        """training.lora: the final model's adapters (model/ holds them merged)."""
+        return self.path / "adapter"
+
+    @property
+    def best_adapter_dir(self) -> Path:
+        """training.lora: best/'s adapters."""
+        return self.path / "best-adapter"
 
     @property
     def checkpoints_dir(self) -> Path:

@@ -38,9 +38,9 @@ from seqlm.training.run_lock import run_lock
 from seqlm.training.state import LoopState
 
 # What a run leaves in its output dir; any of them means the dir holds a run.
-RUN_OUTPUTS = ("config.yaml", "metrics.jsonl", "metrics.json", "checkpoints", "model", "best", FINISHED)
+RUN_OUTPUTS = ("config.yaml", "metrics.jsonl", "metrics.json", "checkpoints", "model", "best", "adapter", "best-adapter", FINISHED)
 # The results a run is for: with `resume: auto` and no checkpoint, these are never overwritten silently.
-RUN_RESULTS = ("model", "best", "metrics.json")
+RUN_RESULTS = ("model", "best", "adapter", "best-adapter", "metrics.json")
 
 
 def open_run(run_dir: RunDir, config: Any, console: Console, held: ExitStack, cluster: Cluster = SINGLE) -> Path | None:
