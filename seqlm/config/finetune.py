@@ -3,7 +3,7 @@
 `FinetuneConfig` is a discriminated union: `task: classification` (the default, so configs
 written before there were other tasks stay valid) validates against
 `ClassificationFinetuneConfig`, `task: token_classification` against
-`TokenClassificationFinetuneConfig`, and so on. Every member shares the run settings of
+`TokenClassificationFinetuneConfig`, and so on (`task: causal_lm`: `seqlm.config.causal_finetune`). Every member shares the run settings of
 `FinetuneRunConfig` (model, optimizer, distribution, resume) and brings its own `data:`
 section, and `training:` where a task adds settings. A new task adds its member here and
 its module in `seqlm.tasks`.
@@ -11,37 +11,20 @@ its module in `seqlm.tasks`.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
-from seqlm.config.lora import LoraConfig
-from seqlm.config.schema import (
-    Compile,
-    Device,
-    DistributedConfig,
-    FastDropout,
-    GenerationConfig,
-    KeepLast,
-    OnNan,
-    OptimConfig,
-    Overwrite,
-    Resume,
-    Section,
-    TrainingPrecision,
-    TrustRemoteCode,
+from seqlm.config.causal_finetune import CausalLmFinetuneConfig
+from seqlm.config.finetune_base import (  # re-exported: the shared sections are imported from here
+    EarlyStoppingConfig,
+    FinetuneRunConfig,
+    FinetuneTrainingConfig,
+    SplitFilesConfig,
 )
+from seqlm.config.schema import GenerationConfig, Section
 
-
-class SplitFilesConfig(Section):
-    """Where a task's examples are: train, validation (a file, or a share of train), test."""
-
-    train: str = Field(description="Training examples.")
-    validation: str | None = Field(default=None, description="Validation examples; else validation_ratio of train.")
-    test: str | None = Field(default=None, description="Test examples, scored once at the end.")
-    validation_ratio: float = Field(default=0.1, gt=0.0, lt=1.0, description="Share of train held out when no validation file is given.")
-    split_seed: int = Field(default=0, description="Seeds the train/validation split by ratio.")
+__all__ = ["EarlyStoppingConfig", "FinetuneRunConfig", "FinetuneTrainingConfig", "SplitFilesConfig"]
 
 
 class LabelledDataConfig(SplitFilesConfig):
@@ -70,47 +53,6 @@ class TaggedDataConfig(SplitFilesConfig):
     )
 
 
-class EarlyStoppingConfig(Section):
-    metric: str | None = Field(
-        default=None,
-        description="Validation metric that picks best/ (higher is better, except loss); null: the task's default "
-        "(classification: accuracy; token_classification: f1 for IOB tags, else accuracy; seq2seq: bleu).",
-    )
-    patience: int | None = Field(default=None, ge=1, description="Stop after this many evaluations without improvement; null: never.")
-
-
-class FinetuneTrainingConfig(Section):
-    batch_size: int = Field(default=32, ge=1, description="Examples per micro-batch.")
-    grad_accum: int = Field(default=1, ge=1, description="Micro-batches per optimizer step.")
-    epochs: float = Field(default=3.0, gt=0.0, description="Passes over the training set (max_steps wins when set).")
-    max_steps: int | None = Field(default=None, ge=1, description="Optimizer steps; overrides epochs.")
-    max_length: int = Field(
-        default=128, ge=2, description="Tokens per example; classification truncates longer ones, token_classification splits them into windows."
-    )
-    group_by_length: bool = Field(default=True, description="Batch examples of similar length (less padding).")
-    freeze: Literal["none", "embeddings", "body"] = Field(default="none", description="embeddings: freeze them; body: train only the newly initialised weights (the head).")
-    lora: LoraConfig | None = Field(
-        default=None, description="Train low-rank adapters (and the new head) instead of every weight; model/ and best/ hold the merged model."
-    )
-    eval_every: int | None = Field(default=None, ge=1, description="Validate every N steps; null: every epoch.")
-    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
-    precision: TrainingPrecision = "auto"
-    compile: Compile = "auto"
-    fast_dropout: FastDropout = True
-    seed: int = Field(default=0, description="Seeds the head's initialisation, data order and dropout.")
-    log_every: int = Field(default=10, ge=1, description="Steps between metrics.jsonl records / log lines.")
-    checkpoint_every: int | None = Field(default=None, ge=1, description="Save checkpoints/step-N every N steps (for --resume).")
-    keep_last: KeepLast = None
-    on_nan: OnNan = "stop"
-
-
-    @model_validator(mode="after")
-    def _lora_keeps_the_body_training(self) -> FinetuneTrainingConfig:
-        if self.lora is not None and self.freeze == "body":
-            raise ValueError("freeze: body trains only the new head, and lora trains adapters in the body; use freeze: none with lora")
-        return self
-
-
 class TokenClassificationTrainingConfig(FinetuneTrainingConfig):
     group_by_length: bool = Field(
         default=False,
@@ -121,26 +63,6 @@ class TokenClassificationTrainingConfig(FinetuneTrainingConfig):
 
 class ClassificationTrainingConfig(FinetuneTrainingConfig):
     class_weights: Literal["none", "balanced"] = Field(default="none", description="balanced: weight classes by inverse frequency.")
-
-
-class FinetuneRunConfig(Section):
-    """What every fine-tuning task shares; each task's member narrows `task`, `data` and `training`
-    (redeclared fields keep their place, so every config lists its keys in this order)."""
-
-    output_dir: Path = Field(description="The run directory (config.yaml, metrics, best/, model/).")
-    task: str = Field(description="What to fine-tune for.")
-    model: str = Field(
-        description="Start from this HF-format model dir (e.g. a pretrain run's model/), a .gguf file (the `llm` extra), a hub id, "
-        "`minilm` (all-MiniLM-L6-v2 from the `pretrained` extra) or `smollm2` (SmolLM2-135M-Instruct from the `llm` extra)."
-    )
-    trust_remote_code: TrustRemoteCode = False
-    data: SplitFilesConfig
-    optim: OptimConfig = Field(default_factory=OptimConfig)
-    training: FinetuneTrainingConfig = Field(default_factory=FinetuneTrainingConfig)
-    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
-    device: Device = Field(default="auto", description="auto: cuda, then mps, then cpu.")
-    resume: Resume = "never"
-    overwrite: Overwrite = False
 
 
 class ClassificationFinetuneConfig(FinetuneRunConfig):
@@ -254,6 +176,7 @@ FINETUNE_TASK_CONFIGS: dict[str, type[FinetuneRunConfig]] = {
     "classification": ClassificationFinetuneConfig,
     "token_classification": TokenClassificationFinetuneConfig,
     "seq2seq": Seq2SeqFinetuneConfig,
+    "causal_lm": CausalLmFinetuneConfig,
 }
 DEFAULT_TASK = "classification"
 
@@ -267,6 +190,7 @@ def _task_of(value: Any) -> str | None:
 FinetuneConfig = Annotated[
     Annotated[ClassificationFinetuneConfig, Tag("classification")]
     | Annotated[TokenClassificationFinetuneConfig, Tag("token_classification")]
-    | Annotated[Seq2SeqFinetuneConfig, Tag("seq2seq")],
+    | Annotated[Seq2SeqFinetuneConfig, Tag("seq2seq")]
+    | Annotated[CausalLmFinetuneConfig, Tag("causal_lm")],
     Discriminator(_task_of, custom_error_context={"key": "task"}),
 ]

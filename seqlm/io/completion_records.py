@@ -1,0 +1,53 @@
+"""Causal fine-tuning records (`task: causal_lm`): read and check one JSON Lines file.
+
+Contract: `read_completions(location, format)` gives every record of `location` as `CompletionRecords`, in file
+order; a line is a JSON object, either `{"prompt": str, "completion": str}` or a chat `{"messages": [{role,
+content}, ...]}` (checked by `seqlm.tasks.completion_rows.record_from`; other fields are ignored). Blank lines are
+skipped. Every problem is a one-line `DataError` `FILE:LINE: what is wrong; what to do` (bad UTF-8 or JSON, a
+missing field, a conversation without an assistant turn), a missing or empty file too. `CompletionRecords` has
+`len`, iteration, indexing, `source` and `subset(indices)`, so `seqlm.io.records.split_by_ratio` splits it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from seqlm.errors import ConfigError, DataError
+from seqlm.io import records
+from seqlm.tasks.completion_rows import CompletionRecord, record_from
+
+FORMATS = ("auto", "jsonl")
+_FIX = "put one JSON object per line: {\"prompt\": ..., \"completion\": ...} or {\"messages\": [...]}"
+
+
+@dataclass(frozen=True)
+class CompletionRecords:
+    records: tuple[CompletionRecord, ...]
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[CompletionRecord]:
+        return iter(self.records)
+
+    def __getitem__(self, index: int) -> CompletionRecord:
+        return self.records[index]
+
+    def subset(self, indices: list[int] | np.ndarray) -> CompletionRecords:
+        """The records at `indices`, in that order."""
+        return CompletionRecords(tuple(self.records[int(i)] for i in indices), self.source)
+
+
+def read_completions(location: str, format: str = "auto") -> CompletionRecords:
+    """Every record of `location` (see the module docstring)."""
+    if format not in FORMATS:
+        raise ConfigError(f"data.format {format!r}: causal_lm records are JSON Lines; use one of {', '.join(FORMATS)}")
+    read = tuple(record_from(row, f"{location}:{number}") for number, row in records.jsonl_records(Path(location), _FIX))
+    if not read:
+        raise DataError(f"{location}: no records (the file is empty); {_FIX}")
+    return CompletionRecords(read, location)
