@@ -132,6 +132,9 @@ def predict(
     skip_bad_lines: Annotated[
         bool, typer.Option("--skip-bad-lines", help="Skip (and list) lines that are not UTF-8 / valid JSON or CSV.")
     ] = False,
+    stream: Annotated[
+        bool, typer.Option("--stream", help="Predict each input as soon as it is read and print its record at once (interactive use, pipes).")
+    ] = False,
     set_: SetOpt = None,
     device: DeviceOpt = None,
     print_config: PrintConfigOpt = False,
@@ -140,7 +143,8 @@ def predict(
 ) -> None:
     """Apply a model to a file of inputs: continuations (causal), [MASK] fills (masked), labels (classifiers), tags and entities (token classifiers) or generated outputs (seq2seq)."""
     # An unset flag is None, not False, so that it does not override skip_bad_lines: true in the YAML.
-    given = _given(model=model, input=input_, output=output, top_k=top_k, skip_bad_lines=skip_bad_lines or None, device=device)
+    given = _given(model=model, input=input_, output=output, top_k=top_k, skip_bad_lines=skip_bad_lines or None,
+                   stream=stream or None, device=device)  # fmt: skip
     _dispatch("predict", config, set_, given, print_config, debug, quiet, None)
 
 

@@ -6,6 +6,10 @@ decoder-only seq2seq model to `seqlm predict`."""
 from __future__ import annotations
 
 import json
+import os
+import select
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,6 +86,10 @@ def test_prompt_completion_records_learn_a_mapping_and_predict_continues_them(tm
     outputs = [json.loads(line)["output"].strip() for line in result.stdout.splitlines()]
     assert sum(output == PARTNER[word] for output, word in zip(outputs, words)) >= 5, outputs
 
+    chat = write_jsonl(tmp_path / "chat.jsonl", [{"messages": [{"role": "user", "content": "apple"}]}])
+    result = invoke("predict", "--device", "cpu", "--model", best, "-i", chat)
+    assert result.exit_code == 3 and "chat.jsonl:1" not in result.stderr and "chat template" in result.stderr, result.output
+
 
 def test_chat_records_learn_the_mapping_with_the_loss_on_the_assistant_turns_only(tmp_path: Path, tokenizer_dir: Path) -> None:  # noqa: F811
     model = _tiny_llama_dir(tmp_path, tokenizer_dir, chat=True)
@@ -105,8 +113,37 @@ def test_chat_records_learn_the_mapping_with_the_loss_on_the_assistant_turns_onl
 
     metrics = _finetune(tmp_path, model, chat=True, steps=600)
     assert metrics["best_val_exact_match"] >= 0.9, metrics
-    marker = json.loads((tmp_path / "run" / "best" / "config.json").read_text(encoding="utf-8"))["seqlm"]
+    best = tmp_path / "run" / "best"
+    marker = json.loads((best / "config.json").read_text(encoding="utf-8"))["seqlm"]
     assert marker["chat_template"] is True
+
+    # predict: chat inputs rendered by the template, plain prompts as the user message; records in input order.
+    words = WORDS[::3]
+    rows = [{"id": i, "messages": [{"role": "system", "content": "Map the word."}, {"role": "user", "content": w}]} for i, w in enumerate(words)]
+    inputs = write_jsonl(tmp_path / "inputs.jsonl", [*rows, {"id": len(words), "text": "apple"}])
+    args = ("predict", "--device", "cpu", "--model", best, "-i", inputs, "--set", "generation.max_new_tokens=4", "--set", "batch_size=3")
+    records = [json.loads(line) for line in seqlm(*args).splitlines()]
+    assert [r["id"] for r in records] == list(range(len(words) + 1)) and records[0]["messages"] == rows[0]["messages"]
+    assert sum(r["output"] == PARTNER[w] for r, w in zip(records, words)) >= len(words) - 1, records
+    assert [json.loads(line) for line in seqlm(*args, "--stream").splitlines()] == records  # one at a time, same records
+    _streams_each_record_before_the_next_input(best)
+
+
+def _streams_each_record_before_the_next_input(model: Path) -> None:
+    """`seqlm predict --stream` on a pipe answers each line while stdin is still open (a reader waiting for its
+    record before writing the next input would hang otherwise)."""
+    command = [sys.executable, "-m", "seqlm", "predict", "--quiet", "--device", "cpu", "--model", str(model), "--stream",
+               "-i", "-", "--set", "input_format=jsonl", "--set", "generation.max_new_tokens=4"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) as process:
+        for word in ("apple", "tiger"):
+            process.stdin.write((json.dumps({"messages": [{"role": "user", "content": word}]}) + "\n").encode())
+            process.stdin.flush()
+            ready, _, _ = select.select([process.stdout], [], [], 120)
+            assert ready, "no record while the input stays open"
+            assert "output" in json.loads(process.stdout.readline())
+        process.stdin.close()
+        assert process.wait(timeout=60) == 0, process.stderr.read().decode()
 
 
 @pytest.mark.parametrize("line", ['{"prompt": "a"}', '{"messages": [{"role": "user", "content": "hi"}]}'])

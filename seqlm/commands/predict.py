@@ -11,6 +11,9 @@ task writes (`Task.predict`, the task found from the head in the model's config.
 (`seqlm.tasks.classification_predict`), tags and entities per word (`seqlm.tasks.token_classification`).
 A passed-through field named like an output field is renamed "input_<name>" where the task allows it
 (classifiers: e.g. a gold "label" column), else it is a DataError.
+Chat inputs (jsonl "messages") go only to tasks that take them (`Task.takes_messages`: generation), else DataError.
+`--stream` (`stream: true`): the model loads first, then each text/jsonl input is predicted alone as soon as its
+line is read and its record printed to stdout at once, for interactive use and pipes (no batching across inputs).
 Output is JSON Lines, or CSV with nested fields as JSON strings (`output_format`, or auto: .csv
 files are CSV). Files are written atomically; stdout carries only the records, logs go to stderr.
 An output that cannot be written (a directory, under a file, not writable, disk full) is an OutputError
@@ -26,9 +29,9 @@ from typing import Any
 from seqlm import tasks
 from seqlm.config.schema import PredictConfig
 from seqlm.console import Console
-from seqlm.errors import DataError
+from seqlm.errors import ConfigError, DataError
 from seqlm.io.output_paths import check_output_file
-from seqlm.io.predict_inputs import InputRecord, Inputs, read_inputs
+from seqlm.io.predict_inputs import InputRecord, Inputs, read_inputs, stream_inputs
 from seqlm.io.record_writer import write_records
 from seqlm.models.loading import load_for_inference, remote_code_warning
 from seqlm.runtime.device import Precision, resolve_precision, seed_everything, select_device
@@ -39,6 +42,8 @@ __all__ = ["InputRecord", "read_inputs", "run", "write_records"]
 
 def run(config: PredictConfig, console: Console) -> dict[str, Any]:
     """Predict for every input of `config.input`, write the records, return a summary dict."""
+    if config.stream:
+        return _run_streamed(config, console)
     _check_output_target(config.output)
     inputs = read_inputs(config.input, config.input_format, config.text_field, console,
                          text_pair_field=config.text_pair_field, skip_bad_lines=config.skip_bad_lines,
@@ -53,6 +58,7 @@ def run(config: PredictConfig, console: Console) -> dict[str, Any]:
     task = tasks.for_head(loaded.head)
     task.check_predict(config, loaded)
     _check_pass_through(inputs, task, console)
+    _check_messages(inputs, task, loaded)
     seed_everything(config.seed)
     start = time.monotonic()
     with console.progress("predict", total=len(records), unit="inputs") as progress:
@@ -67,6 +73,46 @@ def run(config: PredictConfig, console: Console) -> dict[str, Any]:
     console.info(f"predicted {len(records)} inputs in {elapsed:.1f}s ({rate:.1f} inputs/s) ({task.name})")
     return {"n_inputs": len(records), "n_warnings": len(predictions.warnings), "n_skipped": len(inputs.skipped),
             "seconds": elapsed, "inputs_per_s": rate, "objective": task.name, "output": config.output}
+
+
+def _run_streamed(config: PredictConfig, console: Console) -> dict[str, Any]:
+    """`--stream`: the model is loaded first, then each input is predicted alone as soon as its line is read, and its
+    record written to stdout and flushed (JSON Lines, input order), so a reader sees it before the next line comes."""
+    if config.output != "-":
+        raise ConfigError(f"--stream prints records to stdout as they finish; drop output ({config.output}) or set it to '-'")
+    device = select_device(config.device)
+    precision = Precision(device, resolve_precision(config.precision, device))
+    if config.trust_remote_code:
+        console.warn(remote_code_warning(config.model))
+    loaded = load_for_inference(config.model, device, trust_remote_code=config.trust_remote_code)
+    task = tasks.for_head(loaded.head)
+    task.check_predict(config, loaded)
+    seed_everything(config.seed)
+    inputs = Inputs(name="<stdin>" if config.input == "-" else config.input, skip_bad_lines=config.skip_bad_lines)
+    start, count = time.monotonic(), 0
+    for record in stream_inputs(config.input, config.input_format, config.text_field, console, inputs):
+        one = Inputs(inputs.name, records=[record])
+        _check_pass_through(one, task, console)
+        _check_messages(one, task, loaded)
+        predictions = task.predict(loaded, [record], config, precision, lambda done: None)
+        write_records([{**record.extra, **predictions.results[0]}], "-", "jsonl")
+        for warning in predictions.warnings:
+            console.warn(f"{inputs.name}:{record.line}: {warning}")
+        count += 1
+    if inputs.skipped:
+        console.warn(inputs.skipped_message())
+    elapsed = max(time.monotonic() - start, 1e-9)
+    console.info(f"predicted {count} inputs in {elapsed:.1f}s, streamed ({task.name})")
+    return {"n_inputs": count, "n_skipped": len(inputs.skipped), "seconds": elapsed, "objective": task.name, "output": "-"}
+
+
+def _check_messages(inputs: Inputs, task: Task, loaded: Any) -> None:
+    """Chat inputs only go to tasks that render them (`Task.takes_messages`); others would read only the last message."""
+    if not task.takes_messages:
+        for record in inputs.records:
+            if record.messages is not None:
+                raise DataError(f"{inputs.name}:{record.line}: a messages input is for generation models; {loaded.path} is a "
+                                f"{task.name} model: give its text in text_field")  # fmt: skip
 
 
 def _check_pass_through(inputs: Inputs, task: Task, console: Console) -> None:

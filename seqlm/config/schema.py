@@ -299,6 +299,7 @@ class PredictConfig(Section):
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     top_k: int = Field(default=5, ge=1, description="mlm: candidates per [MASK]; classification: most probable classes listed.")
     skip_bad_lines: bool = Field(default=False, description="Skip (and count) inputs that are not UTF-8 / valid JSON instead of failing.")
+    stream: bool = Field(default=False, description="Predict each text/jsonl input as soon as it is read and print its record at once (stdout; no batching).")
     max_length: int | None = Field(
         default=None, ge=2,
         description="classifiers: tokens per input (classification truncates longer ones; token_classification splits them into windows at word boundaries); default: the model's positions.",

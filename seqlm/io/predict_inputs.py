@@ -6,7 +6,9 @@ Bytes are decoded line by line as strict UTF-8 (a leading BOM and each line's tr
     `Inputs.blank_message()` is the warning predict shows when some inputs are blank.
   - jsonl: one JSON object per line; `text_field` (and `text_pair_field`, for sentence pairs) hold the
     input, every other field is passed through to the output record (e.g. an "id"). Blank lines are skipped.
-    Lines are parsed by `seqlm.io.records.json_object`, as the training data readers parse theirs.
+    Lines are parsed by `seqlm.io.records.json_object`, as the training data readers parse theirs. A line
+    without `text_field` but with "messages" (a list of {"role", "content"} strings) is a chat input:
+    `InputRecord.messages`, its text the last message's content, the messages passed through too.
   - csv: a header row naming the columns, then one row per input; `text_field` / `text_pair_field` are
     columns, the other columns are passed through (as strings). Blank rows are skipped.
 Under input_format auto, `.jsonl`/`.json` files are jsonl, `.csv` files csv, everything else (and stdin) text.
@@ -45,6 +47,7 @@ class InputRecord:
     extra: dict[str, Any] = field(default_factory=dict)  # jsonl/csv fields passed through to the output
     pair: str | None = None  # the text_pair_field value (sentence-pair classification)
     words: list[str] | None = None  # the words_field value (token classification of pre-split words); text: them joined by spaces
+    messages: list[dict[str, str]] | None = None  # a chat input (jsonl "messages"); text: its last message's content
 
 
 @dataclass
@@ -96,30 +99,50 @@ def read_inputs(
     text_pair_field: str | None = None, skip_bad_lines: bool = False, words_field: str | None = None,
 ) -> Inputs:
     """Parse `source` ('-' is stdin) into records; see the module docstring for the rules."""
-    input_format = resolve_input_format(source, input_format)
-    if text_pair_field is not None and input_format == "text":
-        name = "<stdin>" if source == "-" else source
-        raise ConfigError(f"text_pair_field ({text_pair_field!r}) needs jsonl or csv input (input_format); {name} is read as text lines")
-    if words_field is not None and input_format != "jsonl":
-        name = "<stdin>" if source == "-" else source
-        raise ConfigError(f"words_field ({words_field!r}) needs jsonl input (input_format: jsonl); {name} is read as {input_format}")
     inputs = Inputs(name="<stdin>" if source == "-" else source, skip_bad_lines=skip_bad_lines)
-    lines = _decoded_lines(_raw_lines(source, inputs.name, console), inputs, keep_cr=input_format == "csv")
-    if input_format == "text":
-        inputs.records = [InputRecord(text=line, line=number) for number, line in lines]
-    elif input_format == "jsonl":
-        for number, line in lines:
-            if line.strip():
-                record = _parse_json_line(line, number, inputs, text_field, text_pair_field, words_field)
-                if record is not None:
-                    inputs.records.append(record)
-    else:
+    input_format = _checked_format(source, input_format, text_pair_field, words_field)
+    if input_format == "csv":
+        lines = _decoded_lines(_raw_lines(source, inputs.name, console), inputs, keep_cr=True)
         inputs.records = _csv_records(lines, inputs, text_field, text_pair_field)
+    else:
+        inputs.records = list(_line_records(source, input_format, text_field, console, inputs, text_pair_field, words_field))
     if not inputs.records:
         also = f" ({len(inputs.skipped)} bad line(s) skipped)" if inputs.skipped else ""
         raise DataError(f"{inputs.name}: no inputs{also}; give one input per line (a JSON object per line for jsonl, "
                         "a header and rows for csv)")
     return inputs
+
+
+def stream_inputs(source: str, input_format: str, text_field: str, console: Any, inputs: Inputs) -> Iterator[InputRecord]:
+    """The records of a text or JSONL `source`, each yielded as soon as its line is read (`predict --stream`:
+    interactive use and pipes); bad lines go through `inputs.bad`. CSV is refused (ConfigError): a row may span lines."""
+    input_format = _checked_format(source, input_format, None, None)
+    if input_format == "csv":
+        raise ConfigError(f"--stream reads text or jsonl inputs; {inputs.name} is read as csv (set input_format)")
+    yield from _line_records(source, input_format, text_field, console, inputs, None, None)
+
+
+def _checked_format(source: str, input_format: str, text_pair_field: str | None, words_field: str | None) -> str:
+    input_format = resolve_input_format(source, input_format)
+    name = "<stdin>" if source == "-" else source
+    if text_pair_field is not None and input_format == "text":
+        raise ConfigError(f"text_pair_field ({text_pair_field!r}) needs jsonl or csv input (input_format); {name} is read as text lines")
+    if words_field is not None and input_format != "jsonl":
+        raise ConfigError(f"words_field ({words_field!r}) needs jsonl input (input_format: jsonl); {name} is read as {input_format}")
+    return input_format
+
+
+def _line_records(
+    source: str, input_format: str, text_field: str, console: Any, inputs: Inputs, text_pair_field: str | None, words_field: str | None
+) -> Iterator[InputRecord]:
+    """The records of a text or JSONL `source`, one per line as it is read."""
+    for number, line in _decoded_lines(_raw_lines(source, inputs.name, console), inputs):
+        if input_format == "text":
+            yield InputRecord(text=line, line=number)
+        elif line.strip():
+            record = _parse_json_line(line, number, inputs, text_field, text_pair_field, words_field)
+            if record is not None:
+                yield record
 
 
 def _raw_lines(source: str, name: str, console: Any) -> Iterator[tuple[int, bytes]]:
@@ -170,6 +193,9 @@ def _parse_json_line(
         words = _words(obj, words_field, where)
         extra = {key: value for key, value in obj.items() if key != words_field}
         return InputRecord(text=" ".join(words), line=number, extra=extra, words=words)
+    if pair_field is None and text_field not in obj and "messages" in obj:
+        messages = _messages(obj["messages"], where)
+        return InputRecord(text=messages[-1]["content"], line=number, extra=obj, messages=messages)
     for name in (text_field, pair_field):
         if name is None:
             continue
@@ -181,6 +207,15 @@ def _parse_json_line(
             raise DataError(f"{where}: field '{name}' holds {described(obj[name])}, not a string")
     extra = {key: value for key, value in obj.items() if key not in (text_field, pair_field)}
     return InputRecord(text=obj[text_field], line=number, extra=extra, pair=obj[pair_field] if pair_field else None)
+
+
+def _messages(messages: Any, where: str) -> list[dict[str, str]]:
+    """A chat input's messages: a non-empty list of {"role": str, "content": str} objects."""
+    if not isinstance(messages, list) or not messages or not all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages
+    ):
+        raise DataError(f"{where}: field 'messages' is not a non-empty list of {{\"role\": ..., \"content\": ...}} objects with string values")
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
 def _words(obj: dict[str, Any], field: str, where: str) -> list[str]:

@@ -176,6 +176,7 @@ TASK = Task(
     predict=seq2seq_inference.predict,
     check_predict=seq2seq_inference.check_predict,
     output_fields=frozenset(seq2seq_inference.OUTPUT_FIELDS),
+    takes_messages=True,
     finetuning=Finetuning(
         load=load,
         batches=_batches_for_run,

@@ -81,8 +81,7 @@ def evaluate(
 def predict(loaded: LoadedModel, records: list[InputRecord], config: PredictConfig, precision: Precision, report: Any) -> Predictions:
     prompt = PromptFormat.of_model(loaded.model.config)
     limit = _input_limit(config.max_length, loaded, prompt, config.generation.max_new_tokens, "max_length")
-    prefix = source_prefix(config, loaded)
-    sources, cut = encode_inputs(loaded.tokenizer, prompt, [prefix + r.text for r in records], limit, "max_length")
+    sources, cut = _prompt_ids(loaded, prompt, records, source_prefix(config, loaded), limit)
     generated = generate(loaded.model, loaded.tokenizer, sources, config.generation, config.batch_size, precision, config.seed, report)
     results = []
     for record, candidates in zip(records, generated):
@@ -99,6 +98,31 @@ def predict(loaded: LoadedModel, records: list[InputRecord], config: PredictConf
         results.append(result)
     warnings = [f"{cut} input(s) were longer than {limit} tokens and were cut to their first {limit}"] if cut else []
     return Predictions(results, warnings)
+
+
+def _prompt_ids(loaded: LoadedModel, prompt: PromptFormat | None, records: list[InputRecord], prefix: str, limit: int | None) -> tuple[list[list[int]], int]:
+    """Each record's prompt (or source) ids and how many were cut. A chat input is rendered by the tokenizer's chat
+    template with the generation prompt (a model trained on it: DataError otherwise), cut keeping its end (the
+    latest turns); the others as in training (`encode_inputs`)."""
+    tokenizer, ids, cut = loaded.tokenizer, [[] for _ in records], 0
+    plain = [index for index, record in enumerate(records) if record.messages is None]
+    if plain:
+        encoded, cut = encode_inputs(tokenizer, prompt, [prefix + records[i].text for i in plain], limit, "max_length")
+        for index, row in zip(plain, encoded):
+            ids[index] = row
+    for index, record in enumerate(records):
+        if record.messages is None:
+            continue
+        if prompt is None or prompt.template is not None:
+            how = "an encoder-decoder" if prompt is None else f"trained on prompt template {prompt.template!r}"
+            raise DataError(f"input line {record.line}: a messages input needs a model trained on its tokenizer's chat template; "
+                            f"{loaded.path} is {how}: give text inputs")  # fmt: skip
+        text = tokenizer.apply_chat_template(record.messages, tokenize=False, add_generation_prompt=True)
+        row = tokenizer(text, add_special_tokens=False)["input_ids"]  # the rendering holds its special tokens
+        if limit is not None and len(row) > limit:
+            row, cut = row[len(row) - limit :], cut + 1
+        ids[index] = row
+    return ids, cut
 
 
 def source_prefix(config: EvaluateConfig | PredictConfig, loaded: LoadedModel) -> str:

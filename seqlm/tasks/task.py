@@ -79,6 +79,7 @@ class Task:
     check_predict: Callable[[Any, Any], None]
     output_fields: frozenset[str]
     rename_clashes: bool = False
+    takes_messages: bool = False  # predict accepts chat inputs (`InputRecord.messages`); else predict refuses them
     finetuning: Finetuning | None = None
     # Other heads whose saved models this task serves (seq2seq: `prompted_lm`, a decoder-only model; see
     # `seqlm.tasks.seq2seq`): `seqlm.tasks.for_head` finds the task by any of them.
