@@ -554,6 +554,40 @@ def source_prefix_for_another_model(ctx: Ctx) -> Case:
     return Case(argv, ["source_prefix is for seq2seq models;", "is a clm model: drop it"], [output])
 
 
+# --------------------------------------------------------------------------- causal fine-tuning and generation (task: causal_lm)
+
+
+def causal_lm_case(ctx: Ctx, lines: list[str], says: str) -> Case:
+    """The shipped tiny causal_lm config on `lines`; record errors come before the model is loaded."""
+    train = labelled(ctx.tmp / "train.jsonl", lines)
+    argv = ["finetune", TINY / "gpt_addition_finetune.yaml", *sets(output_dir=ctx.tmp / "run", data__train=train, data__validation="null"),
+            "--device", "cpu"]  # fmt: skip
+    return Case(argv, [f"{train}:1: {says}"], run_dir_outputs(ctx.tmp / "run"))
+
+
+def causal_lm_missing_completion(ctx: Ctx) -> Case:
+    lines = ['{"prompt": "Q: 1 plus 1?", "answer": "2"}']
+    return causal_lm_case(ctx, lines, "field 'completion' missing or not a non-empty string (fields: 'prompt', 'answer'); give prompt and completion (data.prompt_field / completion_field), or messages")
+
+
+def causal_lm_no_assistant_turn(ctx: Ctx) -> Case:
+    lines = ['{"messages": [{"role": "user", "content": "Hi"}]}']
+    return causal_lm_case(ctx, lines, "no assistant message: nothing to learn from this conversation")
+
+
+def messages_to_a_model_without_generation(ctx: Ctx) -> Case:
+    """Chat inputs to a clm model's predict (continuations): refused, not read as their last message."""
+    source, output = labelled(ctx.tmp / "chat.jsonl", ['{"messages": [{"role": "user", "content": "Hi"}]}']), ctx.tmp / "out.jsonl"
+    argv = ["predict", "--model", ctx.fixture("gpt_model"), "-i", source, "-o", output]
+    return Case(argv, [f"{source}:1: a messages input is for generation models;", "is a clm model: give its text in text_field"], [output])
+
+
+def stream_to_a_file(ctx: Ctx) -> Case:
+    output = ctx.tmp / "out.jsonl"
+    argv = ["predict", "--model", ctx.tmp / "no-model", "-i", REPO / "data" / "prompts" / "continue.txt", "-o", output, "--stream"]
+    return Case(argv, [f"--stream prints records to stdout as they finish; drop output ({output}) or set it to '-'"], [output])
+
+
 def packaged_model_missing(ctx: Ctx) -> Case:
     import importlib.util
 
@@ -624,6 +658,10 @@ ROWS = [
     Row("seq2seq-references-not-strings", 3, seq2seq_references_not_strings),
     Row("seq2seq-length-over-positions", 2, seq2seq_length_over_positions),
     Row("source-prefix-not-seq2seq", 2, source_prefix_for_another_model),
+    Row("causal-lm-missing-completion", 3, causal_lm_missing_completion),
+    Row("causal-lm-no-assistant-turn", 3, causal_lm_no_assistant_turn),
+    Row("messages-to-a-model-without-generation", 3, messages_to_a_model_without_generation),
+    Row("stream-to-a-file", 2, stream_to_a_file),
 ]
 
 

@@ -15,6 +15,8 @@ class CompletionDataConfig(SplitFilesConfig):
     """JSON Lines records: {"prompt", "completion"} or chat {"messages": [{role, content}, ...]}."""
 
     format: Literal["auto", "jsonl"] = Field(default="auto", description="JSON Lines (the only format).")
+    prompt_field: str = Field(default="prompt", description="The field holding a pair's prompt (e.g. source, for a seq2seq file).")
+    completion_field: str = Field(default="completion", description="The field holding a pair's completion (e.g. target).")
     loss_on: Literal["completion", "all"] = Field(
         default="completion", description="completion: the loss on the completions / assistant turns only; all: on every token."
     )

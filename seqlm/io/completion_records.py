@@ -1,7 +1,7 @@
 """Causal fine-tuning records (`task: causal_lm`): read and check one JSON Lines file.
 
 Contract: `read_completions(location, format)` gives every record of `location` as `CompletionRecords`, in file
-order; a line is a JSON object, either `{"prompt": str, "completion": str}` or a chat `{"messages": [{role,
+order; a line is a JSON object, either `{"prompt": str, "completion": str}` (other field names: `prompt_field`, `completion_field`) or a chat `{"messages": [{role,
 content}, ...]}` (checked by `seqlm.tasks.completion_rows.record_from`; other fields are ignored). Blank lines are
 skipped. Every problem is a one-line `DataError` `FILE:LINE: what is wrong; what to do` (bad UTF-8 or JSON, a
 missing field, a conversation without an assistant turn), a missing or empty file too. `CompletionRecords` has
@@ -43,11 +43,13 @@ class CompletionRecords:
         return CompletionRecords(tuple(self.records[int(i)] for i in indices), self.source)
 
 
-def read_completions(location: str, format: str = "auto") -> CompletionRecords:
-    """Every record of `location` (see the module docstring)."""
+def read_completions(location: str, format: str = "auto", prompt_field: str = "prompt", completion_field: str = "completion") -> CompletionRecords:
+    """Every record of `location` (see the module docstring); the pair's fields are named by `prompt_field` /
+    `completion_field`."""
     if format not in FORMATS:
         raise ConfigError(f"data.format {format!r}: causal_lm records are JSON Lines; use one of {', '.join(FORMATS)}")
-    read = tuple(record_from(row, f"{location}:{number}") for number, row in records.jsonl_records(Path(location), _FIX))
+    rows = records.jsonl_records(Path(location), _FIX)
+    read = tuple(record_from(row, f"{location}:{number}", prompt_field, completion_field) for number, row in rows)
     if not read:
         raise DataError(f"{location}: no records (the file is empty); {_FIX}")
     return CompletionRecords(read, location)

@@ -43,8 +43,7 @@ from seqlm.runtime.distributed import SINGLE, Cluster
 from seqlm.tasks import seq2seq_inference
 from seqlm.tasks.completion_rows import completion_rows
 from seqlm.tasks.objectives import OBJECTIVES
-from seqlm.tasks.seq2seq import GenerationCheck, _generating_model
-from seqlm.tasks.seq2seq_generation import generate, stop_ids
+from seqlm.tasks.seq2seq_generation import GenerationCheck, generate, generating_model, stop_ids
 from seqlm.tasks.seq2seq_prompts import SOURCE, PromptFormat
 from seqlm.tasks.task import Finetuning, Task
 from seqlm.training.objective import Objective
@@ -55,7 +54,7 @@ METRIC_MODES = {"loss": "min", **{name: "max" for name in GENERATION_METRICS}}
 
 def load(data: Any) -> tuple[dict[str, CompletionRecords], list[str]]:
     """{"train", "validation"[, "test"]}; no label names."""
-    return records.read_splits(data, lambda location: read_completions(location, data.format)), []
+    return records.read_splits(data, lambda location: read_completions(location, data.format, data.prompt_field, data.completion_field)), []
 
 
 def encode(records_: CompletionRecords, tokenizer: Any, loss_on: str, limit: int) -> tuple[EncodedExamples, list[list[int]], int]:
@@ -85,7 +84,7 @@ def _last_completion_start(labels: list[int]) -> int:
 
 
 class CompletionBatches:
-    """`ExampleBatches` whose evaluation batches carry the generation check (`seqlm.tasks.seq2seq.GenerationCheck`)."""
+    """`ExampleBatches` whose evaluation batches carry the generation check (`seqlm.tasks.seq2seq_generation.GenerationCheck`)."""
 
     def __init__(self, batches: ExampleBatches, splits: dict[str, CompletionRecords], prompts: dict[str, list[list[int]]],
                  tokenizer: Any, config: Any):  # fmt: skip
@@ -135,7 +134,7 @@ def score(
     sums = score_batches(model, objective, check, precision, device, cluster, lockstep)
     metrics = {"loss": sums["loss"], "perplexity": sums["perplexity"], "target_tokens": sums["tokens"]}
     if check.sources:
-        generated = generate(_generating_model(model), check.tokenizer, check.sources, check.settings, check.batch_size, precision, check.seed)
+        generated = generate(generating_model(model), check.tokenizer, check.sources, check.settings, check.batch_size, precision, check.seed)
         texts = [candidates[0].text for candidates in generated]
         scores = generation_scores(texts, check.references, [c[0].token_ids for c in generated], check.tokenizer.pad_token_id)
         metrics.update({key: float(scores[key]) for key in ("rougeL", "bleu", "gen_len")})

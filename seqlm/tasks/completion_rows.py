@@ -1,4 +1,4 @@
-"""Causal fine-tuning examples (issue 17's `task: causal_lm`, whose task module does not exist yet): one record →
+"""Causal fine-tuning examples (`task: causal_lm`, `seqlm.tasks.completion_finetuning`): one record →
 token ids and labels, the loss on the completion (or the assistant turns) only.
 
 Records (a JSON object each; `record_from(row, where)` checks them, DataError `FILE:LINE: ...` otherwise):
@@ -37,8 +37,9 @@ class CompletionRecord:
     pair: bool  # read from prompt/completion (rendered without a template as prompt + completion)
 
 
-def record_from(row: dict[str, Any], where: str) -> CompletionRecord:
-    """The record of one JSON object (see the module docstring)."""
+def record_from(row: dict[str, Any], where: str, prompt_field: str = "prompt", completion_field: str = "completion") -> CompletionRecord:
+    """The record of one JSON object (see the module docstring); `prompt_field` / `completion_field` name the pair's
+    fields (data.prompt_field / completion_field, e.g. a seq2seq file's source / target)."""
     if "messages" in row:
         messages = row["messages"]
         if not isinstance(messages, list) or not messages:
@@ -53,11 +54,15 @@ def record_from(row: dict[str, Any], where: str) -> CompletionRecord:
         if not any(message["role"] == "assistant" for message in checked):
             raise DataError(f"{where}: no assistant message: nothing to learn from this conversation; add the answer or drop the line")
         return CompletionRecord(tuple(checked), where, pair=False)
-    for key in ("prompt", "completion"):
+    for key in (prompt_field, completion_field):
         if not isinstance(row.get(key), str) or not row[key].strip():
             fields = ", ".join(repr(name) for name in row) or "none"
-            raise DataError(f"{where}: field {key!r} missing or not a non-empty string (fields: {fields}); give prompt and completion, or messages")
-    return CompletionRecord(({"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": row["completion"]}), where, pair=True)
+            raise DataError(
+                f"{where}: field {key!r} missing or not a non-empty string (fields: {fields}); give {prompt_field} and "
+                f"{completion_field} (data.prompt_field / completion_field), or messages"
+            )
+    pair = ({"role": "user", "content": row[prompt_field]}, {"role": "assistant", "content": row[completion_field]})
+    return CompletionRecord(pair, where, pair=True)
 
 
 def completion_rows(record: CompletionRecord, tokenizer: Any, chat: bool) -> tuple[list[int], list[int]]:

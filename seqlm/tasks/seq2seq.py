@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from seqlm.config.generation import GenerationConfig
 from seqlm.data.batch import Batch
 from seqlm.data.example_batches import ExampleBatches
 from seqlm.errors import ConfigError
@@ -45,7 +44,7 @@ from seqlm.runtime.device import Precision
 from seqlm.runtime.distributed import SINGLE, Cluster
 from seqlm.tasks import seq2seq_inference
 from seqlm.tasks.objectives import OBJECTIVES
-from seqlm.tasks.seq2seq_generation import encode_examples, encode_inputs, generate, stop_ids
+from seqlm.tasks.seq2seq_generation import GenerationCheck, encode_examples, encode_inputs, generate, generating_model, stop_ids
 from seqlm.tasks.seq2seq_prompts import PromptFormat
 from seqlm.tasks.task import Finetuning, Task
 from seqlm.training.objective import Objective
@@ -64,17 +63,6 @@ def load(data: Any) -> tuple[dict[str, Seq2SeqRecords], list[str]]:
         return read_seq2seq(location, data.format, data.source_field, data.target_field, data.references_field, data.source_prefix)
 
     return records.read_splits(data, read), []
-
-
-class GenerationCheck(list):
-    """Validation batches (for the loss), plus what `score` generates from: the first examples' source ids,
-    their references, the generation settings and the tokenizer."""
-
-    def __init__(self, batches: list[Batch], sources: list[list[int]], references: list[tuple[str, ...]], settings: GenerationConfig,
-                 tokenizer: Any, batch_size: int, seed: int):  # fmt: skip
-        super().__init__(batches)
-        self.sources, self.references, self.settings = sources, references, settings
-        self.tokenizer, self.batch_size, self.seed = tokenizer, batch_size, seed
 
 
 class Seq2SeqBatches:
@@ -132,19 +120,12 @@ def score(
     sums = score_batches(model, objective, check, precision, device, cluster, lockstep)
     metrics = {"loss": sums["loss"], "perplexity": sums["perplexity"], "target_tokens": sums["tokens"]}
     if check.sources:
-        generated = generate(_generating_model(model), check.tokenizer, check.sources, check.settings, check.batch_size, precision, check.seed)
+        generated = generate(generating_model(model), check.tokenizer, check.sources, check.settings, check.batch_size, precision, check.seed)
         best = [candidates[0] for candidates in generated]
         scores = generation_scores([g.text for g in best], check.references, [g.token_ids for g in best], check.tokenizer.pad_token_id)
         metrics.update({key: float(scores[key]) for key in (*GENERATION_METRICS, "gen_len")})
         metrics["generated"] = len(best)
     return metrics
-
-
-def _generating_model(model: Any) -> Any:
-    """The HF model inside the training wrappers (DDP's `.module`, the objective wrapper's `.model`), which can generate."""
-    while not hasattr(model, "generate"):
-        model = model.module if hasattr(model, "module") else model.model
-    return model
 
 
 def load_model(source: Any, config: Any) -> tuple[Any, Any, list[str]]:

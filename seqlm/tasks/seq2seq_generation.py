@@ -13,6 +13,8 @@
   `num_return_sequences` candidates: the text (special tokens dropped) of the new tokens only (an
   encoder-decoder's decoder start, a decoder-only model's prompt left out), their ids (up to and including the
   first eos, padding dropped) and, with beam search, the sequence score (the length-penalised log-probability).
+- `GenerationCheck` / `generating_model`: what finetune validation generates from, shared by the seq2seq and
+  causal_lm tasks (a task imports no other task).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 
 from seqlm.config.generation import GenerationConfig
+from seqlm.data.batch import Batch
 from seqlm.data.example_batches import EncodedExamples
 from seqlm.data.padding import pad_rows
 from seqlm.io.predict_inputs import length_batches
@@ -182,3 +185,24 @@ def stop_ids(model: Any, tokenizer: Any) -> set[int]:
     configured = model.generation_config.eos_token_id
     ids = set(configured if isinstance(configured, list) else [configured])
     return {int(i) for i in ids | {tokenizer.eos_token_id} if i is not None}
+
+
+# --------------------------------------------------------------------------- finetune validation (seq2seq, causal_lm)
+
+
+class GenerationCheck(list):
+    """Validation batches (for the loss), plus what `score` generates from: the first examples' source ids,
+    their references, the generation settings and the tokenizer."""
+
+    def __init__(self, batches: list[Batch], sources: list[list[int]], references: list[tuple[str, ...]], settings: GenerationConfig,
+                 tokenizer: Any, batch_size: int, seed: int):  # fmt: skip
+        super().__init__(batches)
+        self.sources, self.references, self.settings = sources, references, settings
+        self.tokenizer, self.batch_size, self.seed = tokenizer, batch_size, seed
+
+
+def generating_model(model: Any) -> Any:
+    """The HF model inside the training wrappers (DDP's `.module`, the objective wrapper's `.model`), which can generate."""
+    while not hasattr(model, "generate"):
+        model = model.module if hasattr(model, "module") else model.model
+    return model
