@@ -86,6 +86,12 @@ def test_prompt_completion_records_learn_a_mapping_and_predict_continues_them(tm
     outputs = [json.loads(line)["output"].strip() for line in result.stdout.splitlines()]
     assert sum(output == PARTNER[word] for output, word in zip(outputs, words)) >= 5, outputs
 
+    # evaluate on the same records read as source/target: the prompts and targets training scored, so the same loss.
+    args = ("evaluate", "--device", "cpu", "--model", best, "--data", tmp_path / "validation.jsonl", "--json", "--set", "source_field=prompt",
+            "--set", "target_field=completion", "--set", f"output_dir={tmp_path / 'eval'}", "--set", "generation.max_new_tokens=4")  # fmt: skip
+    scores = json.loads(seqlm(*args))
+    assert scores["loss"] == pytest.approx(metrics["best_val_loss"], rel=1e-4) and scores["rougeL"] == metrics["best_val_rougeL"]
+
     chat = write_jsonl(tmp_path / "chat.jsonl", [{"messages": [{"role": "user", "content": "apple"}]}])
     result = invoke("predict", "--device", "cpu", "--model", best, "-i", chat)
     assert result.exit_code == 3 and "chat.jsonl:1" not in result.stderr and "chat template" in result.stderr, result.output
