@@ -76,7 +76,7 @@ def load_for_inference(model: str, device: torch.device | str, *, head: str = "a
     missing = sorted(info.get("missing_keys") or [])
     if missing:
         shown = ", ".join(missing[:3]) + (f" (+{len(missing) - 3} more)" if len(missing) > 3 else "")
-        trained = "fine-tuned for that task" if head.endswith("classification") else "trained as a language model"
+        trained = "fine-tuned for that task" if head.endswith(("classification", "answering")) else "trained as a language model"
         raise DataError(
             f"{model}: the checkpoint lacks weights the {head} head needs ({shown}); "
             f"pass a model {trained} (e.g. a `seqlm pretrain` or `seqlm finetune` run's model/ dir)"
