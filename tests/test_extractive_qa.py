@@ -92,7 +92,9 @@ def test_predict_answers_in_input_order_from_a_later_window_and_matches_the_pipe
     rows = qa_rows(12, seed=3, long_share=0.5)
     rows.append({"id": "far", "question": QUESTION,
                  "context": " ".join(FILLER * 4) + " the friend is jane . " + " ".join(FILLER[:5])})  # fmt: skip
-    inputs = write_jsonl(tmp_path / "in.jsonl", [{"id": r["id"], "question": r["question"], "context": r["context"]} for r in rows])
+    inputs = write_jsonl(
+        tmp_path / "in.jsonl", [{"id": r["id"], "question": r["question"], "context": r["context"]} for r in rows]
+    )
     out = tmp_path / "out.jsonl"
     seqlm("predict", "--model", qa_run / "best", "--input", inputs, "--output", out, "--top-k", "3",
           *sets(text_field="question", text_pair_field="context", max_length=64, qa__doc_stride=16), "-q")  # fmt: skip
@@ -113,7 +115,9 @@ def test_predict_answers_in_input_order_from_a_later_window_and_matches_the_pipe
         assert [a["score"] for a in record["alternatives"]] == pytest.approx([a[3] for a in expected], rel=1e-5)
 
 
-def _pipeline_answers(model_dir: Path, rows: list[dict], top_k: int, max_length: int, stride: int, max_answer_len: int) -> list[list]:
+def _pipeline_answers(
+    model_dir: Path, rows: list[dict], top_k: int, max_length: int, stride: int, max_answer_len: int
+) -> list[list]:
     """What `pipeline("question-answering", model=DIR)` answered (transformers 4.x, align_to_words=False); transformers
     5 removed that pipeline, but ships its span decoding (`select_starts_ends`) in the document-QA pipeline. Its
     preprocessing: question first, truncation "only_second", overflowing windows, p_mask on every token that is
@@ -233,7 +237,9 @@ def test_exact_match_and_f1_equal_the_official_squad_script() -> None:
     for _ in range(300):
         phrase = lambda: " ".join(rng.choices(words, k=rng.randint(0, 5)))  # noqa: E731
         cases.append((phrase(), [phrase() for _ in range(rng.randint(1, 3))]))
-    dataset = [{"paragraphs": [{"qas": [{"id": str(i), "answers": [{"text": g} for g in golds]} for i, (_, golds) in enumerate(cases)]}]}]
+    dataset = [
+        {"paragraphs": [{"qas": [{"id": str(i), "answers": [{"text": g} for g in golds]} for i, (_, golds) in enumerate(cases)]}]}
+    ]
     expected = official_evaluate(dataset, {str(i): prediction for i, (prediction, _) in enumerate(cases)})
     got = squad_scores([prediction for prediction, _ in cases], [golds for _, golds in cases])
     assert got["exact_match"] == expected["exact_match"] and got["f1"] == expected["f1"]  # equal, not close
@@ -283,8 +289,17 @@ def test_the_nested_squad_json_reads_as_its_jsonl_rows(tmp_path: Path) -> None:
 def test_a_wrong_answer_start_can_be_skipped_and_counted(tmp_path: Path) -> None:
     rows = qa_rows(3, seed=4)
     rows[1]["answers"]["answer_start"] = [0]
-    rows[2]["answers"] = {"text": [rows[2]["answers"]["text"][0], "friend"], "answer_start": [rows[2]["answers"]["answer_start"][0], 1]}
+    rows[2]["answers"] = {
+        "text": [rows[2]["answers"]["text"][0], "friend"],
+        "answer_start": [rows[2]["answers"]["answer_start"][0], 1],
+    }
     examples = read_qa(str(write_jsonl(tmp_path / "t.jsonl", rows)), skip_bad_answers=True)
     assert len(examples) == 2 and examples.skipped_answers == 2 and examples.skipped_questions == 1
-    result = invoke("finetune", CONFIG, *sets(model=tmp_path / "none", output_dir=tmp_path / "run", data__train=tmp_path / "t.jsonl"))
-    assert result.exit_code == 3 and f"{tmp_path / 't.jsonl'}:2: answer 1" in result.stderr and "set data.skip_bad_answers" in result.stderr
+    result = invoke(
+        "finetune", CONFIG, *sets(model=tmp_path / "none", output_dir=tmp_path / "run", data__train=tmp_path / "t.jsonl")
+    )
+    assert (
+        result.exit_code == 3
+        and f"{tmp_path / 't.jsonl'}:2: answer 1" in result.stderr
+        and "set data.skip_bad_answers" in result.stderr
+    )
