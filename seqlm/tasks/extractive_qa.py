@@ -47,6 +47,7 @@ from seqlm.training.objective import Objective
 HEAD = "question_answering"
 METRIC_MODES = {"loss": "min", "exact_match": "max", "f1": "max"}
 OUTPUT_FIELDS = frozenset({"answer", "start", "end", "score", "alternatives"})
+_PADDING_LOGIT = -1e9  # far below any real logit: exp() of it is 0, and its gradient too
 
 # --------------------------------------------------------------------------- objective
 # Targets: "labels" holds each window's start token and "end_positions" its end token. The start is named
@@ -63,9 +64,14 @@ def _counts(batch: Batch) -> dict[str, float]:
 
 
 def _span_nll(outputs: Any, batch: Batch) -> torch.Tensor:
-    """Per window, (cross-entropy of the start + of the end) / 2, as transformers' QA models average them."""
-    start = F.cross_entropy(outputs.start_logits.float(), batch.targets["labels"], reduction="none", ignore_index=IGNORE_INDEX)
-    end = F.cross_entropy(outputs.end_logits.float(), batch.targets["end_positions"], reduction="none", ignore_index=IGNORE_INDEX)
+    """Per window, (cross-entropy of the start + of the end) / 2, as transformers' QA models average them. Padding
+    positions are masked out of the softmax (transformers' models leave them in), so a window's loss does not depend on
+    how wide its batch is padded: the same under DDP, where each rank pads its own rows, as in one process."""
+    padding = batch.inputs["attention_mask"] == 0
+    start_logits = outputs.start_logits.float().masked_fill(padding, _PADDING_LOGIT)
+    end_logits = outputs.end_logits.float().masked_fill(padding, _PADDING_LOGIT)
+    start = F.cross_entropy(start_logits, batch.targets["labels"], reduction="none", ignore_index=IGNORE_INDEX)
+    end = F.cross_entropy(end_logits, batch.targets["end_positions"], reduction="none", ignore_index=IGNORE_INDEX)
     return (start + end) / 2
 
 
