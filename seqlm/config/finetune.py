@@ -258,6 +258,7 @@ class QADataConfig(SplitFilesConfig):
 
 
 class QATrainingConfig(FinetuneTrainingConfig):
+    batch_size: int = Field(default=32, ge=1, description="Windows per micro-batch (a long context gives several).")
     max_length: int = Field(default=384, ge=8, description="Tokens per window: question + context piece + special tokens.")
 
 
