@@ -115,6 +115,22 @@ def test_predict_answers_in_input_order_from_a_later_window_and_matches_the_pipe
         assert [a["score"] for a in record["alternatives"]] == pytest.approx([a[3] for a in expected], rel=1e-5)
 
 
+@pytest.mark.slow
+def test_predict_needs_the_context_field_and_refuses_an_empty_question(qa_run: Path, tmp_path: Path) -> None:
+    inputs = write_jsonl(
+        tmp_path / "in.jsonl", [{"question": QUESTION, "context": "the friend is emma ."}, {"question": " ", "context": "x"}]
+    )
+    result = invoke("predict", "--model", qa_run / "best", "--input", inputs, *sets(text_field="question"))
+    assert (
+        result.exit_code == 2 and "set text_field to the question's field and text_pair_field to the context's" in result.stderr
+    )
+    result = invoke(
+        "predict", "--model", qa_run / "best", "--input", inputs, *sets(text_field="question", text_pair_field="context")
+    )
+    assert result.exit_code == 3 and f"{inputs}:2: field 'question' is empty" in result.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "out.jsonl").exists()
+
+
 def _pipeline_answers(
     model_dir: Path, rows: list[dict], top_k: int, max_length: int, stride: int, max_answer_len: int
 ) -> list[list]:
