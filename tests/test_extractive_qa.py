@@ -319,3 +319,24 @@ def test_a_wrong_answer_start_can_be_skipped_and_counted(tmp_path: Path) -> None
         and f"{tmp_path / 't.jsonl'}:2: answer 1" in result.stderr
         and "set data.skip_bad_answers" in result.stderr
     )
+
+
+def test_unanswerable_questions_train_cls_and_the_threshold_reads_them_as_no_answer(tiny_tokenizer) -> None:
+    """SQuAD v2: a question without answers labels every window [CLS]; with qa.null_score_diff_threshold set, the answer
+    is "" when log P(no answer) - log P(best span) exceeds it, and the best span otherwise."""
+    tokenizer = tiny_tokenizer("wordpiece", lowercase=True)
+    windows = encode_qa(
+        tokenizer, [QUESTION, QUESTION], ["the friend is emma .", "the friend is emma ."], 32, 4, [None, (14, 18)]
+    )
+    assert windows.start_positions[0] == windows.end_positions[0] == 0  # [CLS]
+    start, end = int(windows.start_positions[1]), int(windows.end_positions[1])
+    logits = []
+    for _ in range(2):
+        values = np.zeros((2, len(windows.input_ids[0])), dtype=np.float32)
+        values[:, 0] = 2.0  # [CLS]: e^2 / e^3 = e^-1 as likely as the span's start, and as its end
+        values[0, start], values[1, end] = 3.0, 3.0
+        logits.append(values)
+    contexts = ["the friend is emma ."] * 2
+    assert [a[0].text for a in read_answers(windows, logits, contexts, 1, 30, None)] == ["emma", "emma"]
+    assert [a[0].text for a in read_answers(windows, logits, contexts, 1, 30, -2.5)] == ["", ""]  # -2 > -2.5: no answer
+    assert [a[0].text for a in read_answers(windows, logits, contexts, 1, 30, -1.5)] == ["emma", "emma"]
