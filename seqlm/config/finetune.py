@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
+from seqlm.config.answer_spans import AnswerSpanConfig
 from seqlm.config.lora import LoraConfig
 from seqlm.config.schema import (
     Compile,
@@ -74,7 +75,7 @@ class EarlyStoppingConfig(Section):
     metric: str | None = Field(
         default=None,
         description="Validation metric that picks best/ (higher is better, except loss); null: the task's default "
-        "(classification: accuracy; token_classification: f1 for IOB tags, else accuracy; seq2seq: bleu).",
+        "(classification: accuracy; token_classification: f1 for IOB tags, else accuracy; seq2seq: bleu; extractive_qa: f1).",
     )
     patience: int | None = Field(default=None, ge=1, description="Stop after this many evaluations without improvement; null: never.")
 
@@ -250,10 +251,40 @@ class Seq2SeqFinetuneConfig(FinetuneRunConfig):
     generation: GenerationConfig = Field(default_factory=GenerationConfig, description="How validation generates (greedy by default).")
 
 
+class QADataConfig(SplitFilesConfig):
+    """Questions on contexts with answer spans, SQuAD layout: JSONL / Parquet / save_to_disk rows, or SQuAD's nested JSON."""
+
+    format: Literal["auto", "jsonl", "squad", "parquet", "disk", "hub"] = Field(
+        default="auto", description="auto: .jsonl → jsonl, .json → squad (data → paragraphs → qas) or jsonl, .parquet → parquet."
+    )
+    id_field: str = Field(default="id", description="The field holding the question's id (optional in the data).")
+    question_field: str = Field(default="question", description="The field holding the question.")
+    context_field: str = Field(default="context", description="The field holding the context the answer is taken from.")
+    answers_field: str = Field(
+        default="answers", description="{text: [...], answer_start: [...]} (character offsets); empty lists: unanswerable (SQuAD v2)."
+    )
+    skip_bad_answers: bool = Field(
+        default=False, description="An answer_start that does not point at its text: false: a data error; true: drop it (counted)."
+    )
+
+
+class QATrainingConfig(FinetuneTrainingConfig):
+    batch_size: int = Field(default=32, ge=1, description="Windows per micro-batch (a long context gives several).")
+    max_length: int = Field(default=384, ge=8, description="Tokens per window: question + context piece + special tokens.")
+
+
+class ExtractiveQAFinetuneConfig(FinetuneRunConfig):
+    task: Literal["extractive_qa"] = Field(description="Extractive question answering: an answer span in the context (SQuAD).")
+    data: QADataConfig
+    training: QATrainingConfig = Field(default_factory=QATrainingConfig)
+    qa: AnswerSpanConfig = Field(default_factory=AnswerSpanConfig, description="Windows and answer reading (validation).")
+
+
 FINETUNE_TASK_CONFIGS: dict[str, type[FinetuneRunConfig]] = {
     "classification": ClassificationFinetuneConfig,
     "token_classification": TokenClassificationFinetuneConfig,
     "seq2seq": Seq2SeqFinetuneConfig,
+    "extractive_qa": ExtractiveQAFinetuneConfig,
 }
 DEFAULT_TASK = "classification"
 
@@ -267,6 +298,7 @@ def _task_of(value: Any) -> str | None:
 FinetuneConfig = Annotated[
     Annotated[ClassificationFinetuneConfig, Tag("classification")]
     | Annotated[TokenClassificationFinetuneConfig, Tag("token_classification")]
-    | Annotated[Seq2SeqFinetuneConfig, Tag("seq2seq")],
+    | Annotated[Seq2SeqFinetuneConfig, Tag("seq2seq")]
+    | Annotated[ExtractiveQAFinetuneConfig, Tag("extractive_qa")],
     Discriminator(_task_of, custom_error_context={"key": "task"}),
 ]
