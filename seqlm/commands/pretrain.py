@@ -30,12 +30,13 @@ from seqlm.runtime.allocator import keep_freed_memory
 from seqlm.runtime.device import Precision, resolve_precision, seed_everything, select_device, speed_up
 from seqlm.runtime.distributed import SINGLE, Cluster, joined, on_main
 from seqlm.tasks.objectives import OBJECTIVES
+from seqlm.training.batch_shards import shard_batch
 from seqlm.training.checkpoint import is_sharded, save_model
 from seqlm.training.checkpointer import Checkpointer
 from seqlm.training.loop import LoopHooks, LoopPlan, train
 from seqlm.training.objective import Objective
 from seqlm.training.optim import build_optimizer, build_scheduler
-from seqlm.training.parallel import ParallelModel, SaveableModel, global_batch_line, parallelize, shard_batch
+from seqlm.training.parallel import ParallelModel, SaveableModel, global_batch_line, parallelize
 from seqlm.training.run_dir import RunDir
 from seqlm.training.session import agreed_stop, begin, log_record, open_run, stopped
 from seqlm.training.signals import graceful_stop

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
+from seqlm.config.answer_spans import AnswerSpanConfig
 from seqlm.config.causal_finetune import CausalLmFinetuneConfig
 from seqlm.config.finetune_base import (  # re-exported: the shared sections are imported from here
     EarlyStoppingConfig,
@@ -172,11 +173,41 @@ class Seq2SeqFinetuneConfig(FinetuneRunConfig):
     generation: GenerationConfig = Field(default_factory=GenerationConfig, description="How validation generates (greedy by default).")
 
 
+class QADataConfig(SplitFilesConfig):
+    """Questions on contexts with answer spans, SQuAD layout: JSONL / Parquet / save_to_disk rows, or SQuAD's nested JSON."""
+
+    format: Literal["auto", "jsonl", "squad", "parquet", "disk", "hub"] = Field(
+        default="auto", description="auto: .jsonl → jsonl, .json → squad (data → paragraphs → qas) or jsonl, .parquet → parquet."
+    )
+    id_field: str = Field(default="id", description="The field holding the question's id (optional in the data).")
+    question_field: str = Field(default="question", description="The field holding the question.")
+    context_field: str = Field(default="context", description="The field holding the context the answer is taken from.")
+    answers_field: str = Field(
+        default="answers", description="{text: [...], answer_start: [...]} (character offsets); empty lists: unanswerable (SQuAD v2)."
+    )
+    skip_bad_answers: bool = Field(
+        default=False, description="An answer_start that does not point at its text: false: a data error; true: drop it (counted)."
+    )
+
+
+class QATrainingConfig(FinetuneTrainingConfig):
+    batch_size: int = Field(default=32, ge=1, description="Windows per micro-batch (a long context gives several).")
+    max_length: int = Field(default=384, ge=8, description="Tokens per window: question + context piece + special tokens.")
+
+
+class ExtractiveQAFinetuneConfig(FinetuneRunConfig):
+    task: Literal["extractive_qa"] = Field(description="Extractive question answering: an answer span in the context (SQuAD).")
+    data: QADataConfig
+    training: QATrainingConfig = Field(default_factory=QATrainingConfig)
+    qa: AnswerSpanConfig = Field(default_factory=AnswerSpanConfig, description="Windows and answer reading (validation).")
+
+
 FINETUNE_TASK_CONFIGS: dict[str, type[FinetuneRunConfig]] = {
     "classification": ClassificationFinetuneConfig,
     "token_classification": TokenClassificationFinetuneConfig,
     "seq2seq": Seq2SeqFinetuneConfig,
     "causal_lm": CausalLmFinetuneConfig,
+    "extractive_qa": ExtractiveQAFinetuneConfig,
 }
 DEFAULT_TASK = "classification"
 
@@ -191,6 +222,7 @@ FinetuneConfig = Annotated[
     Annotated[ClassificationFinetuneConfig, Tag("classification")]
     | Annotated[TokenClassificationFinetuneConfig, Tag("token_classification")]
     | Annotated[Seq2SeqFinetuneConfig, Tag("seq2seq")]
-    | Annotated[CausalLmFinetuneConfig, Tag("causal_lm")],
+    | Annotated[CausalLmFinetuneConfig, Tag("causal_lm")]
+    | Annotated[ExtractiveQAFinetuneConfig, Tag("extractive_qa")],
     Discriminator(_task_of, custom_error_context={"key": "task"}),
 ]

@@ -39,7 +39,7 @@ class EarlyStoppingConfig(Section):
     metric: str | None = Field(
         default=None,
         description="Validation metric that picks best/ (higher is better, except loss); null: the task's default "
-        "(classification: accuracy; token_classification: f1 for IOB tags, else accuracy; seq2seq: bleu).",
+        "(classification: accuracy; token_classification: f1 for IOB tags, else accuracy; seq2seq: bleu; extractive_qa: f1; causal_lm: exact_match).",
     )
     patience: int | None = Field(default=None, ge=1, description="Stop after this many evaluations without improvement; null: never.")
 

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from seqlm.config.answer_spans import AnswerSpanConfig
 from seqlm.config.generation import GenerationConfig
 from seqlm.config.lora import LoraConfig
 from seqlm.config.section import Section
@@ -243,7 +244,7 @@ class EvaluateConfig(Section):
     model: str = Field(description="An HF-format model dir (e.g. a run's model/), a .gguf file, a packaged model (minilm, smollm2) or a hub id.")
     trust_remote_code: TrustRemoteCode = False
     data: Path = Field(
-        description="LMs: a `seqlm tokenize` dataset dir or a text file (one document per line); classifiers: a labelled JSONL/CSV/Parquet file; token classifiers: a tagged JSONL/CoNLL/CoNLL-U file."
+        description="LMs: a `seqlm tokenize` dataset dir or a text file (one document per line); classifiers: a labelled JSONL/CSV/Parquet file; token classifiers: a tagged JSONL/CoNLL/CoNLL-U file; extractive_qa: SQuAD-layout JSONL/Parquet or a SQuAD JSON file."
     )
     split: Literal["train", "validation"] = Field(default="validation", description="Dataset split to score.")
     output_dir: Path | None = Field(default=None, description="Where metrics.json goes; default: beside the model.")
@@ -268,6 +269,7 @@ class EvaluateConfig(Section):
         description="seq2seq: prepended to every source; null: the prefix the model was fine-tuned with (its config.json's prefix, else none).",
     )
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    qa: AnswerSpanConfig = Field(default_factory=AnswerSpanConfig, description="extractive_qa: windows and answer reading.")
     precision: Precision = Field(default="fp32", description="auto, fp32, bf16 or fp16 (CUDA).")
     device: Device = Field(default="auto", description="auto: cuda, then mps, then cpu.")
 
@@ -282,7 +284,9 @@ class PredictConfig(Section):
     output: str = Field(default="-", description="Output file; '-' is stdout.")
     input_format: Literal["auto", "text", "jsonl", "csv"] = Field(default="auto", description="auto: .jsonl/.json → jsonl, .csv → csv, else text.")
     text_field: str = Field(default="text", description="jsonl/csv: the field holding the input text.")
-    text_pair_field: str | None = Field(default=None, description="classification: a second text field (sentence pairs).")
+    text_pair_field: str | None = Field(
+        default=None, description="classification: a second text field (sentence pairs); extractive_qa: the context (text_field: the question)."
+    )
     words_field: str | None = Field(
         default=None, description="token_classification (jsonl): a field holding the input already split into words (a list of strings)."
     )
@@ -297,7 +301,11 @@ class PredictConfig(Section):
     output_format: Literal["auto", "jsonl", "csv"] = Field(default="auto", description="auto: .csv → csv, else jsonl.")
     batch_size: int = Field(default=16, ge=1, description="Inputs per forward pass / generate call.")
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
-    top_k: int = Field(default=5, ge=1, description="mlm: candidates per [MASK]; classification: most probable classes listed.")
+    qa: AnswerSpanConfig = Field(default_factory=AnswerSpanConfig, description="extractive_qa: windows and answer reading.")
+    top_k: int = Field(
+        default=5, ge=1,
+        description="mlm: candidates per [MASK]; classification: most probable classes listed; extractive_qa: alternative answers listed, only when set.",
+    )
     skip_bad_lines: bool = Field(default=False, description="Skip (and count) inputs that are not UTF-8 / valid JSON instead of failing.")
     stream: bool = Field(default=False, description="Predict each text/jsonl input as soon as it is read and print its record at once (stdout; no batching).")
     max_length: int | None = Field(

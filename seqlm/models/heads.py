@@ -31,6 +31,8 @@ HEADS: dict[str, Head] = {
         "AutoModelForSequenceClassification", "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING", ("ForSequenceClassification",)
     ),
     "token_classification": Head("AutoModelForTokenClassification", "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING", ("ForTokenClassification",)),
+    # Extractive QA: a start and an end score per token (span head on an encoder).
+    "question_answering": Head("AutoModelForQuestionAnswering", "MODEL_FOR_QUESTION_ANSWERING_MAPPING", ("ForQuestionAnswering",)),
     # Encoder-decoder LMs (T5, BART, Marian, ...): `*ForConditionalGeneration`, checked against the mapping in
     # detect_head, as vision-language models share the suffix.
     "seq2seq_lm": Head("AutoModelForSeq2SeqLM", "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING", ("ForConditionalGeneration",)),

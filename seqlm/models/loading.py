@@ -92,7 +92,7 @@ def _ready(loaded: Any, tokenizer: Any, head: str, model: str, device: torch.dev
     # loaded with an LM head: its predictions would be noise, so refuse instead of warning.
     if missing:
         shown = ", ".join(missing[:3]) + (f" (+{len(missing) - 3} more)" if len(missing) > 3 else "")
-        trained = "fine-tuned for that task" if head.endswith("classification") else "trained as a language model"
+        trained = "fine-tuned for that task" if head.endswith(("classification", "answering")) else "trained as a language model"
         raise DataError(
             f"{model}: the checkpoint lacks weights the {head} head needs ({shown}); "
             f"pass a model {trained} (e.g. a `seqlm pretrain` or `seqlm finetune` run's model/ dir)"

@@ -19,6 +19,7 @@ TASK_MODULES = {
     "classification": "classification",
     "token_classification": "token_classification",
     "seq2seq": "seq2seq",
+    "extractive_qa": "extractive_qa",
     # Not "causal_lm": that module is the `clm` pretraining objective's evaluate / predict.
     "causal_lm": "completion_finetuning",
 }
