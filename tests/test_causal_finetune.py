@@ -152,6 +152,23 @@ def _streams_each_record_before_the_next_input(model: Path) -> None:
         assert process.wait(timeout=60) == 0, process.stderr.read().decode()
 
 
+def test_a_long_record_keeps_its_completion_and_the_ends_of_its_prompt(tokenizer_dir: Path) -> None:  # noqa: F811
+    tokenizer = _tokenizer(tokenizer_dir)
+    words = " ".join(WORDS * 2)
+    record = record_from({"prompt": f"{words} ->", "completion": "apple bread"}, "x:1")
+    (ids, labels, prompt), whole = _encoded(record, tokenizer, 16), _encoded(record, tokenizer, 1000)
+    assert len(ids) == 16 and list(ids[-3:]) == list(whole[0][-3:])  # the completion + eos, whole
+    assert tokenizer.decode([int(t) for t in labels if t != IGNORE_INDEX]) == tokenizer.decode(whole[0][-3:])
+    assert list(prompt) == list(ids[:13]) and list(prompt[:6]) == list(whole[2][:6]) and list(prompt[-7:]) == list(whole[2][-7:])
+    ids, labels, prompt = _encoded(record, tokenizer, 3)  # no room: the prompt's first token and the completion's start
+    assert list(ids) == [whole[0][0], *whole[0][len(whole[2]) : len(whole[2]) + 2]] and len(prompt) == 1
+
+
+def _encoded(record, tokenizer, limit: int):  # noqa: ANN001, ANN202
+    encoded, prompts, _ = encode(CompletionRecords((record,), "x"), tokenizer, "completion", limit)
+    return encoded.rows["input_ids"][0], encoded.targets["labels"][0], prompts[0]
+
+
 @pytest.mark.parametrize("line", ['{"prompt": "a"}', '{"messages": [{"role": "user", "content": "hi"}]}'])
 def test_a_bad_record_is_a_one_line_data_error(tmp_path: Path, line: str) -> None:
     (tmp_path / "train.jsonl").write_text(line + "\n", encoding="utf-8")

@@ -29,7 +29,7 @@ class CausalLmEarlyStoppingConfig(EarlyStoppingConfig):
 
 
 class CausalLmTrainingConfig(FinetuneTrainingConfig):
-    max_length: int = Field(default=512, ge=2, description="Tokens per record (prompt and completion); longer records are cut at the end (and counted).")
+    max_length: int = Field(default=512, ge=2, description="Tokens per record; a longer one keeps its last completion whole and the start and end of what precedes it (counted).")
     eval_generate_examples: int = Field(
         default=200, ge=0, description="Validation: complete the first N records' last prompt and score exact match, ROUGE-L, BLEU; 0: loss only."
     )

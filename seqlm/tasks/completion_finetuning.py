@@ -12,7 +12,8 @@ a prompt/completion record's prompt ids are the prompt tokenized with the tokeni
 `PromptFormat("{source}")` gives), a chat record's the conversation rendered up to the generation prompt.
 
 finetune — records (`seqlm.io.completion_records`) → rows (`seqlm.tasks.completion_rows`), cut to
-`training.max_length` tokens keeping the beginning (counted and reported), batched by `ExampleBatches` (labels
+`training.max_length` tokens keeping the last completion whole and the beginning and end of what precedes it
+(`_cut`; counted and reported), batched by `ExampleBatches` (labels
 padded with IGNORE_INDEX); the seq2seq objective's decoder-only loss: cross-entropy summed over the label tokens.
 Validation: loss and perplexity over the label tokens (the completions), and on the first
 `eval_generate_examples` records, greedy (`generation:`) continuations of each record's prompt up to its last
@@ -58,20 +59,37 @@ def load(data: Any) -> tuple[dict[str, CompletionRecords], list[str]]:
 
 
 def encode(records_: CompletionRecords, tokenizer: Any, loss_on: str, limit: int) -> tuple[EncodedExamples, list[list[int]], int]:
-    """The split's rows (input_ids, attention_mask; labels), each record's generation prompt (the ids before its
-    last completion) and how many rows were cut to `limit`."""
+    """The split's rows (input_ids, attention_mask; labels), each record's generation prompt (the row's ids before
+    its last completion) and how many rows were cut to `limit` (see `_cut`)."""
     chat = bool(getattr(tokenizer, "chat_template", None))
     ids_rows, label_rows, prompts, cut = [], [], [], 0
     for record in records_:
         ids, labels = completion_rows(record, tokenizer, chat)
-        prompts.append(ids[: _last_completion_start(labels)][:limit])
+        start = _last_completion_start(labels)
         if len(ids) > limit:
             cut += 1
-            ids, labels = ids[:limit], labels[:limit]
+            ids, labels, start = _cut(ids, labels, start, limit)
+        prompts.append(ids[:start])
         ids_rows.append(np.asarray(ids, dtype=np.int64))
         label_rows.append(np.asarray(ids if loss_on == "all" else labels, dtype=np.int64))
     rows = {"input_ids": ids_rows, "attention_mask": [np.ones(len(row), dtype=np.int64) for row in ids_rows]}
     return EncodedExamples(rows, {"labels": label_rows}, truncated=cut), prompts, cut
+
+
+def _cut(ids: list[int], labels: list[int], start: int, limit: int) -> tuple[list[int], list[int], int]:
+    """A row longer than `limit`, cut so that the last completion (from `start`) stays whole when it leaves room:
+    what precedes it keeps its beginning (a bos, the system turn, the question's start) and its end (the cue just
+    before the answer: the chat template's assistant header, a prompt's "A:"), half the room each, the middle
+    dropped. A completion that leaves no room is cut at its end, after the prompt's first tokens. Returns the
+    cut ids, labels and where the last completion now starts."""
+    room = limit - (len(ids) - start)
+    if room < 2:  # the completion alone fills the row: keep the prompt's beginning and the completion's start
+        room = min(start, limit // 2)
+        keep = list(range(room)) + list(range(start, start + limit - room))
+        return [ids[i] for i in keep], [labels[i] for i in keep], room
+    head = room // 2
+    keep = list(range(head)) + list(range(start - (room - head), len(ids)))
+    return [ids[i] for i in keep], [labels[i] for i in keep], room
 
 
 def _last_completion_start(labels: list[int]) -> int:
@@ -119,7 +137,7 @@ def _batches_for_run(
     for split, split_records in splits.items():
         encoded[split], prompts[split], cut = encode(split_records, tokenizer, config.data.loss_on, training.max_length)
         if cut:
-            log(f"{split}: {cut} of {len(split_records)} records are longer than training.max_length ({training.max_length} tokens); their ends are cut")
+            log(f"{split}: {cut} of {len(split_records)} records are longer than training.max_length ({training.max_length} tokens); the middle of what precedes their last completion is dropped")
     batches = ExampleBatches(
         encoded, int(tokenizer.pad_token_id), training.batch_size * world_size, training.grad_accum, training.seed, training.group_by_length
     )
