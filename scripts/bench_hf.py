@@ -45,8 +45,9 @@ from typing import Any
 from hf_trainer import step_clock, training_arguments
 
 from seqlm.config.finetune import FinetuneConfig
+from seqlm.config.inference import PredictConfig
 from seqlm.config.loading import load_config
-from seqlm.config.schema import PredictConfig, PretrainConfig, TokenizeConfig
+from seqlm.config.schema import PretrainConfig, TokenizeConfig
 
 RAW_BATCH_LINES = 10_000
 

@@ -34,8 +34,8 @@ from typing import Any
 import hf_seq2seq
 from bench_hf import read_texts
 
+from seqlm.config.inference import PredictConfig
 from seqlm.config.loading import load_config
-from seqlm.config.schema import PredictConfig
 
 
 def train(args: argparse.Namespace) -> dict[str, Any]:

@@ -100,8 +100,8 @@ def bench_seq2seq(bench: Bench) -> list[Row]:
 
 def bench_generate(bench: Bench) -> list[Row]:
     """examples/s of seq2seq generation, seqlm predict against the pipeline's loop, greedy and with beams."""
+    from seqlm.config.inference import PredictConfig
     from seqlm.config.loading import load_config
-    from seqlm.config.schema import PredictConfig
 
     resolved = load_config(PredictConfig, PREDICT, [])
     count = bench.plan.generate_inputs

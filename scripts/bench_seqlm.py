@@ -140,8 +140,8 @@ def save_initial_model(config: Any, directory: Path) -> None:
 def predict(config_path: Path, overrides: list[str]) -> dict[str, Any]:
     """seqlm predict's own summary of a run after a one-batch warm-up run (see the module docstring)."""
     from seqlm.commands import predict as predict_run
+    from seqlm.config.inference import PredictConfig
     from seqlm.config.loading import load_config
-    from seqlm.config.schema import PredictConfig
     from seqlm.console import Console
 
     config = load_config(PredictConfig, config_path, overrides)

@@ -238,8 +238,8 @@ def bench_predict(bench: Bench) -> list[Row]:
     each after a warm-up on the first batch (seqlm: bench_seqlm.py predict). Each side runs
     `plan.repeats` times, alternating, and keeps its fastest run (and its largest peak RSS): in
     single runs the pipeline's peak RSS alone varied from 488 to 562 MB."""
+    from seqlm.config.inference import PredictConfig
     from seqlm.config.loading import load_config
-    from seqlm.config.schema import PredictConfig
 
     config = CONFIGS / "bert_classifier_predict.yaml"
     resolved = load_config(PredictConfig, config, [])

@@ -299,7 +299,7 @@ def test_sentence_pairs_use_the_pair_column(bert_dir: Path, tmp_path: Path) -> N
 
 def test_a_decoder_without_pad_id_is_scored_one_example_at_a_time(gpt_dir: Path, tmp_path: Path) -> None:
     """Without config.pad_token_id GPT-2 refuses padded batches: the scores must equal the batched ones."""
-    from seqlm.config.schema import EvaluateConfig
+    from seqlm.config.inference import EvaluateConfig
     from seqlm.console import Console
     from seqlm.models.loading import load_for_inference
     from seqlm.runtime.device import Precision

@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 
 from seqlm.cli import app
 from seqlm.config import COMMAND_SCHEMAS
-from seqlm.config.schema import EvaluateConfig, TokenizeConfig
+from seqlm.config.inference import EvaluateConfig
+from seqlm.config.schema import TokenizeConfig
 from seqlm.errors import ConfigError, DataError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -28,8 +28,10 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from seqlm.config.generation import GenerationConfig
+from seqlm.config.inference import PredictConfig
 from seqlm.config.loading import apply_override, load_config, read_yaml, to_yaml
-from seqlm.config.schema import CorpusConfig, GenerationConfig, PredictConfig
+from seqlm.config.schema import CorpusConfig
 from seqlm.data.corpus import resolve_entry, stream_source
 from seqlm.errors import ConfigError, DataError
 from seqlm.io.labelled_data import read_labelled

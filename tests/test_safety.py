@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from seqlm.cli import app
 from seqlm.config.finetune import FinetuneRunConfig
-from seqlm.config.schema import EvaluateConfig, ModelConfig, PredictConfig
+from seqlm.config.inference import EvaluateConfig, PredictConfig
+from seqlm.config.schema import ModelConfig
 
 runner = CliRunner()
 

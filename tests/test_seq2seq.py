@@ -14,7 +14,7 @@ from conftest import invoke, seqlm
 from pydantic import TypeAdapter, ValidationError
 
 from seqlm.config.finetune import EncoderDecoderConfig, FinetuneConfig, Seq2SeqFinetuneConfig
-from seqlm.config.schema import PredictConfig
+from seqlm.config.inference import PredictConfig
 from seqlm.data.batch import Batch
 from seqlm.data.example_batches import ExampleBatches
 from seqlm.io.seq2seq_records import Seq2SeqExample, Seq2SeqRecords

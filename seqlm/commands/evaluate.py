@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from seqlm import tasks
-from seqlm.config.schema import EvaluateConfig
+from seqlm.config.inference import EvaluateConfig
 from seqlm.console import Console
 from seqlm.io.atomic_files import write_text_atomic
 from seqlm.io.output_paths import check_output_dir, write_failure

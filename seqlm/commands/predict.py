@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from seqlm import tasks
-from seqlm.config.schema import PredictConfig
+from seqlm.config.inference import PredictConfig
 from seqlm.console import Console
 from seqlm.errors import ConfigError, DataError
 from seqlm.io.output_paths import check_output_file

@@ -3,7 +3,8 @@
 from typing import Any
 
 from seqlm.config.finetune import FinetuneConfig
-from seqlm.config.schema import EvaluateConfig, PredictConfig, PretrainConfig, TokenizeConfig
+from seqlm.config.inference import EvaluateConfig, PredictConfig
+from seqlm.config.schema import PretrainConfig, TokenizeConfig
 
 # The schema of each command; finetune's is a union whose `task:` key picks the member.
 COMMAND_SCHEMAS: dict[str, Any] = {

@@ -23,7 +23,8 @@ from seqlm.config.finetune_base import (  # re-exported: the shared sections are
     FinetuneTrainingConfig,
     SplitFilesConfig,
 )
-from seqlm.config.schema import GenerationConfig, Section
+from seqlm.config.generation import GenerationConfig
+from seqlm.config.section import Section
 
 __all__ = ["EarlyStoppingConfig", "FinetuneRunConfig", "FinetuneTrainingConfig", "SplitFilesConfig"]
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from seqlm.config.schema import PredictConfig
+from seqlm.config.inference import PredictConfig
 from seqlm.data.example_batches import ExampleBatches
 from seqlm.data.text_examples import encode_texts
 from seqlm.io.labelled_data import LabelledExamples, label_ids, load_splits

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from seqlm.config.schema import PredictConfig
+from seqlm.config.inference import PredictConfig
 from seqlm.data.long_documents import token_prefix
 from seqlm.data.text_examples import encode_texts
 from seqlm.errors import DataError

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from seqlm.config.schema import EvaluateConfig
+from seqlm.config.inference import EvaluateConfig
 from seqlm.console import Console
 from seqlm.data.batch import Batch
 from seqlm.data.example_batches import ExampleBatches

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from seqlm.config.schema import EvaluateConfig, PredictConfig
+from seqlm.config.inference import EvaluateConfig, PredictConfig
 from seqlm.console import Console
 from seqlm.data.long_documents import token_prefix
 from seqlm.data.padding import pad_rows

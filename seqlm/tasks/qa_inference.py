@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from seqlm.config.schema import EvaluateConfig, PredictConfig
+from seqlm.config.inference import EvaluateConfig, PredictConfig
 from seqlm.console import Console
 from seqlm.data.example_batches import ExampleBatches
 from seqlm.data.qa_windows import encode_qa

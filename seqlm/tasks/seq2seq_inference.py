@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from seqlm.config.schema import EvaluateConfig, PredictConfig
+from seqlm.config.inference import EvaluateConfig, PredictConfig
 from seqlm.console import Console
 from seqlm.data.example_batches import ExampleBatches
 from seqlm.errors import ConfigError, DataError

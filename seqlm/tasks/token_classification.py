@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from seqlm.config.schema import EvaluateConfig
+from seqlm.config.inference import EvaluateConfig
 from seqlm.console import Console
 from seqlm.data.batch import Batch
 from seqlm.data.example_batches import ExampleBatches

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from seqlm.config.schema import PredictConfig
+from seqlm.config.inference import PredictConfig
 from seqlm.data.example_batches import EncodedExamples, ExampleBatches
 from seqlm.data.word_windows import WordWindows, encode_words, word_predictions
 from seqlm.errors import ConfigError
