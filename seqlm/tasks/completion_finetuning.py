@@ -34,7 +34,6 @@ from seqlm.data.masking import IGNORE_INDEX
 from seqlm.errors import ConfigError
 from seqlm.io import records
 from seqlm.io.completion_records import CompletionRecords, read_completions
-from seqlm.metrics.generation import generation_scores
 from seqlm.metrics.scoring import score_batches
 from seqlm.models.heads import MARKER_KEY, PROMPTED_HEAD
 from seqlm.models.loading import max_positions
@@ -44,7 +43,7 @@ from seqlm.runtime.distributed import SINGLE, Cluster
 from seqlm.tasks import seq2seq_inference
 from seqlm.tasks.completion_rows import completion_rows
 from seqlm.tasks.objectives import OBJECTIVES
-from seqlm.tasks.seq2seq_generation import GenerationCheck, generate, generating_model, stop_ids
+from seqlm.tasks.seq2seq_generation import GenerationCheck, generated_scores, stop_ids
 from seqlm.tasks.seq2seq_prompts import SOURCE, PromptFormat
 from seqlm.tasks.task import Finetuning, Task
 from seqlm.training.objective import Objective
@@ -152,9 +151,7 @@ def score(
     sums = score_batches(model, objective, check, precision, device, cluster, lockstep)
     metrics = {"loss": sums["loss"], "perplexity": sums["perplexity"], "target_tokens": sums["tokens"]}
     if check.sources:
-        generated = generate(generating_model(model), check.tokenizer, check.sources, check.settings, check.batch_size, precision, check.seed)
-        texts = [candidates[0].text for candidates in generated]
-        scores = generation_scores(texts, check.references, [c[0].token_ids for c in generated], check.tokenizer.pad_token_id)
+        texts, scores = generated_scores(model, check, precision)
         metrics.update({key: float(scores[key]) for key in ("rougeL", "bleu", "gen_len")})
         metrics["exact_match"] = float(np.mean([text.strip() == refs[0].strip() for text, refs in zip(texts, check.references)]))
         metrics["generated"] = len(texts)

@@ -35,7 +35,6 @@ from seqlm.data.example_batches import ExampleBatches
 from seqlm.errors import ConfigError
 from seqlm.io import records
 from seqlm.io.seq2seq_records import Seq2SeqRecords, read_seq2seq
-from seqlm.metrics.generation import generation_scores
 from seqlm.metrics.scoring import score_batches
 from seqlm.models.heads import MARKER_KEY, PROMPTED_HEAD
 from seqlm.models.loading import max_positions
@@ -44,7 +43,7 @@ from seqlm.runtime.device import Precision
 from seqlm.runtime.distributed import SINGLE, Cluster
 from seqlm.tasks import seq2seq_inference
 from seqlm.tasks.objectives import OBJECTIVES
-from seqlm.tasks.seq2seq_generation import GenerationCheck, encode_examples, encode_inputs, generate, generating_model, stop_ids
+from seqlm.tasks.seq2seq_generation import GenerationCheck, encode_examples, encode_inputs, generated_scores, stop_ids
 from seqlm.tasks.seq2seq_prompts import PromptFormat
 from seqlm.tasks.task import Finetuning, Task
 from seqlm.training.objective import Objective
@@ -120,11 +119,9 @@ def score(
     sums = score_batches(model, objective, check, precision, device, cluster, lockstep)
     metrics = {"loss": sums["loss"], "perplexity": sums["perplexity"], "target_tokens": sums["tokens"]}
     if check.sources:
-        generated = generate(generating_model(model), check.tokenizer, check.sources, check.settings, check.batch_size, precision, check.seed)
-        best = [candidates[0] for candidates in generated]
-        scores = generation_scores([g.text for g in best], check.references, [g.token_ids for g in best], check.tokenizer.pad_token_id)
+        texts, scores = generated_scores(model, check, precision)
         metrics.update({key: float(scores[key]) for key in (*GENERATION_METRICS, "gen_len")})
-        metrics["generated"] = len(best)
+        metrics["generated"] = len(texts)
     return metrics
 
 
