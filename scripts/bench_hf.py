@@ -42,7 +42,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
-from hf_trainer import step_clock, training_arguments
+from hf_trainer import run_task, step_clock, training_arguments
 
 from seqlm.config.finetune import FinetuneConfig
 from seqlm.config.inference import PredictConfig
@@ -53,24 +53,14 @@ RAW_BATCH_LINES = 10_000
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("task", choices=sorted(TASKS))
-    parser.add_argument("--config", type=Path, required=True)
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="key.path=value, as seqlm's --set")
-    parser.add_argument("--result", type=Path, required=True)
-    parser.add_argument("--warmup", type=int, default=1, help="optimizer steps left out of the throughput")
-    parser.add_argument("--measure", type=int, default=None, help="steps measured after the warm-up (default: the rest)")
-    parser.add_argument("--bf16", action="store_true", help="TrainingArguments(bf16=True)")
-    parser.add_argument("--num-proc", type=int, default=None, help="tokenize-map: Dataset.map(num_proc=...)")
-    parser.add_argument("--padding", choices=("max_length", "dynamic"), default="max_length", help="finetune")
-    parser.add_argument("--order", choices=("random", "by-length"), default=None,
-                        help="finetune: the train sampler (default: random with max_length, by-length with dynamic)")
-    args = parser.parse_args()
-    result = TASKS[args.task](args)
-    args.result.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-
-
-# --------------------------------------------------------------------------- tokenize
+    run_task(
+        __doc__.split("\n\n")[0], TASKS,
+        (("--bf16",), {"action": "store_true", "help": "TrainingArguments(bf16=True)"}),
+        (("--num-proc",), {"type": int, "default": None, "help": "tokenize-map: Dataset.map(num_proc=...)"}),
+        (("--padding",), {"choices": ("max_length", "dynamic"), "default": "max_length", "help": "finetune"}),
+        (("--order",), {"choices": ("random", "by-length"), "default": None,
+                        "help": "finetune: the train sampler (default: random with max_length, by-length with dynamic)"}),
+    )  # fmt: skip
 
 
 def tokenize_map(args: argparse.Namespace) -> dict[str, Any]:

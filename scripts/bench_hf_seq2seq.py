@@ -25,14 +25,13 @@ traceback and a non-zero exit.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import hf_seq2seq
 from bench_hf import read_texts
+from hf_trainer import run_task
 
 from seqlm.config.inference import PredictConfig
 from seqlm.config.loading import load_config
@@ -83,16 +82,7 @@ TASKS = {"seq2seq": train, "generate": generate}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("task", choices=sorted(TASKS))
-    parser.add_argument("--config", type=Path, required=True)
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="key.path=value, as seqlm's --set")
-    parser.add_argument("--result", type=Path, required=True)
-    parser.add_argument("--warmup", type=int, default=1, help="seq2seq: optimizer steps left out of the throughput")
-    parser.add_argument("--measure", type=int, default=None, help="seq2seq: steps measured after the warm-up (default: the rest)")
-    args = parser.parse_args()
-    result = TASKS[args.task](args)
-    args.result.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    run_task(__doc__.split("\n\n")[0], TASKS)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The Hugging Face side's Trainer setup, for every reference script (bench_hf.py, hf_seq2seq.py): its
 `TrainingArguments` from a seqlm config (one translation of seqlm's optimizer settings, so that both sides
-train alike) and the clock its throughput is read from.
+train alike), the clock its throughput is read from, and the command line the bench's HF-side scripts share.
 
 `optimizer_arguments(optim)`: the TrainingArguments keywords of seqlm's `optim:` section (AdamW betas, eps,
 weight decay, warm-up, schedule with its floor, gradient clipping). `training_arguments(...)`: those, plus
@@ -8,11 +8,17 @@ batch size, accumulation, steps, seed and precision, with saving, evaluation, re
 other keyword goes through, and `arguments_class` picks e.g. Seq2SeqTrainingArguments. `step_clock()`: a
 TrainerCallback whose `ends` lists the wall time at the end of every optimizer step. transformers is
 imported on call: a script that measures a process without it (bench_hf.py tokenize-raw) must not load it.
+`run_task(description, tasks, *options)`: `SCRIPT TASK --config C [--set K=V ...] --result OUT.json [--warmup N]
+[--measure N]` plus the script's own `options` (argparse `add_argument` (args, kwargs) pairs), as
+`bench_core.Bench.script` calls it; runs `tasks[TASK](args)` and writes its result dict to OUT.json.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,3 +64,19 @@ def step_clock() -> Any:
             self.ends.append(time.perf_counter())
 
     return StepClock()
+
+
+def run_task(description: str, tasks: dict[str, Callable[[argparse.Namespace], dict[str, Any]]], *options: tuple[tuple, dict]) -> None:
+    """The shared command line of the bench's HF-side scripts (see the module docstring)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("task", choices=sorted(tasks))
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="key.path=value, as seqlm's --set")
+    parser.add_argument("--result", type=Path, required=True)
+    parser.add_argument("--warmup", type=int, default=1, help="optimizer steps left out of the throughput")
+    parser.add_argument("--measure", type=int, default=None, help="steps measured after the warm-up (default: the rest)")
+    for names, settings in options:
+        parser.add_argument(*names, **settings)
+    args = parser.parse_args()
+    result = tasks[args.task](args)
+    args.result.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
