@@ -30,7 +30,7 @@ from seqlm.data.masking import IGNORE_INDEX
 
 MEGA_BATCHES = 50  # group_by_length sorts runs of this many batches' worth of examples
 _TRAIN_STREAM, _ORDER_STREAM = 0, 1
-TOKEN_ROWS = ("input_ids", "attention_mask", "token_type_ids")
+TOKEN_ROWS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")  # position_ids: packed rows (padded with 0)
 LABEL_ROWS = "labels"  # a row kind padded like per-token targets, but passed to the model (seq2seq decoder labels)
 
 

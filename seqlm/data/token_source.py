@@ -38,6 +38,12 @@ def _tokenize_text_file(path: Path, tokenizer: Any, objective: str) -> TokenSpli
     separator = tokenizer.eos_token_id if objective == "clm" else tokenizer.sep_token_id
     if separator is None:
         raise DataError(f"the model's tokenizer has no {'eos' if objective == 'clm' else 'sep'} token to separate documents")
+    return documents_split(documents, tokenizer, separator)
+
+
+def documents_split(documents: list[str], tokenizer: Any, separator: int) -> TokenSplit:
+    """`documents` tokenized (no special tokens) and laid back to back, each ending with `separator`, in memory:
+    the token stream `seqlm tokenize` writes to disk (and `seqlm.data.pretrain_data` cuts into blocks)."""
     encoded = tokenizer(documents, add_special_tokens=False)["input_ids"]
     ids = [token for document in encoded for token in [*document, separator]]
     lengths = np.array([len(document) + 1 for document in encoded], dtype=np.int64)

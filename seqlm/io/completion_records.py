@@ -6,6 +6,11 @@ content}, ...]}` (checked by `seqlm.tasks.completion_rows.record_from`; other fi
 skipped. Every problem is a one-line `DataError` `FILE:LINE: what is wrong; what to do` (bad UTF-8 or JSON, a
 missing field, a conversation without an assistant turn), a missing or empty file too. `CompletionRecords` has
 `len`, iteration, indexing, `source` and `subset(indices)`, so `seqlm.io.records.split_by_ratio` splits it.
+
+`read_documents(location, documents, text_field)`: plain text (`data.format: text`) as `TextDocuments` (the same
+container shape, of strings): a text file's lines or blank-line-separated paragraphs (`seqlm.data.text_documents`,
+as `seqlm tokenize` reads them; compressed files too), or a JSON Lines file's `text_field` values. Blank documents
+are skipped; a record without a string `text_field`, or a file with no text, is a one-line DataError.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from seqlm.data.text_documents import text_documents
 from seqlm.errors import ConfigError, DataError
 from seqlm.io import records
 from seqlm.tasks.completion_rows import CompletionRecord, record_from
@@ -53,3 +59,40 @@ def read_completions(location: str, format: str = "auto", prompt_field: str = "p
     if not read:
         raise DataError(f"{location}: no records (the file is empty); {_FIX}")
     return CompletionRecords(read, location)
+
+
+@dataclass(frozen=True)
+class TextDocuments:
+    records: tuple[str, ...]
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.records)
+
+    def subset(self, indices: list[int] | np.ndarray) -> TextDocuments:
+        return TextDocuments(tuple(self.records[int(i)] for i in indices), self.source)
+
+
+def read_documents(location: str, documents: str = "line", text_field: str = "text") -> TextDocuments:
+    """Every plain-text document of `location` (see the module docstring)."""
+    path = Path(location)
+    if not path.is_file():
+        raise DataError(f"{location}: file not found; check the path (relative to {Path.cwd()}) in data.train/validation/test")
+    suffixes = [suffix.lower() for suffix in path.suffixes]
+    if any(suffix in (".jsonl", ".json", ".ndjson") for suffix in suffixes[-2:]):
+        texts = []
+        for number, row in records.jsonl_records(path, f"put one JSON object with a {text_field!r} field per line"):
+            text = row.get(text_field)
+            if not isinstance(text, str):
+                fields = ", ".join(repr(name) for name in row) or "none"
+                raise DataError(f"{location}:{number}: field {text_field!r} missing or not a string (fields: {fields}); set data.text_field")
+            if text.strip():
+                texts.append(text)
+    else:
+        texts = list(text_documents(path, location, documents))
+    if not texts:
+        raise DataError(f"{location}: no text (empty or blank documents only); give the documents to train on")
+    return TextDocuments(tuple(texts), location)

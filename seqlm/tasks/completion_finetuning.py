@@ -1,5 +1,5 @@
 """Generation fine-tuning of a causal LM (`task: causal_lm`): prompt/completion and chat records, the loss on the
-completions (or on every token, `data.loss_on: all`).
+completions (or on every token, `data.loss_on: all`); or continued pretraining on plain text (`data.format: text`).
 
 The registry key is `causal_lm`, as the finetune config names it; the module `seqlm.tasks.causal_lm` is the `clm`
 pretraining objective's evaluate / predict (a different key), so this task lives here.
@@ -15,6 +15,11 @@ finetune — records (`seqlm.io.completion_records`) → rows (`seqlm.tasks.comp
 `training.max_length` tokens keeping the last completion whole and the beginning and end of what precedes it
 (`_cut`; counted and reported), batched by `ExampleBatches` (labels
 padded with IGNORE_INDEX); the seq2seq objective's decoder-only loss: cross-entropy summed over the label tokens.
+With `data.packing`, short rows are packed into rows of up to `training.max_length` tokens, attention kept
+inside each example (`seqlm.data.packed_examples.pack_examples`; the model then runs without a KV cache).
+Plain text: documents back to back, eos-separated, cut into blocks of `training.max_length` tokens as
+`seqlm pretrain` cuts them (`seqlm.data.packed_examples.text_blocks`), the loss on every token; validation is
+loss and perplexity only (no completions to generate; the config makes loss pick best/).
 Validation: loss and perplexity over the label tokens (the completions), and on the first
 `eval_generate_examples` records, greedy (`generation:`) continuations of each record's prompt up to its last
 completion, scored against that completion: exact_match (share equal after stripping surrounding whitespace),
@@ -31,9 +36,10 @@ import torch
 
 from seqlm.data.example_batches import EncodedExamples, ExampleBatches
 from seqlm.data.masking import IGNORE_INDEX
+from seqlm.data.packed_examples import pack_examples, text_blocks
 from seqlm.errors import ConfigError
 from seqlm.io import records
-from seqlm.io.completion_records import CompletionRecords, read_completions
+from seqlm.io.completion_records import CompletionRecords, read_completions, read_documents
 from seqlm.metrics.scoring import score_batches
 from seqlm.models.heads import MARKER_KEY, PROMPTED_HEAD
 from seqlm.models.loading import max_positions
@@ -53,7 +59,9 @@ METRIC_MODES = {"loss": "min", **{name: "max" for name in GENERATION_METRICS}}
 
 
 def load(data: Any) -> tuple[dict[str, CompletionRecords], list[str]]:
-    """{"train", "validation"[, "test"]}; no label names."""
+    """{"train", "validation"[, "test"]} of records, or of plain-text documents; no label names."""
+    if data.plain_text:
+        return records.read_splits(data, lambda location: read_documents(location, data.documents, data.text_field)), []
     return records.read_splits(data, lambda location: read_completions(location, data.format, data.prompt_field, data.completion_field)), []
 
 
@@ -113,7 +121,7 @@ class CompletionBatches:
 
     def evaluation(self, split: str) -> GenerationCheck:
         training = self.config.training
-        n = min(training.eval_generate_examples, len(self.splits[split]))
+        n = min(training.eval_generate_examples, len(self.prompts[split]))  # plain text: no prompts, no generation
         references = [(_last_completion(record),) for record in self.splits[split].subset(range(n))]
         return GenerationCheck(
             self.examples.evaluation(split), self.prompts[split][:n], references, self.config.generation,
@@ -128,15 +136,26 @@ def _last_completion(record: Any) -> str:
 def _batches_for_run(
     splits: dict[str, CompletionRecords], names: list[str], tokenizer: Any, config: Any, world_size: int, log: Callable[[str], None]
 ) -> CompletionBatches:
-    training = config.training
-    chat = bool(getattr(tokenizer, "chat_template", None))
-    log(f"causal_lm: records rendered {'with the tokenizer chat template' if chat else 'as prompt + completion + eos'}, "
-        f"the loss on {'the completions' if config.data.loss_on == 'completion' else 'every token'}")  # fmt: skip
+    training, data = config.training, config.data
     encoded, prompts = {}, {}
-    for split, split_records in splits.items():
-        encoded[split], prompts[split], cut = encode(split_records, tokenizer, config.data.loss_on, training.max_length)
-        if cut:
-            log(f"{split}: {cut} of {len(split_records)} records are longer than training.max_length ({training.max_length} tokens); the middle of what precedes their last completion is dropped")
+    if data.plain_text:
+        log(f"causal_lm: plain text, documents back to back (each ending with eos) in blocks of {training.max_length} tokens, "
+            "the loss on every token; validation: loss and perplexity (no generation check: plain text has no completions)")  # fmt: skip
+        for split, documents in splits.items():
+            encoded[split], prompts[split] = text_blocks(list(documents), tokenizer, training.max_length, documents.source), []
+            log(f"{split}: {len(documents)} documents, {len(encoded[split])} blocks, {int(encoded[split].lengths.sum()):,} tokens")
+    else:
+        chat = bool(getattr(tokenizer, "chat_template", None))
+        log(f"causal_lm: records rendered {'with the tokenizer chat template' if chat else 'as prompt + completion + eos'}, "
+            f"the loss on {'the completions' if data.loss_on == 'completion' else 'every token'}")  # fmt: skip
+        for split, split_records in splits.items():
+            encoded[split], prompts[split], cut = encode(split_records, tokenizer, data.loss_on, training.max_length)
+            if cut:
+                log(f"{split}: {cut} of {len(split_records)} records are longer than training.max_length ({training.max_length} tokens); the middle of what precedes their last completion is dropped")
+            if data.packing:
+                rows = len(encoded[split])
+                encoded[split] = pack_examples(encoded[split], training.max_length)
+                log(f"{split}: {rows} examples packed into {len(encoded[split])} rows of up to {training.max_length} tokens")
     batches = ExampleBatches(
         encoded, int(tokenizer.pad_token_id), training.batch_size * world_size, training.grad_accum, training.seed, training.group_by_length
     )
@@ -176,6 +195,8 @@ def load_model(source: Any, config: Any) -> tuple[Any, Any, list[str]]:
     setattr(model.config, MARKER_KEY, PromptFormat(None if chat else SOURCE).metadata())
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
+    if config.data.packing:  # transformers keeps packed examples apart (by their position_ids) only without a KV cache
+        model.config.use_cache = False
     generation = model.generation_config
     generation.pad_token_id = tokenizer.pad_token_id
     generation.eos_token_id = sorted(stop_ids(model, tokenizer))

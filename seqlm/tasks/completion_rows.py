@@ -57,9 +57,10 @@ def record_from(row: dict[str, Any], where: str, prompt_field: str = "prompt", c
     for key in (prompt_field, completion_field):
         if not isinstance(row.get(key), str) or not row[key].strip():
             fields = ", ".join(repr(name) for name in row) or "none"
+            text = "; plain text to continue pretraining on: set data.format: text" if "text" in row else ""
             raise DataError(
                 f"{where}: field {key!r} missing or not a non-empty string (fields: {fields}); give {prompt_field} and "
-                f"{completion_field} (data.prompt_field / completion_field), or messages"
+                f"{completion_field} (data.prompt_field / completion_field), or messages{text}"
             )
     pair = ({"role": "user", "content": row[prompt_field]}, {"role": "assistant", "content": row[completion_field]})
     return CompletionRecord(pair, where, pair=True)
