@@ -171,3 +171,34 @@ def test_a_text_record_in_a_records_file_points_to_format_text(tmp_path: Path) -
     (tmp_path / "finetune.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     result = invoke("finetune", tmp_path / "finetune.yaml")
     assert result.exit_code == 3 and "train.jsonl:1:" in result.stderr and "set data.format: text" in result.stderr, result.output
+
+
+@pytest.mark.slow
+def test_packed_records_learn_the_mapping_through_the_cli(tmp_path: Path, tokenizer_dir: Path) -> None:  # noqa: F811
+    model = _tiny_llama_dir(tmp_path, tokenizer_dir, chat=False)
+    rows = [{"prompt": f"{word} ->", "completion": PARTNER[word]} for word in WORDS]
+    train, validation = write_jsonl(tmp_path / "train.jsonl", rows * 8), write_jsonl(tmp_path / "validation.jsonl", rows)
+    config = {
+        "output_dir": str(tmp_path / "run"), "task": "causal_lm", "model": str(model),
+        "data": {"train": str(train), "validation": str(validation), "packing": True},
+        "optim": {"lr": 1.0e-2, "warmup_steps": 10},
+        "training": {"batch_size": 4, "max_steps": 150, "eval_every": 150, "eval_generate_examples": 30, "precision": "fp32",
+                     "log_every": 50, "max_length": 64},
+        "generation": {"max_new_tokens": 4},
+    }  # fmt: skip
+    (tmp_path / "finetune.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    result = invoke("finetune", tmp_path / "finetune.yaml")
+    assert result.exit_code == 0, result.output
+    assert "train: 240 examples packed into 24 rows of up to 64 tokens" in result.stderr, result.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["best_val_exact_match"] >= 0.9, metrics
+    best = tmp_path / "run" / "best"
+    assert json.loads((best / "config.json").read_text(encoding="utf-8"))["use_cache"] is False
+    # predict generates with its cache all the same, one record per prompt in input order
+    (tmp_path / "prompts.txt").write_text("".join(f"{word} ->\n" for word in WORDS[:6]), encoding="utf-8")
+    result = invoke(
+        "predict", "--device", "cpu", "--model", best, "-i", tmp_path / "prompts.txt", "--set", "generation.max_new_tokens=4"
+    )
+    assert result.exit_code == 0, result.output
+    outputs = [json.loads(line)["output"].strip() for line in result.stdout.splitlines()]
+    assert sum(output == PARTNER[word] for output, word in zip(outputs, WORDS[:6])) >= 5, outputs
