@@ -123,6 +123,14 @@ def test_chat_records_learn_the_mapping_with_the_loss_on_the_assistant_turns_onl
     marker = json.loads((best / "config.json").read_text(encoding="utf-8"))["seqlm"]
     assert marker["chat_template"] is True
 
+    # evaluate reads the messages records themselves: the rows and prompts training scored, so its validation figures.
+    args = ("evaluate", "--device", "cpu", "--model", best, "--data", tmp_path / "validation.jsonl", "--json",
+            "--set", f"output_dir={tmp_path / 'eval'}", "--set", "generation.max_new_tokens=4")  # fmt: skip
+    scores = json.loads(seqlm(*args))
+    assert scores["objective"] == "causal_lm" and scores["examples"] == len(WORDS)
+    assert scores["loss"] == pytest.approx(metrics["best_val_loss"], rel=1e-4)
+    assert (scores["exact_match"], scores["rougeL"]) == (metrics["best_val_exact_match"], metrics["best_val_rougeL"])
+
     # predict: chat inputs rendered by the template, plain prompts as the user message; records in input order.
     words = WORDS[::3]
     rows = [{"id": i, "messages": [{"role": "system", "content": "Map the word."}, {"role": "user", "content": w}]} for i, w in enumerate(words)]

@@ -202,3 +202,10 @@ def test_packed_records_learn_the_mapping_through_the_cli(tmp_path: Path, tokeni
     assert result.exit_code == 0, result.output
     outputs = [json.loads(line)["output"].strip() for line in result.stdout.splitlines()]
     assert sum(output == PARTNER[word] for output, word in zip(outputs, WORDS[:6])) >= 5, outputs
+    # evaluate on the prompt/completion records, unpacked: the loss validation had on them packed
+    args = ("evaluate", "--device", "cpu", "--model", best, "--data", validation, "--json", "--set", f"output_dir={tmp_path / 'eval'}",
+            "--set", "generation.max_new_tokens=4")  # fmt: skip
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.stdout)
+    assert scores["loss"] == pytest.approx(metrics["best_val_loss"], rel=1e-4) and scores["exact_match"] == metrics["best_val_exact_match"]

@@ -75,6 +75,11 @@ class PredictConfig(Section):
         default=None,
         description="seq2seq: prepended to every input; null: the prefix the model was fine-tuned with (its config.json's prefix, else none); '': none.",
     )
+    apply_chat_template: bool = Field(
+        default=False,
+        description="clm (a causal LM seqlm did not fine-tune): render each text input as a user message with the tokenizer's chat "
+        "template, ready for the assistant's answer (messages inputs always are).",
+    )
     output_format: Literal["auto", "jsonl", "csv"] = Field(default="auto", description="auto: .csv → csv, else jsonl.")
     batch_size: int = Field(default=16, ge=1, description="Inputs per forward pass / generate call.")
     generation: GenerationConfig = Field(default_factory=GenerationConfig)

@@ -10,7 +10,9 @@ seq_len/stride times more compute). perplexity = exp(Σ NLL / Σ scored tokens).
 
 predict — {"input", "generated" (the continuation only, special tokens removed),
 "n_generated_tokens" (new tokens before EOS, the EOS itself not counted)}. An empty prompt starts
-from the BOS token. Prompts longer than the model's positions minus max_new_tokens keep their
+from the BOS token. A chat input (jsonl "messages"; "input" is its last message) is rendered with the
+tokenizer's chat template, ready for the assistant's turn, and the model's answer is "generated"; so is a text
+input with `apply_chat_template` (as one user message). A messages input without a chat template is a DataError. Prompts longer than the model's positions minus max_new_tokens keep their
 most recent tokens; how many were cut is reported as a warning at the end.
 """
 
@@ -125,6 +127,28 @@ def predict(loaded: LoadedModel, records: list[InputRecord], config: PredictConf
     return Predictions(results, warnings)
 
 
+def _prompt_ids(tokenizer: Any, records: list[InputRecord], limit: int | None, chat: bool) -> list[list[int]]:
+    """Each record's prompt ids: its text as written (of a long one only an end of more than `limit` tokens is
+    encoded: the same last tokens are kept), or rendered with the chat template (see the module docstring)."""
+    texts: dict[bool, list[tuple[int, str]]] = {False: [], True: []}  # rendered? → (record index, text)
+    for index, record in enumerate(records):
+        if record.messages is None and not chat:
+            texts[False].append((index, token_suffix(tokenizer, record.text, limit) if limit is not None else record.text))
+            continue
+        if not getattr(tokenizer, "chat_template", None):
+            raise DataError(f"input line {record.line}: a messages input needs a tokenizer with a chat template, and this model's "
+                            "has none: give text prompts (they are continued as written)")  # fmt: skip
+        messages = record.messages if record.messages is not None else [{"role": "user", "content": record.text}]
+        texts[True].append((index, tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)))
+    ids: list[list[int]] = [[] for _ in records]
+    for rendered, pairs in texts.items():
+        if pairs:  # verbose=False: over-long prompts are cut (and reported) by the caller; a rendering holds its special tokens
+            encoded = tokenizer([text for _, text in pairs], add_special_tokens=not rendered, verbose=False)["input_ids"]
+            for (index, _), row in zip(pairs, encoded):
+                ids[index] = row
+    return ids
+
+
 def generate(
     loaded: LoadedModel, records: list[InputRecord], config: PredictConfig, precision: Precision, report: Any
 ) -> tuple[list[dict[str, Any]], int]:
@@ -144,10 +168,7 @@ def generate(
             )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0  # masked out, any id works
     prompts, n_truncated = [], 0
-    # verbose=False: over-long prompts are handled (and reported) below, not by a tokenizer warning.
-    # Of a long prompt only an end with more than `limit` tokens is encoded: the same last tokens are kept.
-    texts = [token_suffix(tokenizer, r.text, limit) if limit is not None else r.text for r in records]
-    for record, ids in zip(records, tokenizer(texts, verbose=False)["input_ids"]):
+    for record, ids in zip(records, _prompt_ids(tokenizer, records, limit, config.apply_chat_template)):
         if not ids:
             if start_id is None:
                 raise DataError(f"line {record.line}: empty prompt, and the tokenizer has no BOS/EOS token to start from")
@@ -179,6 +200,7 @@ TASK = Task(
     objective=OBJECTIVES["clm"],
     evaluate=evaluate,
     predict=predict,
-    check_predict=partial(check_language_model_options, "clm"),
+    check_predict=partial(check_language_model_options, "clm", chat=True),
     output_fields=frozenset({"input", "generated", "n_generated_tokens"}),
+    takes_messages=True,
 )

@@ -23,7 +23,7 @@ from seqlm.models.loading import LoadedModel
 from seqlm.runtime.device import Precision
 from seqlm.tasks import classification_predict
 from seqlm.tasks.classification_report import evaluate_classifier
-from seqlm.tasks.objectives import OBJECTIVES, refuse_source_prefix
+from seqlm.tasks.objectives import OBJECTIVES, refuse_chat_template, refuse_source_prefix
 from seqlm.tasks.task import Finetuning, Predictions, Task
 
 # The validation metrics and which way is better; early_stopping.metric must be one of them.
@@ -93,6 +93,7 @@ def predict(loaded: LoadedModel, records: list[InputRecord], config: PredictConf
 
 def check_predict(config: PredictConfig, loaded: LoadedModel) -> None:
     refuse_source_prefix(config, "a sequence classifier")
+    refuse_chat_template(config, "a sequence classifier")
     classification_predict.length_limit(loaded, config.max_length)  # max_length beyond the model's positions: ConfigError
 
 

@@ -122,14 +122,15 @@ class CompletionBatches:
     def evaluation(self, split: str) -> GenerationCheck:
         training = self.config.training
         n = min(training.eval_generate_examples, len(self.prompts[split]))  # plain text: no prompts, no generation
-        references = [(_last_completion(record),) for record in self.splits[split].subset(range(n))]
+        references = [(last_completion(record),) for record in self.splits[split].subset(range(n))]
         return GenerationCheck(
             self.examples.evaluation(split), self.prompts[split][:n], references, self.config.generation,
             self.tokenizer, training.batch_size, training.seed,
         )  # fmt: skip
 
 
-def _last_completion(record: Any) -> str:
+def last_completion(record: Any) -> str:
+    """The content of a record's last assistant message: what validation scores the generation against."""
     return next(message["content"] for message in reversed(record.messages) if message["role"] == "assistant")
 
 

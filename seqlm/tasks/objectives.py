@@ -205,8 +205,13 @@ OBJECTIVES: dict[str, Objective] = {
 }
 
 
-def check_language_model_options(task: str, config: Any, loaded: Any) -> None:
-    """`seqlm predict` settings a language model does not use are refused, not ignored."""
+def check_language_model_options(task: str, config: Any, loaded: Any, chat: bool = False) -> None:
+    """`seqlm predict` settings a language model does not use are refused, not ignored; `chat`: the task renders
+    chat templates (`apply_chat_template`), which then needs one."""
+    if not chat:
+        refuse_chat_template(config, f"a {task} model")
+    elif config.apply_chat_template and not getattr(loaded.tokenizer, "chat_template", None):
+        raise ConfigError(f"apply_chat_template: the tokenizer of {config.model} has no chat template; drop it (prompts are then continued as written)")
     if config.text_pair_field is not None:
         raise ConfigError(f"text_pair_field is for sequence classifiers; {config.model} is a {task} model")
     if config.max_length is not None:
@@ -225,3 +230,9 @@ def refuse_source_prefix(config: Any, kind: str) -> None:
     """`predict: source_prefix` is for seq2seq models; any other task refuses it rather than ignore it."""
     if getattr(config, "source_prefix", None) is not None:
         raise ConfigError(f"source_prefix is for seq2seq models; {config.model} is {kind}: drop it")
+
+
+def refuse_chat_template(config: Any, kind: str) -> None:
+    """`predict: apply_chat_template` is for causal LMs seqlm did not fine-tune; any other task refuses it."""
+    if getattr(config, "apply_chat_template", False):
+        raise ConfigError(f"apply_chat_template is for causal LMs seqlm did not fine-tune; {config.model} is {kind}: drop it")

@@ -23,7 +23,7 @@ from seqlm.io.qa_records import read_qa
 from seqlm.models.loading import LoadedModel, token_limit
 from seqlm.runtime.device import Precision
 from seqlm.runtime.distributed import Cluster
-from seqlm.tasks.objectives import refuse_source_prefix
+from seqlm.tasks.objectives import refuse_chat_template, refuse_source_prefix
 from seqlm.tasks.qa_answers import read_answers
 from seqlm.tasks.qa_scoring import OBJECTIVE, ScoredWindows, as_examples, doc_stride_for, encode, score, window_logits
 from seqlm.tasks.task import Predictions
@@ -58,6 +58,7 @@ def evaluate(
 
 def check_predict(config: PredictConfig, loaded: LoadedModel) -> None:
     refuse_source_prefix(config, "an extractive QA model")
+    refuse_chat_template(config, "an extractive QA model")
     if config.text_pair_field is None:
         raise ConfigError(
             f"{config.model} answers questions on contexts: set text_field to the question's field and text_pair_field to "

@@ -10,7 +10,8 @@ the tokenizer's limit, else none, as for T5; decoder-only: the model's positions
 Sources get `source_prefix` prepended; null (the default): the prefix the model was fine-tuned with, which
 `seqlm finetune` saves as `prefix` in its config.json (where HF pipelines read it too), else none.
 
-evaluate — `config.data` holds source/target records (`source_field`, `target_field`, `references_field`,
+evaluate — `config.data` holds source/target records (or, for a decoder-only model, the prompt/completion or
+chat messages records `task: causal_lm` trains on: `seqlm.tasks.completion_evaluate`) (`source_field`, `target_field`, `references_field`,
 `source_prefix`); metrics.json: the teacher-forced loss and perplexity per target token (when every example
 has a target), sacreBLEU BLEU / chrF with their signatures, ROUGE-1/2/L/Lsum, gen_len (tokens).
 predict — one record per input, in input order: {"input" (as given, without the prefix), "output"}, or {"input", "outputs"} (a list, best
@@ -20,6 +21,7 @@ length-penalised log-probability of each output).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -35,7 +37,7 @@ from seqlm.metrics.scoring import score_batches
 from seqlm.models.loading import LoadedModel
 from seqlm.runtime.device import Precision
 from seqlm.runtime.distributed import Cluster
-from seqlm.tasks.objectives import OBJECTIVES
+from seqlm.tasks.objectives import OBJECTIVES, refuse_chat_template
 from seqlm.tasks.seq2seq_generation import encode_examples, encode_inputs, generate, source_limit
 from seqlm.tasks.seq2seq_prompts import PromptFormat
 from seqlm.tasks.task import Predictions
@@ -47,7 +49,12 @@ TARGET_LIMIT = 1024  # teacher-forced loss in evaluate: targets are scored whole
 def evaluate(
     loaded: LoadedModel, config: EvaluateConfig, precision: Precision, device: torch.device, console: Console, cluster: Cluster
 ) -> dict[str, Any]:
-    """Metrics of the seq2seq model `loaded` on the source/target file `config.data` (see the module docstring)."""
+    """Metrics of the seq2seq model `loaded` on the source/target file `config.data` (see the module docstring); a
+    decoder-only model's prompt/completion or messages records: `seqlm.tasks.completion_evaluate`."""
+    from seqlm.tasks import completion_evaluate  # here: it builds on the causal_lm task, which serves evaluate from this module
+
+    if PromptFormat.of_model(loaded.model.config) is not None and completion_evaluate.reads_completions(Path(config.data), config.source_field):
+        return completion_evaluate.evaluate(loaded, config, precision, device, console, cluster)
     examples = read_seq2seq(
         str(config.data), "auto", config.source_field, config.target_field, config.references_field, source_prefix(config, loaded),
         require_target=False, config_section="",
@@ -159,6 +166,7 @@ def _target_limit(loaded: LoadedModel, prompt: PromptFormat | None, source_limit
 
 def check_predict(config: PredictConfig, loaded: LoadedModel) -> None:
     """Settings for other tasks are refused, not ignored."""
+    refuse_chat_template(config, "a seq2seq model, which applies the prompt format it was fine-tuned with (chat inputs: messages)")
     if config.text_pair_field is not None:
         raise ConfigError(f"text_pair_field is for sequence classifiers; {config.model} is a seq2seq model")
     if config.words_field is not None:

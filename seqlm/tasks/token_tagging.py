@@ -34,7 +34,7 @@ from seqlm.metrics.sequence_labelling import detect_scheme
 from seqlm.models.loading import LoadedModel, model_label_names, token_limit
 from seqlm.runtime.device import Precision
 from seqlm.tasks.long_input_tagging import LONG_INPUT_CHARS, tag_words, tagged_record, word_spans
-from seqlm.tasks.objectives import refuse_source_prefix
+from seqlm.tasks.objectives import refuse_chat_template, refuse_source_prefix
 from seqlm.tasks.task import Predictions
 
 OUTPUT_FIELDS = frozenset({"input", "words", "entities"})
@@ -42,6 +42,7 @@ OUTPUT_FIELDS = frozenset({"input", "words", "entities"})
 
 def check_predict(config: PredictConfig, loaded: LoadedModel) -> None:
     refuse_source_prefix(config, "a token classifier")
+    refuse_chat_template(config, "a token classifier")
     if config.text_pair_field is not None:
         raise ConfigError(f"text_pair_field is for sequence classifiers; {config.model} is a token classifier")
     token_limit(config.max_length, loaded.model.config, loaded.tokenizer, "max_length")  # beyond the positions: ConfigError
