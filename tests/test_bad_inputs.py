@@ -576,10 +576,68 @@ def causal_lm_no_assistant_turn(ctx: Ctx) -> Case:
 
 
 def messages_to_a_model_without_generation(ctx: Ctx) -> Case:
-    """Chat inputs to a clm model's predict (continuations): refused, not read as their last message."""
+    """Chat inputs to a masked LM's predict ([MASK] fills): refused, not read as their last message."""
+    import torch
+    from transformers import BertConfig, BertForMaskedLM
+
+    tokenizer = ctx.fixture("tiny_tokenizer")("wordpiece")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                        max_position_embeddings=64)  # fmt: skip
+    BertForMaskedLM(config).save_pretrained(ctx.tmp / "model")
+    tokenizer.save_pretrained(ctx.tmp / "model")
+    source, output = labelled(ctx.tmp / "chat.jsonl", ['{"messages": [{"role": "user", "content": "Hi"}]}']), ctx.tmp / "out.jsonl"
+    argv = ["predict", "--model", ctx.tmp / "model", "-i", source, "-o", output]
+    return Case(argv, [f"{source}:1: a messages input is for generation models;", "is a mlm model: give its text in text_field"], [output])
+
+
+def messages_without_chat_template(ctx: Ctx) -> Case:
+    """Chat inputs to a causal LM whose tokenizer has no chat template: nothing to render them with."""
     source, output = labelled(ctx.tmp / "chat.jsonl", ['{"messages": [{"role": "user", "content": "Hi"}]}']), ctx.tmp / "out.jsonl"
     argv = ["predict", "--model", ctx.fixture("gpt_model"), "-i", source, "-o", output]
-    return Case(argv, [f"{source}:1: a messages input is for generation models;", "is a clm model: give its text in text_field"], [output])
+    return Case(argv, ["input line 1: a messages input needs a tokenizer with a chat template", "give text prompts"], [output])
+
+
+def apply_chat_template_without_one(ctx: Ctx) -> Case:
+    output = ctx.tmp / "out.jsonl"
+    argv = ["predict", "--model", ctx.fixture("gpt_model"), "-i", REPO / "data" / "prompts" / "continue.txt", "-o", output,
+            *sets(apply_chat_template="true")]  # fmt: skip
+    return Case(argv, ["apply_chat_template: the tokenizer of", "has no chat template; drop it"], [output])
+
+
+def causal_lm_text_case(ctx: Ctx, says: str, **overrides: object) -> Case:
+    """The shipped tiny causal_lm config on a plain-text train file, with `overrides` (the rest made fit for text)."""
+    train = ctx.tmp / "notes.txt"
+    train.write_text("Some domain text.\n", encoding="utf-8")
+    settings = {"output_dir": ctx.tmp / "run", "data__train": train, "data__validation": "null", "data__loss_on": "all",
+                "training__early_stopping__metric": "loss", **overrides}  # fmt: skip
+    argv = ["finetune", TINY / "gpt_addition_finetune.yaml", *sets(**settings), "--device", "cpu"]
+    return Case(argv, [says], run_dir_outputs(ctx.tmp / "run"))
+
+
+def causal_lm_text_with_generation_metric(ctx: Ctx) -> Case:
+    return causal_lm_text_case(ctx, "training.early_stopping.metric exact_match: plain text has no completions to generate; use loss",
+                               training__early_stopping__metric="exact_match")  # fmt: skip
+
+
+def causal_lm_text_with_packing(ctx: Ctx) -> Case:
+    return causal_lm_text_case(ctx, "data.packing is for prompt/completion and chat records; plain text is always packed", data__packing="true")
+
+
+def causal_lm_text_with_loss_on_completion(ctx: Ctx) -> Case:
+    return causal_lm_text_case(ctx, "data.loss_on completion: plain text has no completions", data__loss_on="completion")
+
+
+def causal_lm_text_record_without_format_text(ctx: Ctx) -> Case:
+    return causal_lm_case(ctx, ['{"text": "Some domain text."}'], "field 'prompt' missing or not a non-empty string (fields: 'text')")
+
+
+def causal_lm_text_field_missing(ctx: Ctx) -> Case:
+    train = labelled(ctx.tmp / "notes.jsonl", ['{"body": "Some domain text."}'])
+    settings = {"output_dir": ctx.tmp / "run", "data__train": train, "data__validation": "null", "data__format": "text",
+                "data__loss_on": "all", "training__early_stopping__metric": "loss"}  # fmt: skip
+    argv = ["finetune", TINY / "gpt_addition_finetune.yaml", *sets(**settings), "--device", "cpu"]
+    return Case(argv, [f"{train}:1: field 'text' missing or not a string (fields: 'body'); set data.text_field"], run_dir_outputs(ctx.tmp / "run"))
 
 
 def stream_to_a_file(ctx: Ctx) -> Case:
@@ -698,6 +756,13 @@ ROWS = [
     Row("causal-lm-missing-completion", 3, causal_lm_missing_completion),
     Row("causal-lm-no-assistant-turn", 3, causal_lm_no_assistant_turn),
     Row("messages-to-a-model-without-generation", 3, messages_to_a_model_without_generation),
+    Row("messages-without-chat-template", 3, messages_without_chat_template),
+    Row("apply-chat-template-without-one", 2, apply_chat_template_without_one),
+    Row("causal-lm-text-with-generation-metric", 2, causal_lm_text_with_generation_metric),
+    Row("causal-lm-text-with-packing", 2, causal_lm_text_with_packing),
+    Row("causal-lm-text-with-loss-on-completion", 2, causal_lm_text_with_loss_on_completion),
+    Row("causal-lm-text-record-without-format-text", 3, causal_lm_text_record_without_format_text),
+    Row("causal-lm-text-field-missing", 3, causal_lm_text_field_missing),
     Row("stream-to-a-file", 2, stream_to_a_file),
     Row("qa-wrong-answer-start", 3, qa_wrong_answer_start),
     Row("qa-missing-context", 3, qa_missing_context),

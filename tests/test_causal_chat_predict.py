@@ -1,6 +1,6 @@
 """`seqlm predict` on a causal LM seqlm did not fine-tune (the `clm` task): chat `messages` inputs, and text inputs
 with `apply_chat_template`, are rendered with the tokenizer's chat template, ready for the assistant's turn, and
-answered in input order; without a template they are one-line errors. Checked against transformers' own generate
+answered in input order (without a template: one-line errors, rows of tests/test_bad_inputs.py). Checked against transformers' own generate
 on the rendered prompt (a random tiny Llama: what it says is arbitrary, but must be what that prompt gives)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import torch
-from conftest import invoke, seqlm, write_jsonl
+from conftest import seqlm, write_jsonl
 from test_causal_finetune import _tiny_llama_dir
 from test_seq2seq import _tokenizer, tokenizer_dir  # noqa: F401  (a fixture)
 
@@ -83,18 +83,3 @@ def test_chat_inputs_on_a_raw_causal_lm_are_answered_with_its_chat_template(tmp_
     as_user = _greedy(model, [{"role": "user", "content": "apple"}], 6)
     chatted = [json.loads(line) for line in seqlm(*args, "--set", "apply_chat_template=true").splitlines()]
     assert chatted[3]["generated"] == as_user and chatted[:3] == records[:3]
-
-
-def test_chat_inputs_need_a_chat_template(tmp_path: Path, tokenizer_dir: Path) -> None:  # noqa: F811
-    model = _tiny_llama_dir(tmp_path, tokenizer_dir, chat=False)
-    inputs = write_jsonl(tmp_path / "chat.jsonl", [{"text": "apple"}, {"messages": CONVERSATIONS[1]}])
-    result = invoke("predict", "--device", "cpu", "--model", model, "-i", inputs)
-    assert result.exit_code == 3 and "input line 2: a messages input needs a tokenizer with a chat template" in result.stderr, (
-        result.output
-    )
-    result = invoke("predict", "--device", "cpu", "--model", model, "-i", inputs, "--set", "apply_chat_template=true")
-    assert (
-        result.exit_code == 2
-        and "apply_chat_template: the tokenizer of" in result.stderr
-        and "has no chat template" in result.stderr
-    )

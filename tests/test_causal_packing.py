@@ -120,12 +120,29 @@ def test_plain_text_continues_pretraining_through_the_cli(tmp_path: Path, tokeni
         == "loss"
     )
 
-    # The model continues text: `seqlm predict` on a prompt of consecutive words gives the next ones.
-    (tmp_path / "prompts.txt").write_text("apple bread chair\nriver stone tiger\n", encoding="utf-8")
-    result = invoke("predict", "--device", "cpu", "--model", tmp_path / "run" / "best", "-i", tmp_path / "prompts.txt",
-                    "--set", "generation.max_new_tokens=2")  # fmt: skip
+    # A plain causal LM still (no seqlm marker): evaluate gives its perplexity on text, predict continues prompts.
+    best = tmp_path / "run" / "best"
+    assert "seqlm" not in json.loads((best / "config.json").read_text(encoding="utf-8"))
+    args = (
+        "evaluate",
+        "--device",
+        "cpu",
+        "--model",
+        best,
+        "--data",
+        tmp_path / "validation.txt",
+        "--json",
+        "--set",
+        f"output_dir={tmp_path / 'eval'}",
+    )
+    result = invoke(*args)
     assert result.exit_code == 0, result.output
-    outputs = [json.loads(line)["output"].split() for line in result.stdout.splitlines()]
+    assert json.loads(result.stdout)["perplexity"] < 3.0
+    (tmp_path / "prompts.txt").write_text("apple bread chair\nriver stone tiger\n", encoding="utf-8")
+    args = ("predict", "--device", "cpu", "--model", best, "-i", tmp_path / "prompts.txt", "--set", "generation.max_new_tokens=2")
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    outputs = [json.loads(line)["generated"].split() for line in result.stdout.splitlines()]
     assert outputs[0][:1] == ["dance"] and outputs[1][:1] == ["umbra"], outputs
 
 
@@ -139,38 +156,6 @@ def test_text_blocks_keep_every_token_and_documents_end_with_eos(tokenizer_dir: 
     ]
     assert stream == expected and all(len(block) == 16 for block in blocks.rows["input_ids"][:-1])
     assert all((labels == ids).all() for labels, ids in zip(blocks.targets["labels"], blocks.rows["input_ids"]))
-
-
-@pytest.mark.parametrize(
-    ("data", "says"),
-    [
-        ({"format": "text", "packing": True}, "data.packing is for prompt/completion and chat records"),
-        ({"train": "notes.txt", "loss_on": "completion"}, "plain text has no completions, its loss is on every token"),
-    ],
-)
-def test_settings_plain_text_cannot_use_are_refused(tmp_path: Path, data: dict, says: str) -> None:
-    config = {
-        "output_dir": str(tmp_path / "run"),
-        "task": "causal_lm",
-        "model": str(tmp_path),
-        "data": {"train": "t.txt", **data},
-    }
-    (tmp_path / "finetune.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    result = invoke("finetune", tmp_path / "finetune.yaml")
-    assert result.exit_code == 2 and says in result.stderr, result.output
-    config["training"] = {"early_stopping": {"metric": "exact_match"}}
-    config["data"] = {"train": "t.txt"}
-    (tmp_path / "finetune.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    result = invoke("finetune", tmp_path / "finetune.yaml")
-    assert result.exit_code == 2 and "plain text has no completions to generate; use loss" in result.stderr, result.output
-
-
-def test_a_text_record_in_a_records_file_points_to_format_text(tmp_path: Path) -> None:
-    train = write_jsonl(tmp_path / "train.jsonl", [{"text": "some domain text"}])
-    config = {"output_dir": str(tmp_path / "run"), "task": "causal_lm", "model": str(tmp_path), "data": {"train": str(train)}}
-    (tmp_path / "finetune.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    result = invoke("finetune", tmp_path / "finetune.yaml")
-    assert result.exit_code == 3 and "train.jsonl:1:" in result.stderr and "set data.format: text" in result.stderr, result.output
 
 
 @pytest.mark.slow
@@ -208,4 +193,7 @@ def test_packed_records_learn_the_mapping_through_the_cli(tmp_path: Path, tokeni
     result = invoke(*args)
     assert result.exit_code == 0, result.output
     scores = json.loads(result.stdout)
-    assert scores["loss"] == pytest.approx(metrics["best_val_loss"], rel=1e-4) and scores["exact_match"] == metrics["best_val_exact_match"]
+    assert (
+        scores["loss"] == pytest.approx(metrics["best_val_loss"], rel=1e-4)
+        and scores["exact_match"] == metrics["best_val_exact_match"]
+    )

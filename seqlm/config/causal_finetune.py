@@ -72,7 +72,7 @@ class CausalLmTrainingConfig(FinetuneTrainingConfig):
 
 
 class CausalLmFinetuneConfig(FinetuneRunConfig):
-    task: Literal["causal_lm"] = Field(description="Generation fine-tuning of a causal LM on prompt/completion or chat records.")
+    task: Literal["causal_lm"] = Field(description="Generation fine-tuning of a causal LM on prompt/completion or chat records, or continued pretraining on plain text.")
     data: CompletionDataConfig
     training: CausalLmTrainingConfig = Field(default_factory=CausalLmTrainingConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig, description="How validation generates (greedy by default).")

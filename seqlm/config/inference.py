@@ -21,7 +21,7 @@ class EvaluateConfig(Section):
     model: str = Field(description="An HF-format model dir (e.g. a run's model/), a .gguf file, a packaged model (minilm, smollm2) or a hub id.")
     trust_remote_code: TrustRemoteCode = False
     data: Path = Field(
-        description="LMs: a `seqlm tokenize` dataset dir or a text file (one document per line); classifiers: a labelled JSONL/CSV/Parquet file; token classifiers: a tagged JSONL/CoNLL/CoNLL-U file; extractive_qa: SQuAD-layout JSONL/Parquet or a SQuAD JSON file."
+        description="LMs: a `seqlm tokenize` dataset dir or a text file (one document per line); classifiers: a labelled JSONL/CSV/Parquet file; token classifiers: a tagged JSONL/CoNLL/CoNLL-U file; extractive_qa: SQuAD-layout JSONL/Parquet or a SQuAD JSON file; generation models: source/target JSONL/CSV/Parquet, or (decoder-only) the prompt/completion or messages JSONL causal_lm trains on."
     )
     split: Literal["train", "validation"] = Field(default="validation", description="Dataset split to score.")
     output_dir: Path | None = Field(default=None, description="Where metrics.json goes; default: beside the model.")

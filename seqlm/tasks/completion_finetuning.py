@@ -19,7 +19,8 @@ With `data.packing`, short rows are packed into rows of up to `training.max_leng
 inside each example (`seqlm.data.packed_examples.pack_examples`; the model then runs without a KV cache).
 Plain text: documents back to back, eos-separated, cut into blocks of `training.max_length` tokens as
 `seqlm pretrain` cuts them (`seqlm.data.packed_examples.text_blocks`), the loss on every token; validation is
-loss and perplexity only (no completions to generate; the config makes loss pick best/).
+loss and perplexity only (no completions to generate; the config makes loss pick best/), and the saved model
+stays a plain causal LM (no marker): `seqlm evaluate` gives its perplexity on text, `predict` continues prompts.
 Validation: loss and perplexity over the label tokens (the completions), and on the first
 `eval_generate_examples` records, greedy (`generation:`) continuations of each record's prompt up to its last
 completion, scored against that completion: exact_match (share equal after stripping surrounding whitespace),
@@ -180,8 +181,8 @@ def score(
 
 def load_model(source: Any, config: Any) -> tuple[Any, Any, list[str]]:
     """The causal LM to fine-tune (ConfigError for an encoder-decoder, or a training.max_length beyond its
-    positions), marked as a decoder-only seq2seq model (see the module docstring), its generation config padding
-    and stopping as training taught it."""
+    positions), marked as a decoder-only seq2seq model (see the module docstring; not for plain text, which leaves
+    a plain causal LM, the `clm` task's), its generation config padding and stopping as training taught it."""
     model, tokenizer, new_weights = load_seq2seq(str(source), config.trust_remote_code)
     if model.config.is_encoder_decoder:
         raise ConfigError(f"task causal_lm needs a causal LM (GPT-2, Llama, ...); {config.model} is an encoder-decoder: use task: seq2seq")
@@ -193,7 +194,8 @@ def load_model(source: Any, config: Any) -> tuple[Any, Any, list[str]]:
     if tokenizer.pad_token_id is None:  # batches are padded; a pad that is never a label (IGNORE_INDEX) is harmless
         tokenizer.pad_token = tokenizer.eos_token
     chat = bool(getattr(tokenizer, "chat_template", None))
-    setattr(model.config, MARKER_KEY, PromptFormat(None if chat else SOURCE).metadata())
+    if not config.data.plain_text:  # continued pretraining leaves a plain causal LM: evaluate gives its perplexity on text
+        setattr(model.config, MARKER_KEY, PromptFormat(None if chat else SOURCE).metadata())
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     if config.data.packing:  # transformers keeps packed examples apart (by their position_ids) only without a KV cache
