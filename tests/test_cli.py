@@ -46,7 +46,7 @@ try:
     code = 0
 except SystemExit as exc:
     code = exc.code
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "transformers", "datasets"})
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "transformers", "datasets", "tensorboard"})
 print("PROBE " + json.dumps({"code": code, "heavy": heavy}))
 """
 
