@@ -94,7 +94,7 @@ def setup(config: FinetuneConfig, console: Console, held: ExitStack, cluster: Cl
         )
     device = cluster.device_for(select_device(config.device))
     precision = Precision(device, resolve_precision(training.precision, device))
-    run_dir = RunDir(config.output_dir)
+    run_dir = RunDir(config.output_dir, training.report_to)
     checkpoint = open_run(run_dir, config, console, held, cluster)
     seed_everything(training.seed)  # the new head's initialisation, then dropout (a resume restores the RNG)
 

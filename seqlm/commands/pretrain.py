@@ -85,7 +85,7 @@ def setup(config: PretrainConfig, console: Console, held: ExitStack, cluster: Cl
 
         found = model_source(source)
         dataset.check_tokenizer(AutoTokenizer.from_pretrained(found.path, trust_remote_code=trust, **found.file_kwargs), source)
-    run_dir = RunDir(config.output_dir)
+    run_dir = RunDir(config.output_dir, training.report_to)
     checkpoint = open_run(run_dir, config, console, held, cluster)
     # A sharded checkpoint's weights are loaded by begin(), a LoRA checkpoint's adapters by adapters_for_run.
     if checkpoint is None or is_sharded(checkpoint) or is_adapter_dir(checkpoint):
