@@ -1,4 +1,4 @@
-"""`training.lora` in real runs: a LoRA fine-tuning killed with SIGKILL resumes bit-identical from a
+"""`training.lora` in real runs: a LoRA fine-tuning or pretraining killed with SIGKILL resumes bit-identical from a
 checkpoint that holds only the adapters (and their optimizer state), and two DDP or FSDP processes (gloo) train the
 adapters as one process; FSDP's adapter checkpoints resume bit-identical.
 
@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import invoke
+from conftest import REPO, invoke, seqlm, sets
 from safetensors.torch import load_file
 from test_distributed import _close_weights, _losses, _ok
 from test_distributed import _seqlm as seqlm_process
-from test_lora import classify_args, gpt2_dir  # noqa: F401  (gpt2_dir: a fixture)
-from test_resume import _kill_after_step_20_resume_and_compare
+from test_lora import LORA, classify_args, gpt2_dir  # noqa: F401  (gpt2_dir: a fixture)
+from test_resume import _kill_after_step_20_resume_and_compare, _wait_for
 from torch.distributed.checkpoint import FileSystemReader
 
 pytestmark = pytest.mark.slow
@@ -133,3 +136,33 @@ def _same_results(expected: Path, got: Path) -> None:
         a, b = load_file(expected / name), load_file(got / name)
         assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a), name
     assert _losses(got) == _losses(expected)
+
+
+def test_lora_pretraining_sigkill_then_resume_is_bit_identical(gpt2_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+    """`seqlm pretrain` with adapters (LoRA dropout on: the RNG state comes back too), killed after step 10's checkpoint."""
+    data = tmp_path / "data"
+    seqlm("tokenize", "configs/tiny/gpt_tokenize.yaml", *sets(output_dir=data, corpus__max_documents=200, tokenizer__pretrained=gpt2_dir), "-q")
+
+    def args(run: Path) -> list[str]:
+        settings = sets(
+            output_dir=run, data=data, model__from_pretrained=gpt2_dir, training__max_steps=30, training__seq_len=32, training__batch_size=4,
+            training__checkpoint_every=10, training__eval_every=15, training__log_every=5, training__lora__dropout=0.1, optim__lr=1e-2,
+        )  # fmt: skip
+        return ["pretrain", "configs/tiny/gpt_pretrain.yaml", *settings, *LORA, "--device", "cpu"]
+
+    expected, run = tmp_path / "uninterrupted", tmp_path / "killed"
+    seqlm(*args(expected), "-q")
+    assert (expected / "checkpoints" / "step-000030" / "adapter_model.safetensors").is_file()
+    assert not (expected / "checkpoints" / "step-000030" / "model.safetensors").exists()
+    process = subprocess.Popen([sys.executable, "-m", "seqlm", *args(run), "-q"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    marker = run / "checkpoints" / "step-000010" / "COMPLETE"
+    _wait_for(marker, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert marker.exists(), process.stderr.read().decode() if process.stderr else "no checkpoint"
+    assert not (run / "model").exists(), "the run finished before it could be killed"
+
+    result = invoke(*args(run), "--resume")
+    assert result.exit_code == 0, result.output
+    assert "resumed from" in result.stderr
+    _same_results(expected, run)
