@@ -92,8 +92,7 @@ def setup(config: PretrainConfig, console: Console, held: ExitStack, cluster: Cl
         model = build_model(config.model, config.objective, config.nsp, tokenizer)
     else:
         model = load_pretrained(str(checkpoint), head_for(config.objective, config.nsp), config.model.trust_remote_code)
-    fsdp = cluster.distributed and config.distributed.strategy == "fsdp"
-    adapters = adapters_for_run(model, training.lora, [], str(source), checkpoint, fsdp, console.info)
+    adapters = adapters_for_run(model, training.lora, [], str(source), checkpoint, console.info)
     model.to(device)
     positions = max_positions(model.config)
     if positions is not None and training.seq_len > positions:
@@ -117,9 +116,8 @@ def setup(config: PretrainConfig, console: Console, held: ExitStack, cluster: Cl
     n_params = adapters.total if adapters is not None else sum(p.numel() for p in model.parameters())
     distributed = config.distributed
     parallel = parallelize(
-        model, OBJECTIVES[name], training.fast_loss, cluster, distributed.strategy, device, distributed.checkpoint == "sharded"
+        model, OBJECTIVES[name], training.fast_loss, cluster, distributed.strategy, device, distributed.checkpoint == "sharded", adapters
     )
-    parallel.adapters = adapters
     parallel.seed_dropout(training.seed)
     optimizer = build_optimizer(parallel.module, config.optim, device)
     scaler = torch.amp.GradScaler(device.type) if precision.needs_grad_scaler else None
