@@ -13,7 +13,10 @@ tokens/s against Seq2SeqTrainer fp32 in random order: Trainer's defaults), gener
 with that T5 trained 400 steps, untimed, examples/s of `seqlm predict` against the loop of the
 text2text-generation pipeline, which transformers 5 removed: batches of 32 in input order, fp32;
 greedy in fp32 and with precision auto, and 4 beams, with the share of equal outputs; see
-`bench_seq2seq`), help (`seqlm --help` wall time).
+`bench_seq2seq`), llm (SmolLM2-135M-Instruct, the `llm` extra: LoRA fine-tuning tokens/s and peak RSS against
+HF Trainer + peft with the same adapters, generated tokens/s of `seqlm predict` against
+`pipeline("text-generation", batch_size=8)`, greedy, with the share of equal outputs; see `bench_llm`),
+help (`seqlm --help` wall time).
 
 Method: every measured run is its own process, so its peak RSS is its own (`os.wait4`; the
 largest resident set of the process or of any child it waited for, not their sum). Throughput
@@ -80,12 +83,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import bench_llm
 import bench_report
 import bench_seq2seq
 import bench_tasks
 from bench_core import WORK, Bench, Plan, fresh
 
-TASKS = ("tokenize", "clm", "mlm", "finetune", "predict", "seq2seq", "generate", "help")
+TASKS = ("tokenize", "clm", "mlm", "finetune", "predict", "seq2seq", "generate", "llm", "help")
 # A tiny model for --quick: a smoke check of every path, not a speed figure.
 TINY_MODEL = ["model.n_layers=2", "model.n_heads=2", "model.d_model=64", "model.max_len=64", "training.seq_len=64"]
 TINY_T5 = ["model.d_model=32", "model.n_heads=2", "model.d_ff=64", "training.max_source_length=48", "training.max_target_length=48",
@@ -98,7 +102,8 @@ PLANS = {
                   finetune_accuracy_steps=8, scale=2, help_runs=3, timeout_s=300, hf_bf16=False,
                   pretrain_overrides=TINY_MODEL, finetune_overrides=["training.max_length=64"],
                   seq2seq_warmup=2, seq2seq_measured=4, seq2seq_overrides=TINY_T5, seq2seq_validation=40, generate_model_steps=6, generate_inputs=40,
-                  generate_overrides=["generation.max_new_tokens=12"]),
+                  generate_overrides=["generation.max_new_tokens=12"], llm_warmup=2, llm_measured=2, llm_generate_inputs=8,
+                  llm_overrides=["training.max_length=96"]),
 }  # fmt: skip
 
 
@@ -121,6 +126,7 @@ def main() -> int:
     fresh(WORK / "hf-cache")
     bench_tasks.prepare(bench, only)
     bench_seq2seq.prepare(bench, only)
+    llm_skipped = bench_llm.prepare(bench, only)
     rows: list[bench_report.Row] = []
     scaling: dict[str, Any] | None = None
     accuracy: dict[str, Any] | None = None
@@ -139,6 +145,8 @@ def main() -> int:
         rows += bench_seq2seq.bench_seq2seq(bench)
     if "generate" in only:
         rows += bench_seq2seq.bench_generate(bench)
+    if "llm" in only:
+        rows += bench_llm.bench_lora(bench, llm_skipped) + bench_llm.bench_llm_generate(bench, llm_skipped)
     if "help" in only:
         rows += bench_tasks.bench_help(bench)
     total_s = time.perf_counter() - bench.started

@@ -70,6 +70,12 @@ class Plan:
     generate_model_steps: int = 400  # the generation rows' model: the seq2seq T5 trained this many steps, untimed
     generate_inputs: int | None = None  # the generation rows translate this many validation sources; None: all
     generate_overrides: list[str] = field(default_factory=list)
+    # The LLM rows (bench_llm): LoRA fine-tuning leaves out llm_warmup optimizer steps and measures the
+    # llm_measured after them (a multiple of llm_warmup); generation continues llm_generate_inputs prompts.
+    llm_warmup: int = 2
+    llm_measured: int = 8
+    llm_overrides: list[str] = field(default_factory=list)
+    llm_generate_inputs: int = 64
 
 
 class BenchFailure(Exception):

@@ -21,7 +21,7 @@ app = typer.Typer(
     name="seqlm",
     help="Raw text to a trained, evaluated Transformer LM: tokenize → pretrain → finetune → evaluate → predict.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -284,4 +284,5 @@ def _leave_rank() -> None:
 
 
 def main() -> None:
-    app()
+    # One program name however started (`seqlm`, `python -m seqlm`): shell completion scripts name it.
+    app(prog_name="seqlm")

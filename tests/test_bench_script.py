@@ -17,7 +17,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = {"tokenize", "pretrain clm", "pretrain mlm", "finetune classification", "predict classification",
-         "seq2seq train", "seq2seq generate greedy", "seq2seq generate 4 beams"}  # fmt: skip
+         "seq2seq train", "seq2seq generate greedy", "seq2seq generate 4 beams", "llm lora finetune", "llm generate greedy"}  # fmt: skip
 
 
 @pytest.mark.slow
@@ -48,6 +48,10 @@ def test_the_quick_benchmark_measures_every_task_on_both_sides(tmp_path: Path) -
     greedy = next(row for row in rows if row["task"] == "seq2seq generate greedy")
     assert greedy["seqlm"]["extra"]["outputs_equal"] >= 0.95  # the same model and inputs give the same text
     assert greedy["seqlm"]["extra"]["n_inputs"] == greedy["hf"]["extra"]["n_inputs"] == 40
+    lora = next(row for row in rows if row["task"] == "llm lora finetune")
+    assert lora["seqlm"]["unit"] == lora["hf"]["unit"] == "tokens/s" and lora["hf"]["extra"]["measured_steps"] == 2
+    llm = next(row for row in rows if row["task"] == "llm generate greedy")
+    assert llm["seqlm"]["extra"]["generated_tokens"] > 0 and llm["hf"]["extra"]["n_inputs"] == 8
     train = next(row for row in rows if row["task"] == "seq2seq train")
     assert train["seqlm"]["unit"] == train["hf"]["unit"] == "tokens/s" and train["hf"]["extra"]["measured_steps"] == 4
     assert document["scaling"]["time_ratio"] > 0 and document["scaling"]["peak_rss_ratio"] > 0
