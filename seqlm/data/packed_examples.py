@@ -7,10 +7,12 @@ packed together.
   last one shorter (no token is left out; a last piece of one token, which predicts nothing, is dropped). The
   labels are the ids: the loss is on every token, and attention runs across documents, as in pretraining.
 - `pack_examples(encoded, length)`: encoded examples (input_ids, attention_mask; labels) packed into rows of at
-  most `length` tokens, first fit by decreasing length (examples longer than `length` stay alone). A row carries
-  `position_ids` restarting at 0 for each example and no attention_mask: transformers (5.x, Llama / GPT-2 /
-  Qwen / Mistral, eager and sdpa, and the varlen flash path) then keeps attention inside each example when the
-  model runs without a KV cache (`model.config.use_cache = False`, which the task sets), as if each ran alone.
+  most `length` tokens, best fit by decreasing length (each example, longest first, into the fullest row that has
+  room for it). A row carries `position_ids` restarting at 0 for each example and no attention_mask:
+  transformers 5 (models built on its `create_causal_mask`: Llama, GPT-2, Qwen, Mistral, ...; eager and sdpa
+  tested; flash attention reads the same position ids for its varlen path) then keeps attention inside each
+  example when the model runs without a KV cache (`model.config.use_cache = False`, which the task sets), as if
+  each ran alone.
   The first label of each example is IGNORE_INDEX (nothing before it in the example predicts it; unpacked it is
   never a target either), so the summed loss and the target count of a packed row are those of its examples
   run one by one. Padding (after a row) gets position 0, a sequence of its own, and ignored labels.
