@@ -65,14 +65,19 @@ def test_linear_cross_entropy_matches_full_logits(rows_per_chunk: int, monkeypat
         torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-6)
 
 
-def _clm_batch() -> Batch:
+def _clm_batch(completion_only: bool) -> Batch:
     torch.manual_seed(1)
     ids = torch.randint(0, VOCAB, (3, 12))
-    return Batch({"input_ids": ids}, {"labels": ids.clone()})
+    labels = ids.clone()
+    if completion_only:  # prompts of different lengths out of the loss: the head runs at the other rows only
+        for row, prompt in enumerate((4, 9, 2)):
+            labels[row, :prompt] = IGNORE_INDEX
+    return Batch({"input_ids": ids}, {"labels": labels})
 
 
+@pytest.mark.parametrize("completion_only", [False, True])
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
-def test_causal_lm_loss_matches_the_reference_objective(family: str) -> None:
+def test_causal_lm_loss_matches_the_reference_objective(family: str, completion_only: bool) -> None:
     torch.manual_seed(0)
     if family == "gpt2":  # tied input/output embeddings: the head's gradient lands on the shared weight
         model = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_layer=2, n_embd=32, n_head=2, n_positions=16))
@@ -82,7 +87,7 @@ def test_causal_lm_loss_matches_the_reference_objective(family: str) -> None:
                         num_key_value_heads=2, max_position_embeddings=16)
         )  # fmt: skip
     model.eval()  # no dropout: both paths see the same network
-    batch = _clm_batch()
+    batch = _clm_batch(completion_only)
     objective = OBJECTIVES["clm"]
     _compare(
         model,
@@ -136,7 +141,7 @@ def test_under_bf16_autocast_it_matches_the_reference_within_bf16_tolerance() ->
         pytest.skip("this CPU cannot run bf16 autocast")
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_layer=2, n_embd=32, n_head=2, n_positions=16)).eval()
-    batch = _clm_batch()
+    batch = _clm_batch(completion_only=True)
 
     def under_autocast(compute):
         def run():

@@ -6,7 +6,8 @@
   at once, in the forward pass, so the backward pass has nothing to recompute. Same FLOPs
   as the plain head; peak memory one chunk of logits instead of all of them.
 - `causal_lm_loss_sums` / `masked_lm_loss_sums`: the training losses of the objectives in
-  `seqlm.tasks.objectives` computed this way (a BERT's MLM head runs only at the masked positions),
+  `seqlm.tasks.objectives` computed this way (a causal LM's head runs only at the positions with a label,
+  e.g. a completion's tokens; a BERT's MLM head only at the masked positions),
   for the architectures whose head is known to be a plain linear layer / BERT's MLM head.
   Any other model returns None and the caller uses the reference path (full logits).
 """
@@ -75,8 +76,13 @@ def causal_lm_loss_sums(model: Any, inputs: dict[str, torch.Tensor], labels: tor
     head = model.get_output_embeddings()
     if not isinstance(head, torch.nn.Linear) or head.bias is not None:
         return None
-    hidden = model.base_model(**inputs).last_hidden_state[:, :-1]
+    hidden = model.base_model(**inputs, use_cache=False).last_hidden_state[:, :-1]  # training keeps no KV cache
     targets = labels[:, 1:]
+    scored = targets != IGNORE_INDEX
+    if not bool(scored.all()):
+        # Completion-only losses (prompts, padding ignored): the head runs at the scored positions alone, which
+        # for a long prompt and a short completion is a small share of the rows, in time and in memory.
+        return {"lm": linear_cross_entropy_sum(hidden[scored], head.weight, targets[scored])}
     return {"lm": linear_cross_entropy_sum(hidden.reshape(-1, hidden.shape[-1]), head.weight, targets.reshape(-1))}
 
 
