@@ -175,8 +175,7 @@ def seqlm_training(
     if per_step is None:
         return Figure(windows.tokens_per_s, "tokens/s", process.peak_rss_mb, process.wall_s, extra)
     final = bench_seqlm.final_metrics(run_dir)
-    extra["test_accuracy"] = final.get("test_accuracy")
-    extra.update({key: final[key] for key in ("test_exact_match", "test_f1") if key in final})
+    extra.update({key: final[key] for key in ("test_accuracy", "test_exact_match", "test_f1") if key in final})
     return Figure(windows.steps_per_s * per_step, unit, process.peak_rss_mb, process.wall_s, extra)
 
 
