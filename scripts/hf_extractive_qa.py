@@ -14,8 +14,8 @@ examples/pytorch/question-answering/run_qa.py (v1.1, pad_to_max_length=True) wit
 `prepare_train_features` (questions lstripped, truncation "only_second", overflowing windows of
 training.max_length sharing qa.doc_stride tokens (null: seqlm's default, a third of the window), offsets; a
 window without the whole first answer labelled [CLS]), `default_data_collator`, `Trainer` fp32 in random order
-with no checkpoints and no evaluation during training; `set_seed(training.seed)` before the model is built
-(`AutoModelForQuestionAnswering.from_pretrained(model)`). Hyper-parameters are seqlm's, translated by
+with no checkpoints (its output_dir: OUT-trainer beside OUT.json) and no evaluation during training;
+`set_seed(training.seed)` before the model is built (`AutoModelForQuestionAnswering.from_pretrained(model)`). Hyper-parameters are seqlm's, translated by
 `hf_trainer.training_arguments` (lr, betas, eps, weight decay, warmup_steps, schedule, grad_clip, batch_size,
 grad_accum, max_steps else epochs, seed). Then the test questions: run_qa's `postprocess_qa_predictions` (the
 n_best 20 start and end logits of each window, spans of at most qa.max_answer_length tokens, ranked by start +
