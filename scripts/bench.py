@@ -13,7 +13,10 @@ tokens/s against Seq2SeqTrainer fp32 in random order: Trainer's defaults), gener
 with that T5 trained 400 steps, untimed, examples/s of `seqlm predict` against the loop of the
 text2text-generation pipeline, which transformers 5 removed: batches of 32 in input order, fp32;
 greedy in fp32 and with precision auto, and 4 beams, with the share of equal outputs; see
-`bench_seq2seq`), llm (SmolLM2-135M-Instruct, the `llm` extra: LoRA fine-tuning tokens/s and peak RSS against
+`bench_seq2seq`), qa (extractive QA on XQuAD-en from the benchmark BERT: training windows/s against
+`Trainer` as run_qa.py trains, and questions/s of `seqlm predict` against the loop of
+`pipeline("question-answering", batch_size=32)`, which transformers 5 removed, with the share of equal
+answers; see `bench_qa`), llm (SmolLM2-135M-Instruct, the `llm` extra: LoRA fine-tuning tokens/s and peak RSS against
 HF Trainer + peft with the same adapters, generated tokens/s of `seqlm predict` against
 `pipeline("text-generation", batch_size=8)`, greedy, with the share of equal outputs; see `bench_llm`),
 help (`seqlm --help` wall time).
@@ -58,8 +61,10 @@ accuracy runs: about 7 to 8 minutes on a quiet 2-core CPU; the seq2seq rows (T5 
 batch 32, sources and targets up to 128 tokens: 5 warm-up + 30 measured steps per run; then the 435
 validation sources, at most 64 new tokens, greedy, greedy bf16 and 4 beams, with a 400-step model
 trained for them first) add a few minutes more (not yet timed on a
-quiet machine). `--quick` is a smoke check of every path in about 2 to 3 minutes: tiny models (a T5 of
+quiet machine); the qa rows (seqlm 200 steps, HF 30, both measured on steps 6-30; then the 148 test
+questions, twice per side) a few more. `--quick` is a smoke check of every path in about 2 to 3 minutes: tiny models (a T5 of
 width 32), a few steps (the accuracy runs too), 40 validation examples, a 6-step generation model and 40 inputs to generate for,
+QA windows of 64 tokens, 6 steps and 40 questions,
 the corpus 2x instead of 10x, and no HF bf16 rows; its figures mean nothing. bf16 rows say so when the CPU only
 emulates bf16 (no AVX512-BF16/AMX; torch still runs it).
 
@@ -69,7 +74,7 @@ with `--json` every figure, `hf_best` per task, `accuracy`, and the machine (its
 average: the figures are only as quiet as the machine was; and its matmul ceiling, fp32 and
 bf16 GFLOP/s, measured first: every ratio sits under it); see `bench_report`. A
 sub-benchmark that fails prints its error and the rest still run; the exit status is then 1,
-also when seqlm's and the pipeline's labels differ on more than 1% of the inputs. Nothing is
+also when seqlm's and the pipeline's labels (or QA answers) differ on more than 1% of the inputs. Nothing is
 asserted about speed or accuracy.
 """
 
@@ -84,12 +89,13 @@ from pathlib import Path
 from typing import Any
 
 import bench_llm
+import bench_qa
 import bench_report
 import bench_seq2seq
 import bench_tasks
 from bench_core import WORK, Bench, Plan, fresh
 
-TASKS = ("tokenize", "clm", "mlm", "finetune", "predict", "seq2seq", "generate", "llm", "help")
+TASKS = ("tokenize", "clm", "mlm", "finetune", "predict", "seq2seq", "generate", "qa", "llm", "help")
 # A tiny model for --quick: a smoke check of every path, not a speed figure.
 TINY_MODEL = ["model.n_layers=2", "model.n_heads=2", "model.d_model=64", "model.max_len=64", "training.seq_len=64"]
 TINY_T5 = ["model.d_model=32", "model.n_heads=2", "model.d_ff=64", "training.max_source_length=48", "training.max_target_length=48",
@@ -102,8 +108,9 @@ PLANS = {
                   finetune_accuracy_steps=8, scale=2, help_runs=3, timeout_s=300, hf_bf16=False,
                   pretrain_overrides=TINY_MODEL, finetune_overrides=["training.max_length=64"],
                   seq2seq_warmup=2, seq2seq_measured=4, seq2seq_overrides=TINY_T5, seq2seq_validation=40, generate_model_steps=6, generate_inputs=40,
-                  generate_overrides=["generation.max_new_tokens=12"], llm_warmup=2, llm_measured=2, llm_generate_inputs=8,
-                  llm_overrides=["training.max_length=96"]),
+                  generate_overrides=["generation.max_new_tokens=12"], qa_warmup=2, qa_measured=4, qa_model_steps=6, qa_questions=40,
+                  qa_overrides=["training.max_length=64", "qa.doc_stride=16"], qa_predict_overrides=["max_length=64", "qa.doc_stride=16"],
+                  llm_warmup=2, llm_measured=2, llm_generate_inputs=8, llm_overrides=["training.max_length=96"]),
 }  # fmt: skip
 
 
@@ -145,6 +152,8 @@ def main() -> int:
         rows += bench_seq2seq.bench_seq2seq(bench)
     if "generate" in only:
         rows += bench_seq2seq.bench_generate(bench)
+    if "qa" in only:
+        rows += bench_qa.bench_qa(bench)
     if "llm" in only:
         rows += bench_llm.bench_lora(bench, llm_skipped) + bench_llm.bench_llm_generate(bench, llm_skipped)
     if "help" in only:

@@ -11,6 +11,7 @@ Contracts:
 - `Bench.seqlm` runs `python -m seqlm NAME CONFIG --set ...`; `Bench.hf` runs `bench_hf.py TASK`
   and returns the result it wrote. Both raise BenchFailure (with the end of the log) unless the
   command exits 0. Every log lands in runs/bench/logs/.
+- `first_records(source, count, name)`: runs/bench/NAME.EXT holding the first `count` records of a jsonl file.
 - `fastest_alternating(bench, seqlm, hf)` runs each side `plan.repeats` times, alternating, and keeps each
   side's fastest run with the largest peak RSS of its runs (`fastest`).
 """
@@ -70,6 +71,14 @@ class Plan:
     generate_model_steps: int = 400  # the generation rows' model: the seq2seq T5 trained this many steps, untimed
     generate_inputs: int | None = None  # the generation rows translate this many validation sources; None: all
     generate_overrides: list[str] = field(default_factory=list)
+    # Extractive QA (`--only qa`): seqlm fine-tunes qa_model_steps steps (its model answers the predict row) and HF
+    # qa_warmup + qa_measured; both are measured on the qa_measured steps after the first qa_warmup.
+    qa_warmup: int = 5
+    qa_measured: int = 25
+    qa_model_steps: int = 200
+    qa_questions: int | None = None  # validation and test questions scored after training and answered by predict; None: all
+    qa_overrides: list[str] = field(default_factory=list)  # fine-tuning, both sides
+    qa_predict_overrides: list[str] = field(default_factory=list)  # predict, both sides
     # The LLM rows (bench_llm): LoRA fine-tuning leaves out llm_warmup optimizer steps and measures the
     # llm_measured after them (a multiple of llm_warmup); generation continues llm_generate_inputs prompts.
     llm_warmup: int = 2
@@ -219,6 +228,15 @@ def fresh(path: Path) -> Path:
     """Remove a previous run's output, so that a failed run cannot pass off stale figures as its own."""
     shutil.rmtree(path, ignore_errors=True)
     return path
+
+
+def first_records(source: Path, count: int, name: str) -> Path:
+    """runs/bench/NAME.EXT holding the first `count` records (lines) of the jsonl file `source`."""
+    lines = [line for line in (REPO / source).read_text(encoding="utf-8").splitlines(keepends=True) if line.strip()]
+    first = WORK / f"{name}{source.suffix}"
+    first.parent.mkdir(parents=True, exist_ok=True)
+    first.write_text("".join(lines[:count]), encoding="utf-8")
+    return first
 
 
 def require(path: Path, made_by: str) -> None:

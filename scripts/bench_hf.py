@@ -42,7 +42,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
-from hf_trainer import run_task, step_clock, training_arguments
+from hf_trainer import run_task, steady_rate, step_clock, steps_run, training_arguments
 
 from seqlm.config.finetune import FinetuneConfig
 from seqlm.config.inference import PredictConfig
@@ -265,21 +265,6 @@ def read_texts(path: str, text_field: str) -> list[str]:
     if path.endswith((".jsonl", ".json")):
         return [json.loads(line)[text_field] for line in lines if line.strip()]
     return lines
-
-
-# --------------------------------------------------------------------------- Trainer
-
-
-def steps_run(clock: Any, args: argparse.Namespace) -> dict[str, int]:
-    return {"steps": len(clock.ends), "measured_steps": args.measure or len(clock.ends) - args.warmup}
-
-
-def steady_rate(ends: list[float], warmup: int, measure: int | None, units_per_step: float) -> float:
-    """Units per second over the `measure` steps (None: all) after the first `warmup`, from the step end times `ends`."""
-    last = len(ends) if measure is None else warmup + measure
-    if not 0 < warmup < last <= len(ends):
-        raise SystemExit(f"bench_hf: {len(ends)} steps ran, need {warmup} warm-up steps and {measure or 'some'} more")
-    return (last - warmup) * units_per_step / (ends[last - 1] - ends[warmup - 1])
 
 
 TASKS = {"tokenize-map": tokenize_map, "tokenize-raw": tokenize_raw, "pretrain": pretrain, "finetune": finetune, "predict": predict}

@@ -24,9 +24,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench_core import CONFIGS, REPO, WORK, Bench, fastest_alternating, fresh, require
+from bench_core import CONFIGS, REPO, WORK, Bench, fastest_alternating, first_records, fresh, require
 from bench_report import Figure, Row
-from bench_seq2seq import first_records
 from bench_tasks import seqlm_training
 
 FINETUNE = CONFIGS / "smollm2_lora_finetune.yaml"

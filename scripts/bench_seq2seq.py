@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench_core import CONFIGS, REPO, WORK, Bench, fastest_alternating, fresh, require
+from bench_core import CONFIGS, REPO, WORK, Bench, fastest_alternating, first_records, fresh, require
 from bench_report import Figure, Row
 from bench_seqlm import predicted_outputs
 from bench_tasks import seqlm_training
@@ -130,15 +130,6 @@ def bench_generate(bench: Bench) -> list[Row]:
         note = _compare_outputs(bench, mode, seqlm, hf, judged=same_precision and "greedy" in mode)
         rows.append(Row(f"seq2seq generate {mode}", GENERATE_VARIANT, seqlm, hf, note=note))
     return rows
-
-
-def first_records(source: Path, count: int, name: str) -> Path:
-    """runs/bench/NAME.EXT holding the first `count` records (lines) of the jsonl file `source`."""
-    lines = [line for line in (REPO / source).read_text(encoding="utf-8").splitlines(keepends=True) if line.strip()]
-    first = WORK / f"{name}{source.suffix}"
-    first.parent.mkdir(parents=True, exist_ok=True)
-    first.write_text("".join(lines[:count]), encoding="utf-8")
-    return first
 
 
 def _compare_outputs(bench: Bench, mode: str, seqlm: Figure, hf: Figure, judged: bool) -> str:

@@ -14,7 +14,7 @@ and the model save):
 - tokenize: the `encoding X MB/s` of its closing log line (the encode-and-write phase only,
   after the tokenizer is loaded).
 - predict: run as this file's `predict` task (below), which gives seqlm the pipeline's warm-up;
-  the labels (classification) or generated texts (seq2seq) come from its output file.
+  the labels (classification), generated texts (seq2seq) or answers (extractive QA) come from its output file.
 
     python scripts/bench_seqlm.py predict --config PREDICT.yaml --result OUT.json [--set key=value ...]
 
@@ -120,6 +120,12 @@ def predicted_outputs(predictions_jsonl: Path) -> list[str]:
     """The generated text of every record of a seq2seq `seqlm predict` output file, in input order."""
     lines = predictions_jsonl.read_text(encoding="utf-8").splitlines()
     return [json.loads(line)["output"] for line in lines if line.strip()]
+
+
+def predicted_answers(predictions_jsonl: Path) -> list[list]:
+    """[answer, start, end] of every record of an extractive QA `seqlm predict` output file, in input order."""
+    lines = predictions_jsonl.read_text(encoding="utf-8").splitlines()
+    return [[record["answer"], record["start"], record["end"]] for record in map(json.loads, filter(str.strip, lines))]
 
 
 def save_initial_model(config: Any, directory: Path) -> None:

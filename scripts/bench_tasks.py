@@ -31,13 +31,14 @@ ACCURACY_COMPARED = "Trainer dynamic padding, random order, fp32"  # quoted agai
 
 def prepare(bench: Bench, only: set[str]) -> None:
     """The data of the selected tasks: the tokenizers and token data (seqlm tokenize), and the
-    fine-tuning start: the benchmark BERT as `seqlm pretrain bert_pretrain.yaml` initialises it."""
-    for name, users in (("gpt", {"tokenize", "clm"}), ("bert", {"mlm", "finetune"})):
+    fine-tuning start (classification and extractive QA): the benchmark BERT as `seqlm pretrain bert_pretrain.yaml`
+    initialises it."""
+    for name, users in (("gpt", {"tokenize", "clm"}), ("bert", {"mlm", "finetune", "qa"})):
         if only & users:
             config = CONFIGS / f"{name}_tokenize.yaml"
             fresh(WORK / f"{name}-data")
             bench.measure(f"prepare: seqlm tokenize {config.name}", lambda c=config, n=name: _tokenized(bench, c, n))
-    if "finetune" in only:
+    if only & {"finetune", "qa"}:
         bench.measure("prepare: the initial benchmark BERT", lambda: _initial_bert(bench))
 
 
@@ -155,9 +156,12 @@ def bench_pretrain(bench: Bench, objective: str) -> list[Row]:
     return rows
 
 
-def seqlm_training(bench: Bench, name: str, config: Path, overrides: list[str], last_step: int, per_step: int | None) -> Figure:
-    """tokens/s (pretrain) or examples/s (finetune: `per_step` examples per step) of a seqlm training
-    run, over its log windows from the end of the warm-up (its log_every) to `last_step`."""
+def seqlm_training(
+    bench: Bench, name: str, config: Path, overrides: list[str], last_step: int, per_step: int | None, unit: str = "examples/s"
+) -> Figure:
+    """tokens/s (pretrain) or `unit` (finetune: `per_step` examples, or QA windows, per step) of a seqlm training
+    run, over its log windows from the end of the warm-up (its log_every) to `last_step`; a finetune run's extra
+    holds its test scores (test_accuracy, or test_exact_match / test_f1)."""
     from seqlm.config import COMMAND_SCHEMAS
     from seqlm.config.loading import load_config
 
@@ -170,8 +174,9 @@ def seqlm_training(bench: Bench, name: str, config: Path, overrides: list[str], 
     extra: dict[str, Any] = {"measured_steps": windows.steps, "steps": resolved.training.max_steps}
     if per_step is None:
         return Figure(windows.tokens_per_s, "tokens/s", process.peak_rss_mb, process.wall_s, extra)
-    extra["test_accuracy"] = bench_seqlm.final_metrics(run_dir).get("test_accuracy")
-    return Figure(windows.steps_per_s * per_step, "examples/s", process.peak_rss_mb, process.wall_s, extra)
+    final = bench_seqlm.final_metrics(run_dir)
+    extra.update({key: final[key] for key in ("test_accuracy", "test_exact_match", "test_f1") if key in final})
+    return Figure(windows.steps_per_s * per_step, unit, process.peak_rss_mb, process.wall_s, extra)
 
 
 def bf16_skipped(bench: Bench) -> str | None:

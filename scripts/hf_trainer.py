@@ -1,4 +1,4 @@
-"""The Hugging Face side's Trainer setup, for every reference script (bench_hf.py, hf_seq2seq.py): its
+"""The Hugging Face side's Trainer setup, for every reference script (bench_hf.py, hf_seq2seq.py, hf_extractive_qa.py): its
 `TrainingArguments` from a seqlm config (one translation of seqlm's optimizer settings, so that both sides
 train alike), the clock its throughput is read from, and the command line the bench's HF-side scripts share.
 
@@ -6,7 +6,8 @@ train alike), the clock its throughput is read from, and the command line the be
 weight decay, warm-up, schedule with its floor, gradient clipping). `training_arguments(...)`: those, plus
 batch size, accumulation, steps, seed and precision, with saving, evaluation, reporting and tqdm off; any
 other keyword goes through, and `arguments_class` picks e.g. Seq2SeqTrainingArguments. `step_clock()`: a
-TrainerCallback whose `ends` lists the wall time at the end of every optimizer step. transformers is
+TrainerCallback whose `ends` lists the wall time at the end of every optimizer step; `steady_rate(ends, warmup,
+measure, units_per_step)` the rate over the `measure` steps after the first `warmup` (`steps_run` says which). transformers is
 imported on call: a script that measures a process without it (bench_hf.py tokenize-raw) must not load it.
 `run_task(description, tasks, *options)`: `SCRIPT TASK --config C [--set K=V ...] --result OUT.json [--warmup N]
 [--measure N]` plus the script's own `options` (argparse `add_argument` (args, kwargs) pairs), as
@@ -66,6 +67,19 @@ def step_clock() -> Any:
     return StepClock()
 
 
+def steady_rate(ends: list[float], warmup: int, measure: int | None, units_per_step: float) -> float:
+    """Units per second over the `measure` steps (None: all) after the first `warmup`, from the step end times `ends`."""
+    last = len(ends) if measure is None else warmup + measure
+    if not 0 < warmup < last <= len(ends):
+        raise SystemExit(f"{len(ends)} steps ran, need {warmup} warm-up steps and {measure or 'some'} more")
+    return (last - warmup) * units_per_step / (ends[last - 1] - ends[warmup - 1])
+
+
+def steps_run(clock: Any, args: argparse.Namespace) -> dict[str, int]:
+    """The steps a `step_clock` saw, and how many of them `steady_rate(..., args.warmup, args.measure, ...)` measures."""
+    return {"steps": len(clock.ends), "measured_steps": args.measure or len(clock.ends) - args.warmup}
+
+
 def run_task(description: str, tasks: dict[str, Callable[[argparse.Namespace], dict[str, Any]]], *options: tuple[tuple, dict]) -> None:
     """The shared command line of the bench's HF-side scripts (see the module docstring)."""
     parser = argparse.ArgumentParser(description=description)
@@ -78,5 +92,6 @@ def run_task(description: str, tasks: dict[str, Callable[[argparse.Namespace], d
     for names, settings in options:
         parser.add_argument(*names, **settings)
     args = parser.parse_args()
+    args.result.parent.mkdir(parents=True, exist_ok=True)
     result = tasks[args.task](args)
     args.result.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
