@@ -34,10 +34,10 @@ def run(config: EvaluateConfig, console: Console, json_output: bool = False) -> 
         on_main(cluster, lambda: check_output_dir(output_dir))
         device = cluster.device_for(select_device(config.device))
         precision = Precision(device, resolve_precision(config.precision, device))
-        on_main(cluster, lambda: console.info(f"loading {config.model} on {device.type} ({precision.name})"))
         if config.trust_remote_code:
             console.warn(remote_code_warning(config.model))
         loaded = load_for_inference(config.model, device, trust_remote_code=config.trust_remote_code)
+        on_main(cluster, lambda: console.info(f"loaded {config.model} on {device.type} ({precision.name})"))
         task = tasks.for_head(loaded.head)
         # Which precision the figures were computed in (`precision: auto` depends on the machine); not
         # "precision", which token classifiers' entity scores use.
