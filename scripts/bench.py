@@ -8,7 +8,9 @@ fp32 and bf16), finetune (classification, examples/s against four HF Trainer var
 run_glue-style padding to max_length; dynamic padding + group_by_length in fp32 and bf16;
 dynamic padding in random order, fp32; plus the accuracy check below), predict
 (classification, examples/s and the share of equal labels against
-`pipeline("text-classification")`), seq2seq (training a small T5 from scratch on es→en, source
+`pipeline("text-classification")` with its defaults (fp32): seqlm with its default `precision: auto`
+and with fp32; see `bench_inference`), evaluate (tokens/s and perplexity of the clm benchmark's
+GPT-2 on its validation split, precision auto and fp32: run it with or after clm), seq2seq (training a small T5 from scratch on es→en, source
 tokens/s against Seq2SeqTrainer fp32 in random order: Trainer's defaults), generate (translating
 with that T5 trained 400 steps, untimed, examples/s of `seqlm predict` against the loop of the
 text2text-generation pipeline, which transformers 5 removed: batches of 32 in input order, fp32;
@@ -74,7 +76,10 @@ with `--json` every figure, `hf_best` per task, `accuracy`, and the machine (its
 average: the figures are only as quiet as the machine was; and its matmul ceiling, fp32 and
 bf16 GFLOP/s, measured first: every ratio sits under it); see `bench_report`. A
 sub-benchmark that fails prints its error and the rest still run; the exit status is then 1,
-also when seqlm's and the pipeline's labels (or QA answers) differ on more than 1% of the inputs. Nothing is
+also when seqlm's and the pipeline's labels (or QA answers) differ on more than 1% of the inputs (either precision)
+or precision auto's perplexity is more than 1% from fp32's. Under the table: the agreement of
+`precision: auto` with fp32 (labels, perplexity, greedy outputs; see `bench_report.render_agreement`),
+then the CPU model and whether its bf16 is native, emulated or none. Nothing is
 asserted about speed or accuracy.
 """
 
@@ -88,6 +93,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import bench_inference
 import bench_llm
 import bench_qa
 import bench_report
@@ -95,7 +101,7 @@ import bench_seq2seq
 import bench_tasks
 from bench_core import WORK, Bench, Plan, fresh
 
-TASKS = ("tokenize", "clm", "mlm", "finetune", "predict", "seq2seq", "generate", "qa", "llm", "help")
+TASKS = ("tokenize", "clm", "mlm", "finetune", "predict", "evaluate", "seq2seq", "generate", "qa", "llm", "help")
 # A tiny model for --quick: a smoke check of every path, not a speed figure.
 TINY_MODEL = ["model.n_layers=2", "model.n_heads=2", "model.d_model=64", "model.max_len=64", "training.seq_len=64"]
 TINY_T5 = ["model.d_model=32", "model.n_heads=2", "model.d_ff=64", "training.max_source_length=48", "training.max_target_length=48",
@@ -147,7 +153,9 @@ def main() -> int:
         finetune_rows, accuracy = bench_tasks.bench_finetune(bench)
         rows += finetune_rows
     if "predict" in only:
-        rows += bench_tasks.bench_predict(bench)
+        rows += bench_inference.bench_predict(bench)
+    if "evaluate" in only:
+        rows += bench_inference.bench_evaluate(bench)
     if "seq2seq" in only:
         rows += bench_seq2seq.bench_seq2seq(bench)
     if "generate" in only:
@@ -166,7 +174,10 @@ def main() -> int:
         print("\n" + bench_report.render_scaling(scaling))
     if accuracy is not None:
         print("\n" + bench_report.render_accuracy(accuracy))
-    print(f"\n{bench.plan.name} plan, {total_s:.0f} s in all; {machine['cpus_usable']} CPUs ({machine['cpu_model']}), "
+    agreement = bench_report.render_agreement(rows, bench.bf16)
+    if agreement is not None:
+        print("\n" + agreement)
+    print(f"\n{bench.plan.name} plan, {total_s:.0f} s in all; {machine['cpus_usable']} CPUs ({machine['cpu_model']}, bf16 {bench.bf16}), "
           f"torch {machine['torch']}, load average at start {machine['load_average_at_start'][0]:.2f}, "
           f"{bench_report.render_matmul(machine['matmul_gflops'])}")
     for failure in bench.failures:

@@ -244,17 +244,15 @@ def require(path: Path, made_by: str) -> None:
         raise BenchFailure(f"{path.relative_to(REPO)} is missing: {made_by} did not run or failed")
 
 
-def fastest_alternating(
-    bench: Bench, seqlm: tuple[str, Callable[[], Figure]], hf: tuple[str, Callable[[], Figure]]
-) -> tuple[Figure, Figure]:
-    """Each side's `fastest` of `plan.repeats` runs, seqlm and HF alternating; each side is (label, run)."""
+def fastest_alternating(bench: Bench, *sides: tuple[str, Callable[[], Figure]]) -> tuple[Figure, ...]:
+    """Each side's `fastest` of `plan.repeats` runs, the sides (e.g. seqlm, HF) alternating; each side is (label, run)."""
     repeats = bench.plan.repeats
-    runs: tuple[list[Figure], list[Figure]] = ([], [])
+    runs: list[list[Figure]] = [[] for _ in sides]
     for attempt in range(1, repeats + 1):
         of = f" (run {attempt} of {repeats})" if repeats > 1 else ""
-        for (label, run), figures in zip((seqlm, hf), runs):
+        for (label, run), figures in zip(sides, runs):
             figures.append(bench.measure(f"{label}{of}", run))
-    return fastest(runs[0]), fastest(runs[1])
+    return tuple(fastest(figures) for figures in runs)
 
 
 def fastest(figures: list[Figure]) -> Figure:

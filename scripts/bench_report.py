@@ -10,6 +10,8 @@ Contracts:
 - `accuracy` (built by the finetune benchmark, see `bench_tasks`): {"steps", "chance",
   "seqlm": test accuracy, "hf": {variant: test accuracy}, "compared": the HF variant quoted
   against seqlm}. `render_accuracy` prints it as `test acc seqlm X vs HF Y (chance C)`.
+- `render_agreement(rows, bf16)` lists what the inference rows measured of `precision: auto`'s agreement
+  with fp32 (each a seqlm Figure's extra["agreement"]: {"text", "value", "bar"}; see bench_inference).
 - `report(...)` is the `--json` document: plan, machine, total_s, rows (with ratio), hf_best,
   accuracy, scaling, failures. Nothing here runs a benchmark or imports torch at module level.
 """
@@ -162,6 +164,15 @@ def render_accuracy(accuracy: dict[str, Any]) -> str:
     ]
     lines += [f"  HF {variant}: {acc(value)}" for variant, value in accuracy["hf"].items() if variant != compared]
     return "\n".join(lines)
+
+
+def render_agreement(rows: list[Row], bf16: str) -> str | None:
+    """The agreement of seqlm's `precision: auto` with fp32: the rows' extra["agreement"] texts (None: no such row)."""
+    texts = [row.seqlm.extra["agreement"]["text"] for row in rows if "agreement" in row.seqlm.extra]
+    if not texts:
+        return None
+    resolved = "bf16" if bf16 == "native" else "fp32"
+    return "\n".join([f"agreement of precision auto ({resolved} on this CPU: bf16 {bf16}) with fp32:", *(f"  {t}" for t in texts)])
 
 
 # --------------------------------------------------------------------------- the machine

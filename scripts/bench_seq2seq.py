@@ -13,14 +13,15 @@
   steps by the preparation, untimed (the seq2seq row's few dozen steps leave a model that answers "." and
   stops, which would time per-batch overhead, not decoding; after 400 steps it writes sentences, most of them
   running to the 64-token limit: decoding at its longest, the least that rows leaving the batch early can
-  gain). Rows: greedy (precision fp32, predict's default), greedy with `precision: auto` (bf16 where the CPU
-  has it natively), 4 beams (fp32): `seqlm predict` (after a one-batch warm-up, `bench_seqlm.py predict`)
+  gain). Rows: greedy (precision fp32, as t5_translate_predict.yaml says), greedy with `precision: auto` (predict's
+  default: bf16 where the CPU has it natively), 4 beams (fp32): `seqlm predict` (after a one-batch warm-up, `bench_seqlm.py predict`)
   against `model.generate` fp32 on batches of 32 in input order, what the text2text-generation pipeline ran
   before transformers 5 removed it (`bench_hf_seq2seq.py generate`). Each side runs `plan.repeats` times,
   alternating, and keeps its fastest. Each row's note gives the share of equal outputs; under greedy at the
   same precision, below 95% is a failure (the same model and inputs must give the same text; float noise
   from different padding may flip a near-tie, rarely). bf16 changes the text of some outputs: its share is
-  reported, not judged.
+  reported, not judged, and so is its share of outputs equal to seqlm's own fp32 greedy (the agreement of
+  auto with fp32, listed under the table).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench_core import CONFIGS, REPO, WORK, Bench, fastest_alternating, first_records, fresh, require
+from bench_inference import share_equal
 from bench_report import Figure, Row
 from bench_seqlm import predicted_outputs
 from bench_tasks import seqlm_training
@@ -38,10 +40,11 @@ PREDICT = CONFIGS / "t5_translate_predict.yaml"
 TRAINER_VARIANT = "Seq2SeqTrainer fp32, random order"
 GENERATE_VARIANT = "model.generate, batches of 32 (text2text pipeline)"
 GENERATE_MODEL_RUN = "runs/bench/seqlm-generate-model"  # t5_translate_predict.yaml's model is its model/
+AUTO_MODE = "greedy precision auto"  # its note also gives the share of outputs equal to seqlm's own fp32 greedy
 # (row name, seqlm predict overrides, whether seqlm computes in fp32 as the HF side does)
 GENERATION_MODES = (
     ("greedy", [], True),
-    ("greedy precision auto", ["precision=auto"], False),
+    (AUTO_MODE, ["precision=auto"], False),
     ("4 beams", ["generation.num_beams=4"], True),
 )
 GREEDY_EQUAL_AT_LEAST = 0.95
@@ -108,6 +111,7 @@ def bench_generate(bench: Bench) -> list[Row]:
     inputs = [] if count is None else [f"input={first_records(Path(resolved.input), count, 'generate-inputs')}"]
     common = [*bench.plan.generate_overrides, *inputs]
     rows = []
+    texts: dict[str, list[str] | None] = {}  # seqlm's outputs per mode: auto's agreement with fp32 greedy
     for mode, mode_overrides, same_precision in GENERATION_MODES:
         overrides = [*common, *mode_overrides]
         tag = mode.replace(" ", "-")
@@ -127,7 +131,13 @@ def bench_generate(bench: Bench) -> list[Row]:
             return Figure(value, unit, process.peak_rss_mb, process.wall_s, result)
 
         seqlm, hf = fastest_alternating(bench, (f"generate {mode} / seqlm", run_seqlm), (f"generate {mode} / HF", run_hf))
+        texts[mode] = seqlm.extra.get("outputs")
         note = _compare_outputs(bench, mode, seqlm, hf, judged=same_precision and "greedy" in mode)
+        if mode == AUTO_MODE and texts[AUTO_MODE] is not None and texts.get("greedy") is not None:
+            same = share_equal(texts[AUTO_MODE], texts["greedy"])
+            text = f"seq2seq generate greedy: outputs equal to seqlm fp32's on {same:.1%} of {len(texts['greedy'])} (stated, not judged)"
+            seqlm.extra["agreement"] = {"text": text, "value": same, "bar": None}
+            note = f"{note}; to seqlm fp32's: {same:.1%}"
         rows.append(Row(f"seq2seq generate {mode}", GENERATE_VARIANT, seqlm, hf, note=note))
     return rows
 

@@ -22,7 +22,13 @@ runs, in one process, `seqlm.commands.predict.run` (what `seqlm predict` runs) t
 bench_hf's `classifier(texts[:batch_size])`; its output goes to a temporary file), then on the
 whole input. OUT.json holds the second run's own summary: `value` = its `inputs_per_s`
 (inputs / seconds of the prediction loop, after the model is loaded, before the output is
-written), `unit`, `seconds`, `n_inputs`, `warmup_inputs`. The process's peak RSS covers both
+written), `unit`, `seconds`, `n_inputs`, `warmup_inputs`, `precision` (what `precision` resolved to).
+
+    python scripts/bench_seqlm.py evaluate --config EVALUATE.yaml --result OUT.json [--set key=value ...]
+
+runs `seqlm.commands.evaluate.run` on one batch (a warm-up, written to a temporary directory), then on the
+whole split; OUT.json: `value` = scored tokens / seconds of the second run (loading the model and the split
+included: a small share for the benchmark's GPT-2), `unit`, `seconds`, `tokens`, `perplexity`, `precision`. The process's peak RSS covers both
 runs (the warm-up's model is dropped before the second loads its own). Exit 0 after writing OUT.json; any
 error is a traceback and a non-zero exit. `save_initial_model` writes the fine-tuning start
 (see bench_tasks.prepare) with seqlm's own model builder.
@@ -160,18 +166,37 @@ def predict(config_path: Path, overrides: list[str]) -> dict[str, Any]:
         warm = [f"input={warm_input}", f"output={warm_output}", "output_format=jsonl"]
         predict_run.run(load_config(PredictConfig, config_path, [*overrides, *warm]), console)
     summary = predict_run.run(config, console)
-    return {"value": summary["inputs_per_s"], "unit": "examples/s", "seconds": summary["seconds"],
-            "n_inputs": summary["n_inputs"], "warmup_inputs": min(config.batch_size, len(lines) - header)}
+    return {"value": summary["inputs_per_s"], "unit": "examples/s", "seconds": summary["seconds"], "n_inputs": summary["n_inputs"],
+            "warmup_inputs": min(config.batch_size, len(lines) - header), "precision": summary["precision"]}
+
+
+def evaluate(config_path: Path, overrides: list[str]) -> dict[str, Any]:
+    """tokens/s of `seqlm evaluate` (a causal LM's perplexity) after a one-batch warm-up run (see the module docstring)."""
+    import time
+
+    from seqlm.commands import evaluate as evaluate_run
+    from seqlm.config.inference import EvaluateConfig
+    from seqlm.config.loading import load_config
+    from seqlm.console import Console
+
+    console = Console()
+    with tempfile.TemporaryDirectory() as temporary:
+        evaluate_run.run(load_config(EvaluateConfig, config_path, [*overrides, "max_batches=1", f"output_dir={temporary}"]), console)
+    started = time.perf_counter()
+    metrics = evaluate_run.run(load_config(EvaluateConfig, config_path, overrides), console)
+    seconds = time.perf_counter() - started
+    return {"value": metrics["tokens"] / seconds, "unit": "tokens/s", "seconds": seconds, "tokens": metrics["tokens"],
+            "perplexity": metrics["perplexity"], "precision": metrics["inference_precision"]}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="seqlm predict after a one-batch warm-up (see the module docstring)")
-    parser.add_argument("task", choices=["predict"])
+    parser = argparse.ArgumentParser(description="seqlm predict or evaluate after a one-batch warm-up (see the module docstring)")
+    parser.add_argument("task", choices=["predict", "evaluate"])
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="key.path=value, as seqlm's --set")
     parser.add_argument("--result", type=Path, required=True)
     args = parser.parse_args()
-    result = predict(args.config, args.overrides)
+    result = (predict if args.task == "predict" else evaluate)(args.config, args.overrides)
     args.result.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 
 

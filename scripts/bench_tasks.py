@@ -190,7 +190,7 @@ def bf16_note(bench: Bench) -> str:
     return "bf16 emulated: no AVX512-BF16/AMX" if bench.bf16 == "emulated" else ""
 
 
-# --------------------------------------------------------------------------- finetune and predict
+# --------------------------------------------------------------------------- finetune
 
 
 def bench_finetune(bench: Bench) -> tuple[list[Row], dict[str, Any]]:
@@ -236,41 +236,6 @@ def bench_finetune(bench: Bench) -> tuple[list[Row], dict[str, Any]]:
     check = {"steps": plan.finetune_accuracy_steps, "chance": 1 / n_labels if n_labels else None,
              "seqlm": seqlm.extra.get("test_accuracy"), "hf": accuracy, "compared": ACCURACY_COMPARED}  # fmt: skip
     return rows, check
-
-
-def bench_predict(bench: Bench) -> list[Row]:
-    """examples/s of labelling the test verses: seqlm predict against pipeline("text-classification"),
-    each after a warm-up on the first batch (seqlm: bench_seqlm.py predict). Each side runs
-    `plan.repeats` times, alternating, and keeps its fastest run (and its largest peak RSS): in
-    single runs the pipeline's peak RSS alone varied from 488 to 562 MB."""
-    from seqlm.config.inference import PredictConfig
-    from seqlm.config.loading import load_config
-
-    config = CONFIGS / "bert_classifier_predict.yaml"
-    resolved = load_config(PredictConfig, config, [])
-
-    def run_seqlm() -> Figure:
-        require(REPO / resolved.model, "the finetune benchmark (seqlm)")
-        output = REPO / resolved.output
-        output.unlink(missing_ok=True)
-        process, result = bench.script("bench_seqlm.py", "predict", config, [], "seqlm-predict")
-        value, unit = result.pop("value"), result.pop("unit")
-        return Figure(value, unit, process.peak_rss_mb, process.wall_s, {**result, "labels": bench_seqlm.predicted_labels(output)})
-
-    def run_hf() -> Figure:
-        require(REPO / resolved.model, "the finetune benchmark (seqlm)")
-        return bench.hf_figure("predict", config, [], "hf-predict")
-
-    seqlm, hf = fastest_alternating(bench, ("predict / seqlm", run_seqlm), ("predict / HF pipeline", run_hf))
-    note = ""
-    labels = [figure.extra.pop("labels", None) for figure in (seqlm, hf)]
-    if None not in labels:
-        same = sum(a == b for a, b in zip(*labels)) / max(len(labels[0]), 1) if len(labels[0]) == len(labels[1]) else 0.0
-        seqlm.extra["labels_equal"] = same
-        note = f"labels equal: {same:.1%} of {len(labels[0])}"
-        if same < 0.99:
-            bench.failures.append(f"predict: seqlm and the pipeline agree on only {same:.1%} of the labels")
-    return [Row("predict classification", f"pipeline(batch_size={resolved.batch_size})", seqlm, hf, note)]
 
 
 # --------------------------------------------------------------------------- --help

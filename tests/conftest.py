@@ -72,8 +72,22 @@ def tiny_tokenizer() -> Callable[..., Any]:
 runner = CliRunner()
 
 
+# evaluate and predict default to `precision: auto` (bf16 autocast on CPUs with native bf16), and the tests
+# compare what they compute with fp32 references (pipelines, plain transformers, the tiny configs' fp32
+# training scores): the CLI helpers run them in fp32 unless a test sets precision itself, as the tiny training
+# configs say `precision: fp32`. test_inference_precision.py covers auto and its agreement with fp32.
+INFERENCE_COMMANDS = ("evaluate", "predict")
+
+
+def fp32_unless_set(args: list[str]) -> list[str]:
+    """`args` of a seqlm command line, with `--set precision=fp32` added to evaluate / predict when none is given."""
+    if args and args[0] in INFERENCE_COMMANDS and not any(arg.startswith("precision=") for arg in args):
+        return [*args, "--set", "precision=fp32"]
+    return args
+
+
 def invoke(*args: object):
-    return runner.invoke(app, [str(arg) for arg in args])
+    return runner.invoke(app, fp32_unless_set([str(arg) for arg in args]))
 
 
 def seqlm(*args: object) -> str:

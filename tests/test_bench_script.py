@@ -17,8 +17,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = {"tokenize", "pretrain clm", "pretrain mlm", "finetune classification", "predict classification",
-         "seq2seq train", "seq2seq generate greedy", "seq2seq generate 4 beams", "finetune extractive_qa", "predict extractive_qa",
-         "llm lora finetune", "llm generate greedy"}  # fmt: skip
+         "predict classification, seqlm fp32", "seq2seq train", "seq2seq generate greedy", "seq2seq generate 4 beams",
+         "finetune extractive_qa", "predict extractive_qa", "llm lora finetune", "llm generate greedy"}  # fmt: skip
 
 
 @pytest.mark.slow
@@ -46,6 +46,13 @@ def test_the_quick_benchmark_measures_every_task_on_both_sides(tmp_path: Path) -
     assert set(document["hf_best"]) >= TASKS
     predict = next(row for row in rows if row["task"] == "predict classification")
     assert predict["seqlm"]["extra"]["labels_equal"] >= 0.99  # the same model gives the same labels
+    assert predict["seqlm"]["extra"]["agreement"]["value"] >= 0.99  # precision auto against seqlm fp32
+    fp32 = next(row for row in rows if row["task"] == "predict classification, seqlm fp32")
+    assert fp32["seqlm"]["extra"]["precision"] == "fp32" and fp32["seqlm"]["extra"]["labels_equal"] >= 0.99
+    evaluate = next(row for row in rows if row["task"] == "evaluate clm perplexity")
+    assert abs(evaluate["seqlm"]["extra"]["agreement"]["value"]) <= 0.01 and evaluate["seqlm"]["unit"] == "tokens/s"
+    auto = next(row for row in rows if row["task"] == "seq2seq generate greedy precision auto")
+    assert 0 <= auto["seqlm"]["extra"]["agreement"]["value"] <= 1
     greedy = next(row for row in rows if row["task"] == "seq2seq generate greedy")
     assert greedy["seqlm"]["extra"]["outputs_equal"] >= 0.95  # the same model and inputs give the same text
     assert greedy["seqlm"]["extra"]["n_inputs"] == greedy["hf"]["extra"]["n_inputs"] == 40
@@ -65,6 +72,7 @@ def test_the_quick_benchmark_measures_every_task_on_both_sides(tmp_path: Path) -
     assert {"fp32", "bf16"} <= set(document["machine"]["matmul_gflops"])
     # the table goes to stdout: one line per row, plus its header
     assert "seqlm/HF" in done.stdout and "predict classification" in done.stdout
+    assert "agreement of precision auto" in done.stdout and "labels equal to seqlm fp32's" in done.stdout
 
 
 def test_repeated_runs_alternate_and_each_side_keeps_its_fastest_and_its_largest_peak() -> None:

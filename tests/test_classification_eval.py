@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from conftest import fp32_unless_set
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 from typer.testing import CliRunner
 
@@ -211,7 +212,7 @@ def _independent(model_dir: Path, texts: list[str], labels: list[str]) -> tuple[
 
 
 def evaluate(*args: str):
-    return CliRunner().invoke(app, ["evaluate", "--device", "cpu", *args])
+    return CliRunner().invoke(app, fp32_unless_set(["evaluate", "--device", "cpu", *args]))  # compared with fp32 references
 
 
 @pytest.mark.parametrize(("which", "kind"), [("bert", "jsonl"), ("gpt", "csv")])

@@ -299,7 +299,7 @@ def _evaluate_on_one_and_two_processes(model: Path, data: Path, root: Path, *ext
     for nproc in ("1", "2"):
         output = root / f"eval-{nproc}"
         _ok(_seqlm("evaluate", "--model", str(model), "--data", str(data), "--set", f"output_dir={output}",
-                   "--set", "batch_size=8", *extra, "--device", "cpu", "--nproc", nproc, "-q"))  # fmt: skip
+                   "--set", "batch_size=8", "--set", "precision=fp32", *extra, "--device", "cpu", "--nproc", nproc, "-q"))  # fmt: skip
         reports.append(json.loads((output / "metrics.json").read_text()))
     assert reports[0].keys() == reports[1].keys()
     for key, value in reports[0].items():

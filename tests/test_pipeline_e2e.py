@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from conftest import fp32_unless_set
 from typer.testing import CliRunner
 
 from seqlm.cli import app
@@ -25,7 +26,7 @@ runner = CliRunner()
 
 
 def seqlm(*args: str) -> str:
-    result = runner.invoke(app, [str(arg) for arg in args])
+    result = runner.invoke(app, fp32_unless_set([str(arg) for arg in args]))  # compared with fp32 references
     assert result.exit_code == 0, f"seqlm {' '.join(map(str, args))} failed ({result.exit_code}):\n{result.output}"
     return result.stdout
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import fp32_unless_set
 from typer.testing import CliRunner
 
 from seqlm.cli import app
@@ -84,7 +85,7 @@ def reference(path: Path, text: str, pair: str | None = None, max_length: int | 
 
 
 def predict(*args: str, stdin: bytes | None = None) -> Any:
-    return CliRunner().invoke(app, ["predict", "--device", "cpu", *args], input=stdin)
+    return CliRunner().invoke(app, fp32_unless_set(["predict", "--device", "cpu", *args]), input=stdin)  # compared with fp32 references
 
 
 def lines_of(text: str) -> list[dict[str, Any]]:

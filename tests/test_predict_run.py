@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import fp32_unless_set
 from typer.testing import CliRunner
 
 from seqlm.cli import app
@@ -61,7 +62,7 @@ def mlm_dirs(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer: Any) -> d
 
 
 def predict(*args: str, stdin: bytes | None = None):
-    return CliRunner().invoke(app, ["predict", "--device", "cpu", *args], input=stdin)
+    return CliRunner().invoke(app, fp32_unless_set(["predict", "--device", "cpu", *args]), input=stdin)  # compared with fp32 references
 
 
 def jsonl(path: Path) -> list[dict]:

@@ -150,7 +150,8 @@ search) on the trained model gives one process's scores."""
     # `seqlm evaluate --nproc 2` on the trained model: each rank scores its share, the figures are one process's.
     scores = []
     for run, extra in ((tmp_path / "eval-one", []), (tmp_path / "eval-two", ["--nproc", "2"])):
-        arguments = ["evaluate", "--model", str(one / "model"), "--data", str(validation), "--set", f"output_dir={run}"]
+        arguments = ["evaluate", "--model", str(one / "model"), "--data", str(validation), "--set", f"output_dir={run}",
+                     "--set", "precision=fp32"]  # as before evaluate defaulted to auto: generation compared to 1e-5
         _ok(seqlm_process(*arguments, "--set", "generation.max_new_tokens=12", "--set", "generation.num_beams=2", *extra, "-q"))
         scores.append(json.loads((run / "metrics.json").read_text()))
     assert scores[1].keys() == scores[0].keys() and scores[0]["examples"] == 24

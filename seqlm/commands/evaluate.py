@@ -3,6 +3,9 @@
 The task is the one whose head the model carries (config.json's architecture): perplexity for
 causal LMs, masked-token loss/accuracy and pseudo-perplexity for masked LMs, accuracy/F1 and a
 confusion matrix for classifiers, token accuracy and entity F1 for token classifiers.
+The forward passes run under `precision` (`auto`: bf16 autocast where the hardware computes bf16
+natively, see `seqlm.runtime.device.resolve_precision`); losses and scores are computed in fp32,
+and metrics.json's `inference_precision` names the precision used.
 """
 
 from __future__ import annotations
@@ -34,8 +37,11 @@ def run(config: EvaluateConfig, console: Console, json_output: bool = False) -> 
         if config.trust_remote_code:
             console.warn(remote_code_warning(config.model))
         loaded = load_for_inference(config.model, device, trust_remote_code=config.trust_remote_code)
+        on_main(cluster, lambda: console.info(f"loaded {config.model} on {device.type} ({precision.name})"))
         task = tasks.for_head(loaded.head)
-        metrics = task.evaluate(loaded, config, precision, device, console, cluster)
+        # Which precision the figures were computed in (`precision: auto` depends on the machine); not
+        # "precision", which token classifiers' entity scores use.
+        metrics = {**task.evaluate(loaded, config, precision, device, console, cluster), "inference_precision": precision.name}
         on_main(cluster, lambda: _write_metrics(metrics, output_dir, console, json_output))
         return metrics
 

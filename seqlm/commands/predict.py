@@ -14,6 +14,9 @@ A passed-through field named like an output field is renamed "input_<name>" wher
 Chat inputs (jsonl "messages") go only to tasks that take them (`Task.takes_messages`: generation), else DataError.
 `--stream` (`stream: true`): the model loads first, then each text/jsonl input is predicted alone as soon as its
 line is read and its record printed to stdout at once, for interactive use and pipes (no batching across inputs).
+The model runs under `precision` (`auto`: bf16 autocast where the hardware computes bf16 natively, see
+`seqlm.runtime.device.resolve_precision`; the loading line on stderr names it); probabilities and scores are
+computed in fp32 from the logits.
 Output is JSON Lines, or CSV with nested fields as JSON strings (`output_format`, or auto: .csv
 files are CSV). Files are written atomically; stdout carries only the records, logs go to stderr.
 An output that cannot be written (a directory, under a file, not writable, disk full) is an OutputError
@@ -72,7 +75,7 @@ def run(config: PredictConfig, console: Console) -> dict[str, Any]:
     rate = len(records) / elapsed
     console.info(f"predicted {len(records)} inputs in {elapsed:.1f}s ({rate:.1f} inputs/s) ({task.name})")
     return {"n_inputs": len(records), "n_warnings": len(predictions.warnings), "n_skipped": len(inputs.skipped),
-            "seconds": elapsed, "inputs_per_s": rate, "objective": task.name, "output": config.output}
+            "seconds": elapsed, "inputs_per_s": rate, "objective": task.name, "output": config.output, "precision": precision.name}
 
 
 def _run_streamed(config: PredictConfig, console: Console) -> dict[str, Any]:
@@ -82,6 +85,7 @@ def _run_streamed(config: PredictConfig, console: Console) -> dict[str, Any]:
         raise ConfigError(f"--stream prints records to stdout as they finish; drop output ({config.output}) or set it to '-'")
     device = select_device(config.device)
     precision = Precision(device, resolve_precision(config.precision, device))
+    console.info(f"loading {config.model} on {device.type} ({precision.name})")
     if config.trust_remote_code:
         console.warn(remote_code_warning(config.model))
     loaded = load_for_inference(config.model, device, trust_remote_code=config.trust_remote_code)
@@ -103,7 +107,8 @@ def _run_streamed(config: PredictConfig, console: Console) -> dict[str, Any]:
         console.warn(inputs.skipped_message())
     elapsed = max(time.monotonic() - start, 1e-9)
     console.info(f"predicted {count} inputs in {elapsed:.1f}s, streamed ({task.name})")
-    return {"n_inputs": count, "n_skipped": len(inputs.skipped), "seconds": elapsed, "objective": task.name, "output": "-"}
+    return {"n_inputs": count, "n_skipped": len(inputs.skipped), "seconds": elapsed, "objective": task.name, "output": "-",
+            "precision": precision.name}
 
 
 def _check_messages(inputs: Inputs, task: Task, loaded: Any) -> None:

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from seqlm.config.answer_spans import AnswerSpanConfig
 from seqlm.config.generation import GenerationConfig
-from seqlm.config.schema import Device, Precision, TrustRemoteCode
+from seqlm.config.schema import Device, InferencePrecision, TrustRemoteCode
 from seqlm.config.section import Section
 
 # --------------------------------------------------------------------------- evaluate
@@ -47,7 +47,7 @@ class EvaluateConfig(Section):
     )
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     qa: AnswerSpanConfig = Field(default_factory=AnswerSpanConfig, description="extractive_qa: windows and answer reading.")
-    precision: Precision = Field(default="fp32", description="auto, fp32, bf16 or fp16 (CUDA).")
+    precision: InferencePrecision = "auto"
     device: Device = Field(default="auto", description="auto: cuda, then mps, then cpu.")
 
 
@@ -95,5 +95,5 @@ class PredictConfig(Section):
         description="classifiers: tokens per input (classification truncates longer ones; token_classification splits them into windows at word boundaries); default: the model's positions.",
     )
     seed: int = Field(default=0, description="Seeds sampling.")
-    precision: Precision = Field(default="fp32", description="auto, fp32, bf16 or fp16 (CUDA).")
+    precision: InferencePrecision = "auto"
     device: Device = Field(default="auto", description="auto: cuda, then mps, then cpu.")

@@ -25,6 +25,13 @@ TrainingPrecision = Annotated[
     Precision,
     Field(description="auto: bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32; bf16, fp16 (CUDA), fp32."),
 ]
+InferencePrecision = Annotated[
+    Precision,
+    Field(
+        description="auto: bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32 (agreement with fp32: "
+        "README Performance); fp32, bf16, fp16 (CUDA). Outputs (probabilities, scores, losses) are computed in fp32 either way."
+    ),
+]
 Compile = Annotated[
     Literal["auto"] | bool,
     Field(description="torch.compile the model body (true/false); auto: only on CUDA for runs of 1000+ steps, where it pays."),
