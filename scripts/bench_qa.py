@@ -13,16 +13,17 @@ scripts/hf_extractive_qa.py, which reads the same files.
   ones, and its model answers the predict row (a few dozen steps from scratch answer almost at random; after
   200 the answers depend on the question). Each side's test EM/F1 is in its extra (HF's after its short run).
   One run per side.
-- Answering (`predict extractive_qa`): questions/s on the test questions (the first `qa_questions` of them) with
-  that model: `seqlm predict` (its defaults: fp32, the best answer only; after a one-batch warm-up,
+- Answering (`predict extractive_qa`, and `..., seqlm fp32`): questions/s on the test questions (the first
+  `qa_questions` of them) with that model: `seqlm predict` (its defaults: precision auto, bf16 on a CPU with
+  native bf16; and the same in fp32; the best answer only; after a one-batch warm-up,
   `bench_seqlm.py predict`) against what `pipeline("question-answering", batch_size=32)` ran before
   transformers 5 removed it (`hf_extractive_qa.py predict`: per question its windows, batches of 32 windows
   in input order padded to their longest, the model fp32, the pipeline's span decoding `select_starts_ends`
   without word alignment; after a warm-up on the first 32 questions). Both cut the same windows (max_length 128,
   doc_stride 32, from the predict config) and time tokenization to answers. `plan.repeats` runs per side,
   alternating, each keeping its fastest. The note gives the share of equal answers (text and character
-  offsets); below 99% is a failure: the same model on the same windows must give the same spans (float noise
-  from different padding may flip a near-tie, rarely).
+  offsets); in fp32 below 99% is a failure: the same model on the same windows must give the same spans (float
+  noise from different padding may flip a near-tie, rarely); bf16's share is stated, not judged.
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ ANSWERS_EQUAL_AT_LEAST = 0.99
 
 
 def bench_qa(bench: Bench) -> list[Row]:
-    """The training row, then the predict row (which answers with the training row's seqlm model)."""
-    return [_train(bench), _predict(bench)]
+    """The training row, then the predict rows (which answer with the training row's seqlm model)."""
+    return [_train(bench), *_predict(bench)]
 
 
 def _question_files(bench: Bench) -> dict[str, Path]:
@@ -86,7 +87,7 @@ def _train(bench: Bench) -> Row:
     return Row("finetune extractive_qa", TRAINER_VARIANT, seqlm, hf, note=note)
 
 
-def _predict(bench: Bench) -> Row:
+def _predict(bench: Bench) -> list[Row]:
     from seqlm.config.inference import PredictConfig
     from seqlm.config.loading import load_config
 
@@ -95,11 +96,11 @@ def _predict(bench: Bench) -> Row:
     overrides = [*plan.qa_predict_overrides, *inputs]
     resolved = load_config(PredictConfig, PREDICT, overrides)
 
-    def run_seqlm() -> Figure:
+    def run_seqlm(precision: list[str], tag: str) -> Figure:
         require(REPO / resolved.model, "the QA fine-tuning benchmark (seqlm)")
         output = REPO / resolved.output
         output.unlink(missing_ok=True)
-        process, result = bench.script("bench_seqlm.py", "predict", PREDICT, overrides, "seqlm-qa-predict")
+        process, result = bench.script("bench_seqlm.py", "predict", PREDICT, [*overrides, *precision], f"seqlm-qa-predict{tag}")
         value, _ = result.pop("value"), result.pop("unit")
         extra = {**result, "answers": bench_seqlm.predicted_answers(output)}
         return Figure(value, "questions/s", process.peak_rss_mb, process.wall_s, extra)
@@ -110,19 +111,29 @@ def _predict(bench: Bench) -> Row:
         value, unit = result.pop("value"), result.pop("unit")
         return Figure(value, unit, process.peak_rss_mb, process.wall_s, result)
 
-    seqlm, hf = fastest_alternating(bench, ("qa predict / seqlm", run_seqlm), ("qa predict / HF pipeline loop", run_hf))
-    note = _compare_answers(bench, seqlm, hf)
-    return Row("predict extractive_qa", f"pipeline(batch_size={resolved.batch_size}) loop", seqlm, hf, note=note)
+    # seqlm's default (precision auto: bf16 on a CPU with native bf16) and seqlm fp32, against the pipeline's fp32.
+    default, fp32, hf = fastest_alternating(
+        bench, ("qa predict / seqlm default", lambda: run_seqlm([], "")),
+        ("qa predict / seqlm fp32", lambda: run_seqlm(["precision=fp32"], "-fp32")), ("qa predict / HF pipeline loop", run_hf),
+    )  # fmt: skip
+    variant = f"pipeline(batch_size={resolved.batch_size}) loop"
+    hf_answers = hf.extra.pop("answers", None)
+    rows = []
+    for name, figure in (("predict extractive_qa", default), ("predict extractive_qa, seqlm fp32", fp32)):
+        judged = name.endswith("fp32") or figure.extra.get("precision") == "fp32"  # bf16 may move a near-tie: stated, not judged
+        rows.append(Row(name, variant, figure, hf, note=_compare_answers(bench, figure, hf_answers, judged)))
+    return rows
 
 
-def _compare_answers(bench: Bench, seqlm: Figure, hf: Figure) -> str:
-    """'answers equal: X% of N' (text and offsets of the best answer); the share goes to seqlm's extra["answers_equal"]."""
-    answers = [figure.extra.pop("answers", None) for figure in (seqlm, hf)]
-    if None in answers:
+def _compare_answers(bench: Bench, seqlm: Figure, theirs: list | None, judged: bool) -> str:
+    """'answers equal: X% of N' (text and offsets of the best answer); the share goes to seqlm's extra["answers_equal"].
+    A `judged` row (the same precision on both sides) below the bar is a failure."""
+    mine = seqlm.extra.pop("answers", None)
+    if mine is None or theirs is None:
         return ""
-    mine, theirs = answers
     same = sum(a == b for a, b in zip(mine, theirs)) / max(len(mine), 1) if len(mine) == len(theirs) else 0.0
     seqlm.extra["answers_equal"] = same
-    if same < ANSWERS_EQUAL_AT_LEAST:
+    if judged and same < ANSWERS_EQUAL_AT_LEAST:
         bench.failures.append(f"qa predict: seqlm and the pipeline give the same answer to only {same:.1%} of the questions")
-    return f"answers equal: {same:.1%} of {len(mine)}"
+    precision = seqlm.extra.get("precision")
+    return f"answers equal: {same:.1%} of {len(mine)}" + (f"; seqlm {precision}" if precision else "")
