@@ -83,3 +83,22 @@ def test_chat_inputs_on_a_raw_causal_lm_are_answered_with_its_chat_template(tmp_
     as_user = _greedy(model, [{"role": "user", "content": "apple"}], 6)
     chatted = [json.loads(line) for line in seqlm(*args, "--set", "apply_chat_template=true").splitlines()]
     assert chatted[3]["generated"] == as_user and chatted[:3] == records[:3]
+
+
+def test_evaluate_scores_a_raw_causal_lm_zero_shot_on_generation_records(tmp_path: Path, tokenizer_dir: Path) -> None:  # noqa: F811
+    """A causal LM seqlm did not fine-tune, evaluated on source/target (or prompt/completion) records: prompted with its
+    chat template as `task: causal_lm` would train it (the zero-shot baseline of such a fine-tune), not perplexity."""
+    model = _lively_llama_dir(tmp_path, tokenizer_dir)
+    words = ["apple", "river stone", "tiger", "ocean night piano"]
+    answers = [_greedy(model, [{"role": "user", "content": w}], 5) for w in words]
+    # two references the model says exactly, two it does not
+    rows = [{"source": w, "target": answers[i] if i < 2 else "zzz"} for i, w in enumerate(words)]
+    for name, records in (("pairs", rows), ("completions", [{"prompt": r["source"], "completion": r["target"]} for r in rows])):
+        data = write_jsonl(tmp_path / f"{name}.jsonl", records)
+        out = tmp_path / f"eval-{name}"
+        seqlm("evaluate", "--device", "cpu", "--model", model, "--data", data, "--set", f"output_dir={out}",
+              "--set", "generation.max_new_tokens=5", "--set", "batch_size=3")  # fmt: skip
+        metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+        assert metrics["rougeL"] == 50.0 and "perplexity" in metrics, (name, metrics)  # two outputs right, two wrong
+        if name == "completions":
+            assert metrics["exact_match"] == 0.5, metrics

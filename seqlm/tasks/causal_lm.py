@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,23 +34,44 @@ from seqlm.data.masking import IGNORE_INDEX
 from seqlm.data.token_source import load_split
 from seqlm.errors import ConfigError, DataError
 from seqlm.io.predict_inputs import InputRecord
+from seqlm.io.records import jsonl_records
 from seqlm.metrics.scoring import score_batches
+from seqlm.models.heads import MARKER_KEY
 from seqlm.models.loading import LoadedModel, token_limit
 from seqlm.runtime.device import Precision
 from seqlm.runtime.distributed import Cluster
 from seqlm.tasks import seq2seq_generation as generation
 from seqlm.tasks.objectives import OBJECTIVES, check_language_model_options
+from seqlm.tasks.seq2seq_prompts import PromptFormat
 from seqlm.tasks.task import Predictions, Task
 
 
 def evaluate(
     loaded: LoadedModel, config: EvaluateConfig, precision: Precision, device: torch.device, console: Console, cluster: Cluster
 ) -> dict[str, Any]:
+    if holds_records(Path(config.data), config.source_field):
+        # Prompt/completion, chat or source/target records: the causal LM scored as a prompted generator (its chat
+        # template, else the default prompt template), as `task: causal_lm` trains one: the zero-shot baseline of
+        # such a fine-tune, with the same prompt. Imported here: seq2seq_inference serves the fine-tuned ones.
+        from seqlm.tasks import seq2seq_inference
+
+        setattr(loaded.model.config, MARKER_KEY, PromptFormat.choose(None, loaded.tokenizer).metadata())
+        return seq2seq_inference.evaluate(loaded, config, precision, device, console, cluster)
     split = load_split(config.data, config.split, loaded.tokenizer, "clm", config.model)
     seq_len = token_limit(config.seq_len, loaded.model.config, loaded.tokenizer, "seq_len")
     console.info(f"evaluate clm: {config.model} on {config.data} [{config.split}], windows of {seq_len}")
     metrics = _causal_metrics(loaded.model, split, seq_len, config, precision, device, cluster)
     return {"model": str(config.model), "data": str(config.data), "split": config.split, **metrics}
+
+
+def holds_records(path: Path, source_field: str) -> bool:
+    """Whether `path` is a JSON Lines file of generation records: its first record has `messages`, `prompt` and
+    `completion`, or `source_field` (the documents a causal LM's perplexity is measured on are text files)."""
+    if not path.is_file() or path.suffix.lower() not in (".jsonl", ".json", ".ndjson"):
+        return False
+    for _, row in jsonl_records(path):
+        return isinstance(row, dict) and ("messages" in row or {"prompt", "completion"} <= row.keys() or source_field in row)
+    return False
 
 
 def causal_windows(n_tokens: int, seq_len: int, stride: int) -> list[tuple[int, int, int]]:
