@@ -192,11 +192,17 @@ def _is_scalar(value: Any) -> bool:
 
 
 def _is_text(value: Any) -> bool:
-    return isinstance(value, (str, int, float)) or (isinstance(value, list) and all(isinstance(item, (str, int, float)) for item in value))
+    return isinstance(value, (str, int, float)) or (isinstance(value, list) and all(isinstance(item, (str, int, float, dict)) for item in value))
 
 
 def _sample_text(value: Any) -> str:
-    text = " | ".join(map(str, value)) if isinstance(value, list) else "" if value is None else str(value)
+    """A field as one line: a list's items joined by " | "; an item that is a record (a tagged word, an entity, a
+    scored label) by its first two text fields ("London/PROPN", "PER/John Smith")."""
+    if isinstance(value, list):
+        items = ["/".join([str(v) for v in item.values() if isinstance(v, str)][:2]) if isinstance(item, dict) else str(item) for item in value]
+        text = " | ".join(item for item in items if item)
+    else:
+        text = "" if value is None else str(value)
     return text if len(text) <= SAMPLE_TEXT_CHARACTERS else text[: SAMPLE_TEXT_CHARACTERS - 1] + "…"
 
 
