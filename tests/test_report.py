@@ -10,7 +10,10 @@ import base64
 import html
 import io
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -156,6 +159,20 @@ def test_a_failed_report_warns_and_leaves_the_run_as_it_is(tmp_path: Path, capsy
     err = capsys.readouterr().err
     assert "warning: " in err and "no metrics yet" in err and "the run itself is complete" in err
     assert not (run / "report.html").exists()
+
+
+def test_report_reads_files_and_loads_no_model_library(tmp_path: Path) -> None:
+    """`seqlm report` only reads a run's files: torch and transformers stay unimported (it starts fast)."""
+    run = _run_dir(tmp_path / "run", [{"step": 1, "loss": 2.0, "lr": 1e-3}], {"steps": 1})
+    script = (
+        "import sys\nfrom seqlm.cli import app\n"
+        f"try:\n    app(['report', {str(run)!r}, '-q'])\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        "assert not {'torch', 'transformers'} & set(sys.modules), 'a model library was imported'\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (run / "report.html").is_file()
 
 
 # --------------------------------------------------------------------------- long runs: decimation

@@ -21,6 +21,7 @@ DPI = 110
 LOG_LOSS_RATIO = 4.0
 # Validation keys that count what was scored, or restate the loss: not drawn as metrics.
 NOT_METRICS = frozenset({"loss", "perplexity", "examples", "tokens", "words", "questions", "generated", "target_tokens", "sentences"})
+DENSE_POINTS = 1000  # a training curve with more points than this is drawn as a lighter band
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"]
 
 
@@ -87,19 +88,26 @@ def _loss(runs: list[Run]) -> bytes:
         colour = COLOURS[index % len(COLOURS)]
         if "loss" in run.train:
             steps, values = decimate(*run.train["loss"])
-            axes.plot(steps, values, color=colour, linewidth=1.4, label=f"{run.label} training")
+            dense = len(values) > DENSE_POINTS  # a noisy band: lighter, so the validation points on it show
+            axes.plot(steps, values, color=colour, linewidth=1.0 if dense else 1.4, alpha=0.5 if dense else 1.0,
+                      label=f"{run.label} training")  # fmt: skip
             lows.append(np.min(values, initial=np.inf))
             highs.append(np.max(values, initial=-np.inf))
         if "val_loss" in run.validation:
             steps, values = decimate(*run.validation["val_loss"])
-            axes.plot(steps, values, color=colour, linewidth=1.4, linestyle="--", marker="o", markersize=4,
-                      label=f"{run.label} validation")  # fmt: skip
+            axes.plot(steps, values, color=colour, linewidth=1.4, linestyle="--", marker="o", markersize=4.5,
+                      markeredgecolor="white", markeredgewidth=0.6, zorder=3, label=f"{run.label} validation")  # fmt: skip
             lows.append(np.min(values, initial=np.inf))
             highs.append(np.max(values, initial=-np.inf))
     low, high = min(lows, default=math.inf), max(highs, default=-math.inf)
     logarithmic = 0 < low and high / low >= LOG_LOSS_RATIO
     if logarithmic:
+        from matplotlib.ticker import FuncFormatter
+
         axes.set_yscale("log")
+        plain = FuncFormatter(lambda value, _: f"{value:g}")  # 2, 3, 4, 6 rather than 2×10⁰
+        axes.yaxis.set_major_formatter(plain)
+        axes.yaxis.set_minor_formatter(plain)
     axes.set_xlabel("step (optimizer updates)")
     axes.set_ylabel("loss (cross-entropy, nats)" + (", log scale" if logarithmic else ""))
     _legend(axes)
