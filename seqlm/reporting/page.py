@@ -1,8 +1,8 @@
 """The report as one self-contained HTML page: inline CSS, figures embedded as data: URIs, no script,
 nothing fetched, so it opens from disk, offline, and prints.
 
-Every metric cell carries its exact value (`data-run`, `data-key`, `data-value`: metrics.json's
-number as JSON) beside the rounded text shown, so a reader (or a test) can check the table against
+Every metric cell carries its exact value (`data-run`: the run's place on the command line, `data-key`: the
+metrics.json key, or eval.KEY for eval/metrics.json, `data-value`: the value as JSON) beside the rounded text shown, so a reader (or a test) can check the table against
 the run's files.
 """
 
@@ -55,7 +55,7 @@ def render(runs: list[Run], curves: list[Figure], confusions: dict[int, Figure],
         parts += [_figure(figure) for figure in curves]
     parts += [_metrics_table(runs), _config_differences(runs)]
     for index, run in enumerate(runs):
-        parts.append(_task_section(run, confusions.get(index)))
+        parts.append(_task_section(index, run, confusions.get(index)))
     parts.append(_configs(runs))
     parts.append("</body></html>\n")
     return "\n".join(part for part in parts if part)
@@ -117,7 +117,7 @@ def _config_differences(runs: list[Run]) -> str:
     for run in runs[1:]:
         other = flat_config(run.config)
         changed = [key for key in dict.fromkeys([*first, *other]) if first.get(key, "∅") != other.get(key, "∅")]
-        changed = [key for key in changed if key != "output_dir"] or []
+        changed = [key for key in changed if key != "output_dir"]
         if not changed:
             parts.append(f"<p>{escape(run.label)}: the same config (apart from output_dir).</p>")
             continue
@@ -133,13 +133,13 @@ def _config_differences(runs: list[Run]) -> str:
     return "".join(parts)
 
 
-def _task_section(run: Run, confusion: Figure | None) -> str:
+def _task_section(index: int, run: Run, confusion: Figure | None) -> str:
     """seqlm evaluate's scores (eval/metrics.json), the test record, and a sample of predictions: what the run holds."""
     parts = []
     evaluation = run.evaluation
     if evaluation:
         scalars = {key: value for key, value in evaluation.items() if _is_scalar(value) and not isinstance(value, str)}
-        rows = "".join(f'<tr><th>{escape(key)}</th>{_metric_cell(-1, "eval." + key, value)}</tr>' for key, value in scalars.items())
+        rows = "".join(f'<tr><th>{escape(key)}</th>{_metric_cell(index, "eval." + key, value)}</tr>' for key, value in scalars.items())
         parts.append(f"<h3>seqlm evaluate on {escape(str(evaluation.get('data', '?')))}</h3><table>{rows}</table>")
         if confusion is not None:
             parts.append(_figure(confusion))

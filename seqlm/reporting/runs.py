@@ -48,7 +48,7 @@ class Run:
 def read_runs(paths: list[Path]) -> list[Run]:
     """Every run of `paths`, labelled by its directory name (its path where two names are equal)."""
     names = [Path(path).resolve().name for path in paths]
-    return [read_run(Path(path), path.name if names.count(Path(path).resolve().name) == 1 else str(path)) for path in paths]
+    return [read_run(Path(path), name if names.count(name) == 1 else str(path)) for path, name in zip(paths, names)]
 
 
 def read_run(path: Path, label: str | None = None) -> Run:
