@@ -175,6 +175,20 @@ def test_report_reads_files_and_loads_no_model_library(tmp_path: Path) -> None:
     assert (run / "report.html").is_file()
 
 
+def test_a_generation_run_shows_its_metric_over_steps_and_inputs_with_references_and_outputs(tmp_path: Path) -> None:
+    records = [{"step": 10, "loss": 4.0, "lr": 1e-3, "tokens_per_s": 900.0},
+               {"step": 10, "split": "validation", "val_loss": 3.9, "val_bleu": 1.5, "val_generated": 8},
+               {"step": 20, "loss": 3.0, "lr": 5e-4, "tokens_per_s": 950.0},
+               {"step": 20, "split": "validation", "val_loss": 3.1, "val_bleu": 4.25, "val_generated": 8}]  # fmt: skip
+    run = _run_dir(tmp_path / "run", records, {"task": "seq2seq", "steps": 20, "best_val_bleu": 4.25})
+    write_jsonl(run / "predictions.jsonl", [{"id": "a", "target": "In the beginning", "input": "En el principio", "output": "In beginning"}])
+    report = write_report([run], run / "report.html")
+    assert [path.name for path in report.figures] == [f"report-{name}.png" for name in CURVE_FIGURES]
+    page = report.html.read_text(encoding="utf-8")
+    assert "<tr><th>id</th><th>input</th><th>target</th><th>output</th></tr>" in page  # input, reference, output
+    assert "<td class=\"text\">In the beginning</td>" in page and 'data-key="best_val_bleu" data-value="4.25"' in page
+
+
 # --------------------------------------------------------------------------- long runs: decimation
 
 

@@ -19,6 +19,8 @@ from seqlm.reporting.runs import Run, flat_config
 # Tables of per-label scores seqlm evaluate writes: key → what a row is (the same as seqlm.metrics.report).
 PER_LABEL_TABLES = {"per_class": "class", "per_type": "entity type", "per_tag": "tag"}
 SAMPLE_TEXT_CHARACTERS = 400  # a longer input or output is cut in the sample table
+# Sample columns: the input, then what it should give (fields predict passed through), then the outputs as written.
+SAMPLE_FIELDS_FIRST = ("id", "input", "input_pair", "question", "context", "target", "references", "answers", "input_label")
 
 STYLE = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; color: #1a1a1a;
@@ -166,9 +168,10 @@ def _per_label_table(per_label: dict[str, Any], what: str) -> str:
 
 def _samples_table(run: Run) -> str:
     """The first predictions.jsonl records: each text field (input, references, outputs) as a column."""
-    fields: dict[str, None] = {}
+    seen: dict[str, None] = {}
     for record in run.samples:
-        fields.update({key: None for key, value in record.items() if _is_text(value)})
+        seen.update({key: None for key, value in record.items() if _is_text(value)})
+    fields = sorted(seen, key=lambda key: SAMPLE_FIELDS_FIRST.index(key) if key in SAMPLE_FIELDS_FIRST else len(SAMPLE_FIELDS_FIRST))
     head = "<tr>" + "".join(f"<th>{escape(key)}</th>" for key in fields) + "</tr>"
     rows = "".join(
         "<tr>" + "".join(f'<td class="text">{escape(_sample_text(record.get(key)))}</td>' for key in fields) + "</tr>"
