@@ -21,7 +21,7 @@ app = typer.Typer(
     name="seqlm",
     help="Raw text to a trained, evaluated Transformer LM: tokenize → pretrain → finetune → evaluate → predict.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -41,12 +41,9 @@ ResumeOpt = Annotated[
 OverwriteOpt = Annotated[
     bool, typer.Option("--overwrite", help="Delete the run already in output_dir and start afresh (else such a start is refused).")
 ]
-NprocOpt = Annotated[
-    Optional[int],
-    typer.Option(
-        "--nproc", min=1, help="Run as N processes on this machine (torchrun: DDP/FSDP, one per GPU or a share of the CPU cores).", show_default=False
-    ),
-]
+NprocOpt = Annotated[Optional[int], typer.Option(
+    "--nproc", min=1, help="Run as N processes on this machine (torchrun: DDP/FSDP, one per GPU or a share of the CPU cores).", show_default=False
+)]  # fmt: skip
 RunDirsArg = Annotated[list[Path], typer.Argument(help="Run directories (pretrain / finetune output_dir); the others' configs are compared against the first.", show_default=False)]
 ReportOutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="The HTML file, its figures beside it as <name>-*.png (default: RUN_DIR/report.html for one run, ./report.html for several).", show_default=False)]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto (cuda → mps → cpu), cpu, cuda or mps.", show_default=False)]
@@ -297,4 +294,5 @@ def _leave_rank() -> None:
 
 
 def main() -> None:
-    app()
+    # One program name however started (`seqlm`, `python -m seqlm`): shell completion scripts name it.
+    app(prog_name="seqlm")

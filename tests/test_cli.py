@@ -46,7 +46,7 @@ try:
     code = 0
 except SystemExit as exc:
     code = exc.code
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "transformers", "datasets"})
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "transformers", "datasets", "tensorboard"})
 print("PROBE " + json.dumps({"code": code, "heavy": heavy}))
 """
 
@@ -90,6 +90,33 @@ def test_python_dash_m_seqlm_print_config_matches_in_process() -> None:
     assert in_process.exit_code == 0
     assert proc.stdout == in_process.stdout
     assert yaml.safe_load(proc.stdout)["training"]["max_steps"] == 3
+
+
+# --------------------------------------------------------------------------- shell completion (Typer's)
+
+
+def test_shell_completion_script_and_its_answers(tmp_path: Path) -> None:
+    """`--show-completion` prints the script for the shell it runs in, `--install-completion` installs it
+    (here into a scratch HOME), and the script's call completes commands and options, whether seqlm
+    was started as `seqlm` or `python -m seqlm`."""
+    env = {**os.environ, "SHELL": "/bin/bash", "HOME": str(tmp_path)}
+    seqlm = f"{sys.executable} -m seqlm"
+    shown = subprocess.run(["bash", "-c", f"{seqlm} --show-completion"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert "_SEQLM_COMPLETE=complete_bash" in shown.stdout and "complete -o default -F _seqlm_completion seqlm" in shown.stdout
+    installed = subprocess.run(["bash", "-c", f"{seqlm} --install-completion"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert installed.returncode == 0, installed.stderr
+    assert (tmp_path / ".bash_completions" / "seqlm.sh").read_text() == shown.stdout.rstrip("\n")
+    assert "source" in (tmp_path / ".bashrc").read_text()
+
+    def complete(words: str) -> list[str]:
+        request = {"_SEQLM_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(len(words.split()) - 1)}
+        answer = subprocess.run([sys.executable, "-m", "seqlm"], cwd=REPO, env={**env, **request}, capture_output=True, text=True, timeout=60)
+        assert answer.returncode == 0, answer.stderr
+        return answer.stdout.split()
+
+    assert complete("seqlm pre") == ["pretrain", "predict"]
+    assert "--overwrite" in complete("seqlm pretrain --ov")
 
 
 # --------------------------------------------------------------------------- a user error from a real run

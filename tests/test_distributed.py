@@ -71,11 +71,12 @@ def single(data: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def ddp(data: Path) -> Path:
-    """Two processes, the same global batch: 4 per device x grad_accum 2 x 2 processes."""
+    """Two processes, the same global batch: 4 per device x grad_accum 2 x 2 processes; reporting to TensorBoard."""
     run = data.parent / "ddp"
     scratch = data.parent / "ddp-tmpdir"  # its TMPDIR: see test_a_launch_leaves_no_temporary_files
     scratch.mkdir()
-    _ok(_seqlm(*_pretrain(data, run, "--set", "training.batch_size=4", "--set", "training.grad_accum=2", "--nproc", "2"), tmpdir=scratch))
+    settings = ["--set", "training.batch_size=4", "--set", "training.grad_accum=2", "--set", "training.report_to=[tensorboard]"]
+    _ok(_seqlm(*_pretrain(data, run, *settings, "--nproc", "2"), tmpdir=scratch))
     return run
 
 
@@ -92,6 +93,12 @@ def test_metrics_jsonl_holds_one_record_per_step_whatever_the_number_of_processe
         records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         assert [r["step"] for r in records if "split" not in r] == list(range(1, 31)), run.name  # log_every 1, 30 steps
         assert [r["step"] for r in records if r.get("split") == "validation"] == [15, 30], run.name
+    # training.report_to: rank 0 alone writes TensorBoard's event file, as it writes metrics.jsonl.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert len(list((ddp / "tensorboard").iterdir())) == 1
+    events = EventAccumulator(str(ddp / "tensorboard"), size_guidance={"scalars": 0}).Reload()
+    assert [event.step for event in events.Scalars("train/loss")] == list(range(1, 31))
 
 
 def test_resuming_a_finished_run_of_two_processes_does_nothing(data: Path, ddp: Path) -> None:

@@ -147,6 +147,27 @@ def test_lora_continues_pretraining_a_causal_lm(gpt2_dir: Path, tmp_path: Path) 
     _merged_equals_base_plus_adapter(run / "model", run / "adapter", AutoModelForCausalLM, inputs)
 
 
+def test_merging_into_gathered_weights_keeps_the_output_layer_tied(gpt2_dir: Path) -> None:
+    """Under FSDP `merged` puts the weights gathered from the shards (a copy under each name of a tied weight) into the
+    layout kept on the meta device before sharding: the same merged model as the live one, GPT-2's output layer tied."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(gpt2_dir)
+    adapters = attach_lora(model, LoraConfig(r=4, alpha=8), [], str(gpt2_dir))
+    adapters.keep_layout()
+    assert {param.device.type for param in adapters.layout.parameters()} == {"meta"}
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:  # zero at first: merging would change nothing
+                param.normal_()
+    gathered = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    got, expected = adapters.merged(gathered).state_dict(), adapters.merged().state_dict()
+    assert got.keys() == expected.keys() and all(torch.equal(got[key], expected[key]) for key in got)
+    merged = adapters.merged(gathered)
+    assert merged.lm_head.weight is merged.transformer.wte.weight
+
+
 def test_target_modules_that_match_nothing_name_the_layers_there_are(gpt2_dir: Path, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM
 

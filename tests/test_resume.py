@@ -87,6 +87,48 @@ def test_sigkill_after_a_checkpoint_then_resume_is_bit_identical(data: Path, uni
     assert _losses(run) == _losses(uninterrupted), "per-step losses differ"
 
 
+def test_tensorboard_curves_after_sigkill_and_resume_have_each_step_once(data: Path) -> None:
+    """training.report_to: [tensorboard], killed after step 10's checkpoint once it logged past it: read back
+    with TensorBoard's EventAccumulator, the event files hold metrics.jsonl's records, each step once."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = data.parent / "tensorboard-killed"
+    shorter = ["training.max_steps=30", "training.checkpoint_every=10", "training.eval_every=20", "training.eval_batches=2"]
+    shorter += ["training.report_to=[tensorboard]"]
+    args = [*_pretrain_args(data, run), *(arg for setting in shorter for arg in ("--set", setting))]
+    process = subprocess.Popen([sys.executable, "-m", "seqlm", *args, "-q"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    marker = run / "checkpoints" / "step-000010" / "COMPLETE"
+    _wait_for(marker, process)
+    deadline = time.monotonic() + 120
+    while max(_losses_so_far(run), default=0) <= 10 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)  # until it logged a step after the checkpoint: those records are dropped on resume
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert marker.exists() and not (run / "model").exists(), process.stderr.read().decode() if process.stderr else "not killed mid-run"
+    assert max(_losses_so_far(run)) > 10
+
+    result = runner.invoke(app, [*args, "--resume"])
+    assert result.exit_code == 0, result.output
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0}).Reload()
+    losses = _losses(run)
+    assert [event.step for event in events.Scalars("train/loss")] == list(range(5, 31, 5)) == sorted(losses)
+    assert [event.value for event in events.Scalars("train/loss")] == pytest.approx([losses[step] for step in sorted(losses)])
+    assert [event.step for event in events.Scalars("train/grad_norm")] == sorted(losses)
+    assert [event.step for event in events.Scalars("validation/loss")] == [20, 30]
+    assert "report_to" in events.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert "final/val_loss" in events.Tags()["scalars"]
+    assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
+
+
+def _losses_so_far(run: Path) -> set[int]:
+    """The steps of the training records metrics.jsonl holds now (a torn last line is skipped)."""
+    try:
+        lines = (run / "metrics.jsonl").read_text().splitlines(keepends=True)
+    except FileNotFoundError:
+        return set()
+    return {json.loads(line)["step"] for line in lines if line.endswith("\n") and '"split"' not in line}
+
+
 def test_resume_refuses_a_changed_model_and_lists_the_difference(data: Path, uninterrupted: Path) -> None:
     result = runner.invoke(app, [*_pretrain_args(data, uninterrupted), "--resume", "--set", "model.d_model=32"])
     assert result.exit_code == 2

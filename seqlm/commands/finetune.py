@@ -95,7 +95,7 @@ def setup(config: FinetuneConfig, console: Console, held: ExitStack, cluster: Cl
         )
     device = cluster.device_for(select_device(config.device))
     precision = Precision(device, resolve_precision(training.precision, device))
-    run_dir = RunDir(config.output_dir)
+    run_dir = RunDir(config.output_dir, training.report_to)
     checkpoint = open_run(run_dir, config, console, held, cluster)
     seed_everything(training.seed)  # the new head's initialisation, then dropout (a resume restores the RNG)
 
@@ -118,8 +118,7 @@ def setup(config: FinetuneConfig, console: Console, held: ExitStack, cluster: Cl
     elif new_weights:
         shown = ", ".join(new_weights[:6]) + (f" (+{len(new_weights) - 6} more)" if len(new_weights) > 6 else "")
         console.warn(f"{config.model}: newly initialised weights, trained from scratch here: {shown}")
-    fsdp = cluster.distributed and config.distributed.strategy == "fsdp"
-    adapters = adapters_for_run(model, training.lora, new_weights, str(config.model), checkpoint, fsdp, console.info)
+    adapters = adapters_for_run(model, training.lora, new_weights, str(config.model), checkpoint, console.info)
     trainable, total = freeze(model, training.freeze, new_weights)
     total = adapters.total if adapters is not None else total  # the model's own: not the adapters, nor the head's trained copy
     model.to(device)
@@ -140,9 +139,8 @@ def setup(config: FinetuneConfig, console: Console, held: ExitStack, cluster: Cl
     distributed = config.distributed
     # fast_loss: an objective's fused loss where it has one for this model (seq2seq on a decoder-only model), else the reference.
     parallel = parallelize(
-        model, task.objective, True, cluster, distributed.strategy, device, distributed.checkpoint == "sharded"
+        model, task.objective, True, cluster, distributed.strategy, device, distributed.checkpoint == "sharded", adapters
     )
-    parallel.adapters = adapters
     parallel.seed_dropout(training.seed)
     optimizer = build_optimizer(parallel.module, config.optim, device)
     scaler = torch.amp.GradScaler(device.type) if precision.needs_grad_scaler else None

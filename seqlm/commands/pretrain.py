@@ -86,15 +86,14 @@ def setup(config: PretrainConfig, console: Console, held: ExitStack, cluster: Cl
 
         found = model_source(source)
         dataset.check_tokenizer(AutoTokenizer.from_pretrained(found.path, trust_remote_code=trust, **found.file_kwargs), source)
-    run_dir = RunDir(config.output_dir)
+    run_dir = RunDir(config.output_dir, training.report_to)
     checkpoint = open_run(run_dir, config, console, held, cluster)
     # A sharded checkpoint's weights are loaded by begin(), a LoRA checkpoint's adapters by adapters_for_run.
     if checkpoint is None or is_sharded(checkpoint) or is_adapter_dir(checkpoint):
         model = build_model(config.model, config.objective, config.nsp, tokenizer)
     else:
         model = load_pretrained(str(checkpoint), head_for(config.objective, config.nsp), config.model.trust_remote_code)
-    fsdp = cluster.distributed and config.distributed.strategy == "fsdp"
-    adapters = adapters_for_run(model, training.lora, [], str(source), checkpoint, fsdp, console.info)
+    adapters = adapters_for_run(model, training.lora, [], str(source), checkpoint, console.info)
     model.to(device)
     positions = max_positions(model.config)
     if positions is not None and training.seq_len > positions:
@@ -118,9 +117,8 @@ def setup(config: PretrainConfig, console: Console, held: ExitStack, cluster: Cl
     n_params = adapters.total if adapters is not None else sum(p.numel() for p in model.parameters())
     distributed = config.distributed
     parallel = parallelize(
-        model, OBJECTIVES[name], training.fast_loss, cluster, distributed.strategy, device, distributed.checkpoint == "sharded"
+        model, OBJECTIVES[name], training.fast_loss, cluster, distributed.strategy, device, distributed.checkpoint == "sharded", adapters
     )
-    parallel.adapters = adapters
     parallel.seed_dropout(training.seed)
     optimizer = build_optimizer(parallel.module, config.optim, device)
     scaler = torch.amp.GradScaler(device.type) if precision.needs_grad_scaler else None

@@ -18,6 +18,7 @@ from seqlm.config.schema import (
     OnNan,
     OptimConfig,
     Overwrite,
+    ReportTo,
     Resume,
     Section,
     TrainingPrecision,
@@ -67,7 +68,7 @@ class FinetuneTrainingConfig(Section):
     checkpoint_every: int | None = Field(default=None, ge=1, description="Save checkpoints/step-N every N steps (for --resume).")
     keep_last: KeepLast = None
     on_nan: OnNan = "stop"
-
+    report_to: ReportTo = []
 
     @model_validator(mode="after")
     def _lora_keeps_the_body_training(self) -> FinetuneTrainingConfig:

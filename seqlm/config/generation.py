@@ -6,6 +6,8 @@ Neutral names; `seqlm.tasks` passes them to `model.generate`. Causal LMs use the
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 from pydantic import Field, model_validator
 
 from seqlm.config.section import Section
@@ -23,6 +25,10 @@ class GenerationConfig(Section):
     early_stopping: bool = Field(default=False, description="seq2seq beam search: stop once num_beams finished candidates exist.")
     num_return_sequences: int = Field(default=1, ge=1, description="seq2seq: outputs per input (at most num_beams, unless sampling).")
     seed: int | None = Field(default=None, description="Seeds sampling; null: the command's seed (predict: seed, finetune: training.seed).")
+    streams: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        default="auto",
+        description="CPU: batches decoded at once, each on its share of the cores (greedy and beam search; sampling runs one); auto: 2. Accelerators: 1.",
+    )
 
     @model_validator(mode="after")
     def _enough_beams(self) -> GenerationConfig:

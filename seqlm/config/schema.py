@@ -51,6 +51,10 @@ Resume = Annotated[
 Overwrite = Annotated[
     bool, Field(description="Start afresh in an output_dir that holds another run, deleting it (--overwrite); else refused.")
 ]
+ReportTo = Annotated[
+    list[Literal["tensorboard"]],
+    Field(description="Also write the run's records where these tools read them: tensorboard (event files in output_dir/tensorboard/)."),
+]
 TrustRemoteCode = Annotated[
     bool, Field(description="Run Python code shipped with a hub model (custom architectures); only for sources you trust (warned).")
 ]
@@ -200,6 +204,7 @@ class TrainingConfig(Section):
     )
     keep_last: KeepLast = None
     on_nan: OnNan = "stop"
+    report_to: ReportTo = []
     lora: LoraConfig | None = Field(default=None, description="Train low-rank adapters on model.from_pretrained, not every weight.")
 
 

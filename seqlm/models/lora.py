@@ -16,6 +16,8 @@ The returned `Adapters` gives what a run saves:
   also what a checkpoint holds in place of the full weights;
 - `load_checkpoint(dir)`: the adapter weights back from such a checkpoint (the base model is loaded as at
   the start of the run).
+Under FSDP the model's weights are shards: `keep_layout()` (before sharding) keeps a copy of the model's structure
+on the meta device, and `merged`/`adapter_only` take the weights gathered from the shards (`weights`).
 """
 
 from __future__ import annotations
@@ -71,13 +73,28 @@ class Adapters:
     trainable: int
     total: int  # the model's own parameters (adapters and the trained copies of saved modules not counted)
     targets: list[str]
+    layout: Any = None  # keep_layout(): the peft model on the meta device, for the weights gathered from FSDP shards
 
-    def merged(self) -> Any:
-        """A plain transformers model with the adapters merged (a copy: training goes on with the adapters)."""
-        return copy.deepcopy(self.peft_model).merge_and_unload()
+    def keep_layout(self) -> None:
+        """Before FSDP shards the model: keep its structure (parameters on the meta device: no memory) for `merged`."""
+        memo: dict[int, Any] = {
+            id(param): torch.nn.Parameter(param.to("meta"), requires_grad=param.requires_grad) for param in self.peft_model.parameters()
+        }  # fmt: skip
+        self.layout = copy.deepcopy(self.peft_model, memo)  # buffers (small, some not in the state dict) are copied
 
-    def adapter_only(self) -> AdapterView:
-        return AdapterView(self.peft_model)
+    def merged(self, weights: dict[str, torch.Tensor] | None = None) -> Any:
+        """A plain transformers model with the adapters merged (a copy: training goes on with the adapters).
+        `weights`: the training model's full state dict gathered from FSDP shards (after `keep_layout`)."""
+        if weights is None:
+            return copy.deepcopy(self.peft_model).merge_and_unload()
+        peft_model = copy.deepcopy(self.layout)
+        _load_tied(peft_model.base_model.model, weights)
+        return peft_model.merge_and_unload()
+
+    def adapter_only(self, weights: dict[str, torch.Tensor] | None = None) -> AdapterView:
+        """`weights`: the trained parameters gathered from FSDP shards (keyed as in the training model)."""
+        peft_keyed = None if weights is None else {f"base_model.model.{key}": value for key, value in weights.items()}
+        return AdapterView(self.peft_model, peft_keyed)
 
     def load_checkpoint(self, directory: Path) -> None:
         """Restore the adapter weights (and fully trained modules) a checkpoint holds."""
@@ -104,6 +121,22 @@ class Adapters:
         )
 
 
+def _load_tied(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    """Put `weights` into `model` (on the meta device) as its parameters, keeping tied weights tied (a gathered
+    state dict holds a copy under each name of a tied weight: GPT-2's output layer and input embedding)."""
+    first: dict[int, str] = {}
+    tied = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) in first:
+            tied[name] = first[id(param)]
+        else:
+            first[id(param)] = name
+    model.load_state_dict(weights, assign=True)
+    for name, owner in tied.items():
+        parent, _, leaf = name.rpartition(".")
+        setattr(model.get_submodule(parent), leaf, model.get_parameter(owner))
+
+
 def _size(n_bytes: float) -> str:
     return f"{n_bytes / 1e9:.3g} GB" if n_bytes >= 1e9 else f"{n_bytes / 1e6:.3g} MB"
 
@@ -113,9 +146,11 @@ class AdapterView:
     """`save_pretrained(dir)`: the peft adapter dir, plus the trained model's config.json."""
 
     peft_model: Any
+    state_dict: dict[str, torch.Tensor] | None = None  # the peft model's trained weights gathered from FSDP shards
 
     def save_pretrained(self, directory: Path) -> None:
-        self.peft_model.save_pretrained(str(directory), save_embedding_layers=False)
+        given = {} if self.state_dict is None else {"state_dict": self.state_dict}
+        self.peft_model.save_pretrained(str(directory), save_embedding_layers=False, **given)
         model = self.peft_model.base_model.model
         config = copy.deepcopy(model.config)
         config.architectures = [type(model).__name__]  # the head it was trained with (save_pretrained sets this for a model)
@@ -169,16 +204,14 @@ def attach_lora(model: torch.nn.Module, lora: LoraConfig, new_weights: list[str]
 
 def adapters_for_run(
     model: torch.nn.Module, lora: LoraConfig | None, new_weights: list[str], base: str, checkpoint: Path | None,
-    fsdp: bool, info: Callable[[str], None],
+    info: Callable[[str], None],
 ) -> Adapters | None:
     """A run's adapters (`attach_lora`; None without `training.lora`), restored from the `checkpoint` it resumes
-    from, described in one log line. ConfigError under fsdp, or when the checkpoint and `lora` disagree."""  # fmt: skip
+    from, described in one log line. ConfigError when the checkpoint and `lora` disagree."""  # fmt: skip
     if lora is None:
         if checkpoint is not None and is_adapter_dir(checkpoint):
             raise ConfigError(f"{checkpoint} holds adapters (the run used training.lora); resume it with the same training.lora")
         return None
-    if fsdp:
-        raise ConfigError("training.lora trains under distributed.strategy: ddp (or in one process); fsdp does not shard adapters here")
     adapters = attach_lora(model, lora, new_weights, base)
     if checkpoint is not None:
         adapters.load_checkpoint(checkpoint)

@@ -28,14 +28,14 @@ from seqlm.console import Console
 from seqlm.data.batch import Batch
 from seqlm.data.long_documents import token_suffix
 from seqlm.data.masking import IGNORE_INDEX
-from seqlm.data.padding import pad_rows
 from seqlm.data.token_source import load_split
 from seqlm.errors import ConfigError, DataError
-from seqlm.io.predict_inputs import InputRecord, length_batches
+from seqlm.io.predict_inputs import InputRecord
 from seqlm.metrics.scoring import score_batches
 from seqlm.models.loading import LoadedModel, token_limit
 from seqlm.runtime.device import Precision
 from seqlm.runtime.distributed import Cluster
+from seqlm.tasks import seq2seq_generation as generation
 from seqlm.tasks.objectives import OBJECTIVES, check_language_model_options
 from seqlm.tasks.task import Predictions, Task
 
@@ -131,9 +131,7 @@ def generate(
     """Continuations of every prompt, in input order, and how many prompts were truncated."""
     tokenizer, model, gen = loaded.tokenizer, loaded.model, config.generation
     start_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    eos = model.generation_config.eos_token_id
-    eos = tokenizer.eos_token_id if eos is None else eos
-    eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+    eos_ids = generation.stop_ids(model, tokenizer)
     limit = None
     if loaded.max_positions is not None:
         limit = loaded.max_positions - gen.max_new_tokens
@@ -142,7 +140,6 @@ def generate(
                 f"generation.max_new_tokens ({gen.max_new_tokens}) leaves no room for a prompt in the model's "
                 f"{loaded.max_positions} positions; lower it"
             )
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0  # masked out, any id works
     prompts, n_truncated = [], 0
     # verbose=False: over-long prompts are handled (and reported) below, not by a tokenizer warning.
     # Of a long prompt only an end with more than `limit` tokens is encoded: the same last tokens are kept.
@@ -155,21 +152,13 @@ def generate(
         if limit is not None and len(ids) > limit:
             ids, n_truncated = ids[-limit:], n_truncated + 1  # keep the most recent context
         prompts.append(ids)
-    options: dict[str, Any] = {"max_new_tokens": gen.max_new_tokens, "do_sample": gen.do_sample,
-                               "pad_token_id": pad_id, "eos_token_id": sorted(eos_ids) or None}
-    if gen.do_sample:
-        # top_k=0 / top_p=1.0 switch the filters off; None would fall back to the model's defaults (top_k 50).
-        options.update(temperature=gen.temperature, top_k=gen.top_k or 0, top_p=gen.top_p or 1.0)
-    results: list[dict[str, Any]] = [{} for _ in records]
-    for done, batch in length_batches(prompts, config.batch_size):
-        input_ids, mask = pad_rows([prompts[i] for i in batch], pad_id, left=True)
-        with torch.inference_mode(), precision.autocast():
-            output = model.generate(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device), **options)
-        for index, row in zip(batch, output[:, input_ids.shape[1]:].tolist()):
-            stop = next((pos for pos, token in enumerate(row) if token in eos_ids), len(row))
-            text = tokenizer.decode(row[:stop], skip_special_tokens=True)
-            results[index] = {"input": records[index].text, "generated": text, "n_generated_tokens": stop}
-        report(done)
+    # seqlm's decoding loops (rows leave the batch as they end, batches decoded at once on a CPU), left padding,
+    # KV cache, batches by length; `generation.seed` or the command's seed fixes sampling.
+    generated = generation.generate(model, tokenizer, prompts, gen, config.batch_size, precision, config.seed, report)
+    results: list[dict[str, Any]] = []
+    for record, (best, *_) in zip(records, generated):
+        ids = best.token_ids[:-1] if best.token_ids and best.token_ids[-1] in eos_ids else best.token_ids
+        results.append({"input": record.text, "generated": tokenizer.decode(ids, skip_special_tokens=True), "n_generated_tokens": len(ids)})
     return results, n_truncated
 
 

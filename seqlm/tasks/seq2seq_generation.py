@@ -32,6 +32,7 @@ from seqlm.data.padding import pad_rows
 from seqlm.io.predict_inputs import length_batches
 from seqlm.io.seq2seq_records import Seq2SeqRecords
 from seqlm.metrics.generation import generation_scores
+from seqlm.runtime.concurrent_batches import resolve_streams, run_batches
 from seqlm.runtime.device import Precision
 from seqlm.tasks import seq2seq_beams, seq2seq_decoding
 
@@ -144,36 +145,41 @@ def generate(
         # top_k=0 / top_p=1.0 switch the filters off; None would fall back to the model's defaults (top_k 50).
         options.update(temperature=settings.temperature, top_k=settings.top_k or 0, top_p=settings.top_p or 1.0)
     fast = seq2seq_decoding.supports(model, settings)
+    # Sampling draws from the one global RNG stream, whose order concurrent batches would not fix.
+    streams = resolve_streams(settings.streams, model.device, -(-len(sources) // batch_size)) if fast and not settings.do_sample else 1
     was_training = model.training
     model.eval()
     results: list[list[Generated]] = [[] for _ in sources]
     n = settings.num_return_sequences
     device = model.device
+
+    def run(batch: list[int]) -> tuple[list[list[int]], list[float] | None]:
+        """The batch's `n` candidates per input (new token ids) and their beam scores (None without beams)."""
+        input_ids, mask = pad_rows([sources[i] for i in batch], pad_id, left=decoder_only)
+        input_ids, mask = input_ids.to(device), mask.to(device)
+        with torch.inference_mode(), precision.autocast():
+            if fast and settings.num_beams > 1:
+                found = [pair for pairs in seq2seq_beams.beam_search(model, input_ids, mask, settings, stop) for pair in pairs]
+                return [ids for ids, _ in found], [score for _, score in found]
+            if fast:
+                return seq2seq_decoding.decode(model, input_ids, mask, settings, stop), None
+            output = model.generate(input_ids=input_ids, attention_mask=mask, **options)
+        scores = output.sequences_scores.tolist() if getattr(output, "sequences_scores", None) is not None else None
+        # New tokens only: after the (left-padded) prompt, or after the decoder start token.
+        return output.sequences[:, input_ids.shape[1] if decoder_only else 1 :].tolist(), scores
+
     try:
         # Its own RNG stream: a validation mid-training must not reset the training's (dropout, each rank's own).
         with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device], device_type=device.type):
             torch.manual_seed(settings.seed if settings.seed is not None else seed)
-            for done, batch in length_batches(sources, batch_size):
-                input_ids, mask = pad_rows([sources[i] for i in batch], pad_id, left=decoder_only)
-                input_ids, mask = input_ids.to(device), mask.to(device)
-                scores = None
-                with torch.inference_mode(), precision.autocast():
-                    if fast and settings.num_beams > 1:
-                        found = [pair for pairs in seq2seq_beams.beam_search(model, input_ids, mask, settings, stop) for pair in pairs]
-                        sequences, scores = [ids for ids, _ in found], [score for _, score in found]
-                    elif fast:
-                        sequences = seq2seq_decoding.decode(model, input_ids, mask, settings, stop)
-                    else:
-                        output = model.generate(input_ids=input_ids, attention_mask=mask, **options)
-                        if getattr(output, "sequences_scores", None) is not None:
-                            scores = output.sequences_scores.tolist()
-                        # New tokens only: after the (left-padded) prompt, or after the decoder start token.
-                        sequences = output.sequences[:, input_ids.shape[1] if decoder_only else 1 :].tolist()
+            done = 0
+            for batch, (sequences, scores) in run_batches(run, (b for _, b in length_batches(sources, batch_size)), streams):
                 for row, ids in enumerate(sequences):
                     end = next((pos + 1 for pos, token in enumerate(ids) if token in stop), len(ids))
                     kept = [token for token in ids[:end] if token != pad_id or token in stop]
                     text = tokenizer.decode(kept, skip_special_tokens=True)
                     results[batch[row // n]].append(Generated(text, kept, scores[row] if scores is not None else None))
+                done += len(batch)
                 if report is not None:
                     report(done)
     finally:

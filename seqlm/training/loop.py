@@ -75,11 +75,11 @@ def train(
     parallel.module.train()
     while state.step < plan.max_steps and state.finished_max_steps is None:
         iteration_started = step_started = time.perf_counter()
-        step_loss, terms, tokens = _optimizer_step(parallel, objective, next_batch, state, plan, precision)
+        step_loss, terms, tokens, grad_norm = _optimizer_step(parallel, objective, next_batch, state, plan, precision)
         step_seconds = time.perf_counter() - step_started
         state.step += 1
         state.tokens_seen += tokens
-        state.window.add(step_loss, terms, tokens)
+        state.window.add(step_loss, terms, tokens, grad_norm)
         lr = state.scheduler.get_last_lr()[0]
         hooks.progress(state, {"loss": step_loss, "lr": lr, "tok/s": round(tokens / max(step_seconds, 1e-9))})
         done = state.step == plan.max_steps
@@ -114,7 +114,8 @@ def _optimizer_step(
     state: LoopState,
     plan: LoopPlan,
     precision: Precision,
-) -> tuple[float, dict[str, float], int]:
+) -> tuple[float, dict[str, float], int, float]:
+    """The step's loss, its terms, the tokens it trained on and the global gradient norm (before clipping)."""
     cluster = parallel.cluster
     micro_batches = [next_batch(state.step, micro) for micro in range(plan.grad_accum)]
     # Normalise by the whole step's target counts (over all ranks) so that k micro-batches of b on
@@ -156,7 +157,7 @@ def _optimizer_step(
                 "lower optim.lr or raise warmup_steps, or set training.on_nan: skip; the last complete checkpoint is intact"
             )
         state.skipped_steps += 1
-        return step_loss, term_losses, tokens
+        return step_loss, term_losses, tokens, grad_norm
     if state.scaler is not None:
         state.scaler.step(state.optimizer)
         state.scaler.update()
@@ -164,4 +165,4 @@ def _optimizer_step(
         state.optimizer.step()
     state.scheduler.step()
     state.optimizer.zero_grad(set_to_none=True)
-    return step_loss, term_losses, tokens
+    return step_loss, term_losses, tokens, grad_norm

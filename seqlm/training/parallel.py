@@ -8,7 +8,9 @@ transformer block (the model's `_no_split_modules`) and on the whole.
 
 `ParallelModel` also gives what a run saves from it: the full weights in HF format (gathered
 from the shards under FSDP), and the loop state with the full optimizer state and every rank's
-RNG state, so that a checkpoint resumes exactly with the same number of processes.
+RNG state, so that a checkpoint resumes exactly with the same number of processes. With
+training.lora's adapters it gives the merged model, and for checkpoints the adapters alone and the
+optimizer state of them alone (under FSDP gathered from the shards, or those shards).
 """
 
 from __future__ import annotations
@@ -101,21 +103,34 @@ class ParallelModel:
 
     def saveable(self, for_checkpoint: bool = False) -> SaveableModel:
         """The model with its full weights; a collective under fsdp (every rank calls it; rank 0 gets them).
-        `for_checkpoint` with sharded checkpoints: only the config (the weights go into the shards)."""
+        `for_checkpoint` with sharded checkpoints: only the config (the weights go into the shards).
+        With `adapters` (training.lora): the merged model, or for a checkpoint the adapters alone."""
+        if self.adapters is not None:
+            return self._saveable_adapters(for_checkpoint)
         if for_checkpoint and self.sharded_checkpoints:
             return SaveableModel(self.model, None, config_only=True)
-        if self.adapters is not None:  # the adapters alone in checkpoints; merged into the weights elsewhere
-            return SaveableModel(self.adapters.adapter_only() if for_checkpoint else self.adapters.merged(), None)
         if self.strategy != "fsdp":
             return SaveableModel(self.model, None)
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-        full = get_model_state_dict(self.module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         # Tied weights (GPT-2's output layer is its input embedding) come back as separate copies:
         # keep the first name of each, as save_pretrained does for an unsharded model.
         repeated = _repeated_names(self.model)
-        weights = {key.removeprefix(_INNER): value for key, value in full.items()}
-        return SaveableModel(self.model, {key: value for key, value in weights.items() if key not in repeated})
+        return SaveableModel(self.model, {key: value for key, value in self._gathered().items() if key not in repeated})
+
+    def _saveable_adapters(self, for_checkpoint: bool) -> SaveableModel:
+        """Under fsdp rank 0 gets the weights gathered from the shards: for a checkpoint only the trained ones
+        (the adapters are saved whole even with sharded checkpoints: they are small); other ranks write nothing."""
+        weights = self._gathered(trained_only=for_checkpoint) if self.strategy == "fsdp" else None
+        if weights is not None and not self.cluster.is_main:
+            return SaveableModel(self.model, None)  # never written (on_main)
+        return SaveableModel(self.adapters.adapter_only(weights) if for_checkpoint else self.adapters.merged(weights), None)
+
+    def _gathered(self, trained_only: bool = False) -> dict[str, torch.Tensor]:
+        """The full weights (`trained_only`: those with requires_grad) gathered on rank 0, keyed as in the HF
+        model; empty on the other ranks (a collective)."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=trained_only)
+        return {key.removeprefix(_INNER): value for key, value in get_model_state_dict(self.module, options=options).items()}
 
     def loop_state_dict(self, state: LoopState) -> dict[str, Any]:
         """`state.state_dict()` with the full optimizer state and each rank's RNG state (a collective)."""
@@ -168,11 +183,12 @@ class ParallelModel:
             raise ConfigError(f"{checkpoint} was written under distributed.strategy {strategy}; resume with the same strategy")
 
     def save_shards(self, directory: Path, optimizer: torch.optim.Optimizer) -> None:
-        """Each rank writes its shards of the weights and optimizer state (a collective: torch.distributed.checkpoint)."""
+        """Each rank writes its shards of the weights and optimizer state (a collective: torch.distributed.checkpoint);
+        with adapters, of the trained weights only (the frozen ones are the base model's)."""
         import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.state_dict import get_state_dict
 
-        model_state, optimizer_state = get_state_dict(self.module, optimizer)
+        model_state, optimizer_state = get_state_dict(self.module, optimizer, options=self._shard_options())
         dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=directory)
 
     def load_shards(self, directory: Path, optimizer: torch.optim.Optimizer) -> None:
@@ -180,10 +196,17 @@ class ParallelModel:
         import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-        model_state, optimizer_state = get_state_dict(self.module, optimizer)
+        options = self._shard_options()
+        model_state, optimizer_state = get_state_dict(self.module, optimizer, options=options)
         loaded = {"model": model_state, "optimizer": optimizer_state}
         dcp.load(loaded, checkpoint_id=directory)
-        set_state_dict(self.module, optimizer, model_state_dict=loaded["model"], optim_state_dict=loaded["optimizer"])
+        set_state_dict(self.module, optimizer, model_state_dict=loaded["model"], optim_state_dict=loaded["optimizer"], options=options)
+
+    def _shard_options(self) -> Any:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+        trained_only = self.adapters is not None
+        return StateDictOptions(ignore_frozen_params=trained_only, strict=not trained_only)
 
     def seed_dropout(self, seed: int) -> None:
         """After the model is built (identically on every rank): each rank its own dropout stream."""
@@ -199,11 +222,13 @@ def parallelize(
     strategy: str,
     device: torch.device,
     sharded_checkpoints: bool = False,
+    adapters: Any = None,
 ) -> ParallelModel:
-    """Wrap `model` (already on `device`) for the loop: as it is in a single process, else ddp or fsdp."""
+    """Wrap `model` (already on `device`) for the loop: as it is in a single process, else ddp or fsdp.
+    `adapters`: training.lora's, attached to `model`."""
     module = ObjectiveModule(model, objective, fast_loss)
     if not cluster.distributed:
-        return ParallelModel(model, module, cluster, "single", device)
+        return ParallelModel(model, module, cluster, "single", device, adapters=adapters)
     if strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
@@ -211,10 +236,12 @@ def parallelize(
         wrapped = DistributedDataParallel(
             module, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False
         )
-        return ParallelModel(model, wrapped, cluster, "ddp", device)
+        return ParallelModel(model, wrapped, cluster, "ddp", device, adapters=adapters)
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
+    if adapters is not None:
+        adapters.keep_layout()  # to merge the adapters into the weights gathered from the shards
     mesh = init_device_mesh(device.type, (cluster.world_size,))
     blocks = set(getattr(model, "_no_split_modules", None) or [])
     tied = _tied_parameters(model)
@@ -223,7 +250,7 @@ def parallelize(
         if type(submodule).__name__ in blocks and not any(id(param) in tied for param in submodule.parameters()):
             fully_shard(submodule, mesh=mesh)
     fully_shard(module, mesh=mesh)  # the rest: embeddings, final norm, heads
-    return ParallelModel(model, module, cluster, "fsdp", device, sharded_checkpoints)
+    return ParallelModel(model, module, cluster, "fsdp", device, sharded_checkpoints, adapters)
 
 
 def _repeated_names(model: torch.nn.Module) -> set[str]:

@@ -20,6 +20,7 @@ HARMLESS_KEYS = frozenset(
         "training.eval_every",
         "training.checkpoint_every",
         "training.keep_last",
+        "training.report_to",  # report sinks are rebuilt from metrics.jsonl on every resume
         "resume",
         "overwrite",
         "device",

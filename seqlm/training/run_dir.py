@@ -4,6 +4,7 @@
       config.yaml              the resolved config of the run
       metrics.jsonl            one JSON object per logged step / evaluation
       metrics.json             final metrics, one flat JSON object
+      tensorboard/             training.report_to: [tensorboard]: the records as TensorBoard event files
       checkpoints/step-NNNNNN/ periodic checkpoints (HF model + trainer_state.pt)
       model/                   the final model: HF format, loadable by plain transformers
       best/                    finetune: the model of the best validation result (same format)
@@ -13,6 +14,8 @@
 Records are appended to metrics.jsonl by rank 0 alone, which counts them; each checkpoint stores
 that count, and a resume keeps exactly the records written before its checkpoint (by position in
 the file, never by the step a record mentions: the test record names the best step).
+The report sinks of `training.report_to` (seqlm.training.report_sinks) get what metrics.jsonl and
+metrics.json get, and on a resume the records it keeps.
 """
 
 from __future__ import annotations
@@ -20,18 +23,21 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from seqlm.io.atomic_files import write_text_atomic
+from seqlm.training.report_sinks import ReportSinks
 
 FINISHED = "FINISHED"
 
 
 class RunDir:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, report_to: Sequence[str] = ()):
         self.path = Path(path)
         self.records = 0  # the lines of metrics.jsonl, as this process has written or kept them
+        self.sinks = ReportSinks(report_to)
 
     @property
     def model_dir(self) -> Path:
@@ -65,6 +71,7 @@ class RunDir:
             (self.path / stale).unlink(missing_ok=True)
         self.records = 0
         write_text_atomic(self.path / "config.yaml", config_yaml)
+        self.sinks.open(self.path, config_yaml, [])
 
     def resume(self, config_yaml: str, step: int, records: int | None) -> None:
         """Continue a run from its checkpoint of `step`, which was written when metrics.jsonl held
@@ -82,15 +89,23 @@ class RunDir:
         for stale in ("metrics.json", FINISHED):
             (self.path / stale).unlink(missing_ok=True)
         write_text_atomic(self.path / "config.yaml", config_yaml)
+        self.sinks.open(self.path, config_yaml, _parsed(kept))
 
     def log(self, record: dict[str, Any]) -> None:
+        record = _finite(record)
         with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(_finite(record)) + "\n")
+            handle.write(json.dumps(record) + "\n")
         self.records += 1
+        self.sinks.log(record)
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:
-        write_text_atomic(self.path / "metrics.json", json.dumps(_finite(metrics), indent=2) + "\n")
+        metrics = _finite(metrics)
+        write_text_atomic(self.path / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        self.sinks.close(metrics)
 
+    def close(self) -> None:
+        """The run ends (its lock is released next): report sinks still open are closed without final metrics."""
+        self.sinks.close(None)
 
     def finish(self, step: int) -> None:
         """Mark the run finished: written last, after every final output (model/, best/, metrics.json)."""
@@ -114,6 +129,19 @@ def _step_of(line: str) -> float:
         return float(json.loads(line)["step"])
     except (ValueError, KeyError, TypeError):
         return math.inf
+
+
+def _parsed(lines: list[str]) -> list[dict[str, Any]]:
+    """The records of metrics.jsonl lines; a damaged line is left out (it is kept in the file as it was)."""
+    records = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            records.append(record)
+    return records
 
 
 def _finite(record: dict[str, Any]) -> dict[str, Any]:

@@ -32,13 +32,16 @@ from seqlm.errors import ConfigError, ExitCode, NothingToDo, TrainingInterrupted
 from seqlm.runtime.distributed import LAUNCHED_NPROC, SINGLE, Cluster, on_main
 from seqlm.training.checkpoint import latest_checkpoint, load_trainer_state
 from seqlm.training.parallel import ParallelModel
+from seqlm.training.report_sinks import SINK_OUTPUTS
 from seqlm.training.resume import check_resumable
 from seqlm.training.run_dir import FINISHED, RunDir
 from seqlm.training.run_lock import run_lock
 from seqlm.training.state import LoopState
 
 # What a run leaves in its output dir; any of them means the dir holds a run.
-RUN_OUTPUTS = ("config.yaml", "metrics.jsonl", "metrics.json", "checkpoints", "model", "best", "adapter", "best-adapter", FINISHED)
+RUN_OUTPUTS = (
+    "config.yaml", "metrics.jsonl", "metrics.json", "checkpoints", "model", "best", "adapter", "best-adapter", *SINK_OUTPUTS, FINISHED,
+)  # fmt: skip
 # The results a run is for: with `resume: auto` and no checkpoint, these are never overwritten silently.
 RUN_RESULTS = ("model", "best", "adapter", "best-adapter", "metrics.json")
 
@@ -53,6 +56,7 @@ def open_run(run_dir: RunDir, config: Any, console: Console, held: ExitStack, cl
 
 def _open_run(run_dir: RunDir, config: Any, console: Console, held: ExitStack) -> Path | None:
     held.enter_context(run_lock(run_dir.path, console.warn))
+    held.callback(run_dir.close)  # before the lock is released
     if config.overwrite:
         return None  # the previous run is deleted by begin(), once the new one has been set up without error
     finished = run_dir.finished()

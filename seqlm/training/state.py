@@ -47,7 +47,12 @@ class LoopState:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
             "rng": _rng_state(),
-            "log_window": {"losses": list(self.window.losses), "terms": dict(self.window.terms), "tokens": self.window.tokens},
+            "log_window": {
+                "losses": list(self.window.losses),
+                "terms": dict(self.window.terms),
+                "tokens": self.window.tokens,
+                "grad_norms": list(self.window.grad_norms),
+            },
         }
 
     def load_state_dict(self, state: dict[str, Any], optimizer: bool = True) -> None:
@@ -66,7 +71,8 @@ class LoopState:
             self.scaler.load_state_dict(state["scaler"])
         _set_rng_state(state["rng"])
         window = state["log_window"]
-        self.window.restore(window["losses"], window["terms"], window["tokens"])
+        # A checkpoint of an older seqlm has no gradient norms: the first record after it averages the new ones.
+        self.window.restore(window["losses"], window["terms"], window["tokens"], window.get("grad_norms", []))
 
 
 class LogWindow:
@@ -75,18 +81,21 @@ class LogWindow:
     def __init__(self) -> None:
         self._reset()
 
-    def restore(self, losses: list[float], terms: dict[str, list[float]], tokens: int) -> None:
+    def restore(self, losses: list[float], terms: dict[str, list[float]], tokens: int, grad_norms: list[float]) -> None:
         self._reset()
         self.losses, self.terms, self.tokens = list(losses), {k: list(v) for k, v in terms.items()}, int(tokens)
+        self.grad_norms = list(grad_norms)
 
     def _reset(self) -> None:
         self.started = time.perf_counter()
         self.losses: list[float] = []
         self.terms: dict[str, list[float]] = {}
         self.tokens = 0
+        self.grad_norms: list[float] = []
 
-    def add(self, loss: float, terms: dict[str, float], tokens: int) -> None:
+    def add(self, loss: float, terms: dict[str, float], tokens: int, grad_norm: float) -> None:
         self.losses.append(loss)
+        self.grad_norms.append(grad_norm)
         for name, value in terms.items():
             self.terms.setdefault(name, []).append(value)
         self.tokens += tokens
@@ -96,6 +105,8 @@ class LogWindow:
         record = {"loss": float(np.mean(self.losses))}
         if len(self.terms) > 1:
             record.update({f"{name}_loss": float(np.mean(values)) for name, values in self.terms.items()})
+        if self.grad_norms:  # the global norm before clipping; a skipped step's NaN/inf makes the window's null
+            record["grad_norm"] = float(np.mean(self.grad_norms))
         record["tokens_per_s"] = self.tokens / elapsed if elapsed > 0 else math.nan
         self._reset()
         return record
