@@ -25,7 +25,8 @@ from seqlm.console import Console
 from seqlm.reporting.build import report_at_end_of_run, write_report
 from seqlm.reporting.decimation import decimate
 
-CURVE_FIGURES = ("loss", "learning-rate", "throughput", "validation-metrics")
+CURVE_FIGURES = ("loss", "learning-rate", "throughput", "validation-metrics")  # what a log without grad_norm gives
+RUN_FIGURES = ("loss", "learning-rate", "gradient-norm", "throughput", "validation-metrics")  # a training run's
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +60,8 @@ def comparison(two_runs: list[Path], tmp_path_factory: pytest.TempPathFactory) -
 def test_each_run_writes_its_report_at_its_end(two_runs: list[Path]) -> None:
     for run in two_runs:
         page = (run / "report.html").read_text(encoding="utf-8")
-        assert page.count("<img ") == len(CURVE_FIGURES)
-        assert {path.name for path in run.glob("report-*.png")} == {f"report-{name}.png" for name in CURVE_FIGURES}
+        assert page.count("<img ") == len(RUN_FIGURES)
+        assert {path.name for path in run.glob("report-*.png")} == {f"report-{name}.png" for name in RUN_FIGURES}
 
 
 @pytest.mark.slow
@@ -71,7 +72,7 @@ def test_report_is_self_contained_with_every_figure_and_the_runs_metrics(two_run
     assert "<link" not in page and "<script" not in page and "@import" not in page
     # Every figure: embedded, and the same PNG beside the page.
     embedded = re.findall(r'<img src="data:image/png;base64,([^"]+)"', page)
-    names = [*CURVE_FIGURES, "confusion-1"]
+    names = [*RUN_FIGURES, "confusion-1"]
     assert len(embedded) == len(names)
     for name, data in zip(names, embedded):
         assert base64.b64decode(data) == (comparison.parent / f"compare-{name}.png").read_bytes(), name
@@ -99,7 +100,7 @@ def test_report_opens_in_a_real_browser(comparison: Path) -> None:
 
     check = check_page(comparison)
     assert check.console_errors == []
-    assert len(check.images) == len(CURVE_FIGURES) + 1
+    assert len(check.images) == len(RUN_FIGURES) + 1
     for image in check.images:
         assert image["complete"] and image["naturalWidth"] > 0 and image["naturalHeight"] > 0, image
     pixels = np.asarray(Image.open(io.BytesIO(check.screenshot)).convert("L"), dtype=float)

@@ -33,12 +33,15 @@ class Figure:
 
 
 def curve_figures(runs: list[Run]) -> list[Figure]:
-    """Loss (training and validation), learning rate, throughput, and the validation metrics against step."""
+    """Loss (training and validation), learning rate, gradient norm, throughput, and the validation metrics against step."""
     figures = []
     if any("loss" in run.train or "val_loss" in run.validation for run in runs):
         figures.append(Figure("loss", "Loss against step (training: solid; validation: dashed with dots)", _loss(runs)))
     if any("lr" in run.train for run in runs):
         figures.append(Figure("learning-rate", "Learning rate against step", _single(runs, "lr", "learning rate")))
+    if any("grad_norm" in run.train for run in runs):  # spikes here come before a loss blow-up
+        figures.append(Figure("gradient-norm", "Gradient norm against step (before clipping)",
+                              _single(runs, "grad_norm", "gradient norm (L2, before clipping)")))  # fmt: skip
     if any("tokens_per_s" in run.train for run in runs):
         figures.append(Figure("throughput", "Training throughput against step", _single(runs, "tokens_per_s", "throughput (tokens/s)")))
     metrics = validation_metrics(runs)
