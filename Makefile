@@ -32,7 +32,13 @@ lint: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# Each pretrain / finetune writes RUN/report.html at its end (report: true); `seqlm report` draws it again
+# once evaluate and predict have run, with their confusion matrix, per-class scores and sample predictions.
+REPORTS := runs/small-gpt runs/small-bert runs/small-bert-classify runs/small-bert-pos runs/small-bert-ner
+
 demo: demo-gpt demo-bert demo-tag
+	@echo "--- run reports (open in a browser; each one's figures are beside it as report-*.png):"
+	@for run in $(REPORTS); do echo "$$run/report.html"; done
 
 demo-gpt: $(STAMP)
 	$(SEQLM) tokenize configs/small/gpt_tokenize.yaml
@@ -41,6 +47,7 @@ demo-gpt: $(STAMP)
 	$(SEQLM) predict configs/small/gpt_predict.yaml
 	@echo "--- GPT continuations (runs/small-gpt/predictions.jsonl):"
 	@cat runs/small-gpt/predictions.jsonl
+	$(SEQLM) report runs/small-gpt -q
 
 demo-bert: $(STAMP)
 	$(SEQLM) tokenize configs/small/bert_tokenize.yaml
@@ -49,20 +56,24 @@ demo-bert: $(STAMP)
 	$(SEQLM) predict configs/small/bert_predict.yaml
 	@echo "--- BERT [MASK] fills (runs/small-bert/predictions.jsonl):"
 	@cat runs/small-bert/predictions.jsonl
+	$(SEQLM) report runs/small-bert -q
 	$(SEQLM) finetune configs/small/bert_finetune.yaml --overwrite
 	$(SEQLM) evaluate configs/small/bert_classifier_evaluate.yaml
 	$(SEQLM) predict configs/small/bert_classifier_predict.yaml
 	@echo "--- verse classifier, first predictions (runs/small-bert-classify/predictions.jsonl):"
 	@head -n 3 runs/small-bert-classify/predictions.jsonl
+	$(SEQLM) report runs/small-bert-classify -q
 
 # Token classification from the small BERT demo-bert pretrains: a POS tagger and an entity tagger.
 demo-tag: $(STAMP)
 	test -d runs/small-bert/model || $(MAKE) demo-bert
 	$(SEQLM) finetune configs/small/bert_pos_finetune.yaml --overwrite
 	$(SEQLM) evaluate configs/small/bert_pos_evaluate.yaml
+	$(SEQLM) report runs/small-bert-pos -q
 	$(SEQLM) finetune configs/small/bert_ner_finetune.yaml --overwrite
 	$(SEQLM) evaluate configs/small/bert_ner_evaluate.yaml
 	$(SEQLM) predict configs/small/bert_ner_predict.yaml
+	$(SEQLM) report runs/small-bert-ner -q
 	@echo "--- entities of data/prompts/tagging.txt (runs/small-bert-ner/predictions.jsonl):"
 	@$(BIN)/python -c "import json,sys; [print(r['input'], '->', [(e['type'], e['text']) for e in r['entities']]) for r in map(json.loads, open(sys.argv[1]))]" runs/small-bert-ner/predictions.jsonl
 

@@ -41,15 +41,12 @@ ResumeOpt = Annotated[
 OverwriteOpt = Annotated[
     bool, typer.Option("--overwrite", help="Delete the run already in output_dir and start afresh (else such a start is refused).")
 ]
-NprocOpt = Annotated[
-    Optional[int],
-    typer.Option(
-        "--nproc", min=1, help="Run as N processes on this machine (torchrun: DDP/FSDP, one per GPU or a share of the CPU cores).", show_default=False
-    ),
-]
-DeviceOpt = Annotated[
-    Optional[str], typer.Option("--device", help="auto (cuda → mps → cpu), cpu, cuda or mps.", show_default=False)
-]
+NprocOpt = Annotated[Optional[int], typer.Option(
+    "--nproc", min=1, help="Run as N processes on this machine (torchrun: DDP/FSDP, one per GPU or a share of the CPU cores).", show_default=False
+)]  # fmt: skip
+RunDirsArg = Annotated[list[Path], typer.Argument(help="Run directories (pretrain / finetune output_dir); the others' configs are compared against the first.", show_default=False)]
+ReportOutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="The HTML file, its figures beside it as <name>-*.png (default: RUN_DIR/report.html for one run, ./report.html for several).", show_default=False)]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto (cuda → mps → cpu), cpu, cuda or mps.", show_default=False)]
 
 
 @app.command()
@@ -146,6 +143,19 @@ def predict(
     given = _given(model=model, input=input_, output=output, top_k=top_k, skip_bad_lines=skip_bad_lines or None,
                    stream=stream or None, device=device)  # fmt: skip
     _dispatch("predict", config, set_, given, print_config, debug, quiet, None)
+
+
+@app.command()
+def report(run_dirs: RunDirsArg, output: ReportOutputOpt = None, debug: DebugOpt = False, quiet: QuietOpt = False) -> None:
+    """Write an HTML report of runs: loss, learning rate and throughput against step (runs overlaid), final and best metrics, config differences, confusion matrix and per-class scores, sample predictions."""
+    try:
+        importlib.import_module("seqlm.commands.report").run(run_dirs, output, quiet)
+    except Exception as exc:  # SeqlmError: its one line and code; anything else is a bug, its traceback behind --debug
+        if debug:
+            traceback.print_exc()
+        known = isinstance(exc, SeqlmError)
+        _fail(str(exc) if known else f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+              exc.exit_code if known else ExitCode.UNEXPECTED)  # fmt: skip
 
 
 # The commands that run as several processes under torchrun (or --nproc).

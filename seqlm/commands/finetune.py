@@ -26,6 +26,7 @@ from seqlm.errors import ConfigError
 from seqlm.models.fine_tuning import freeze, load_saved, load_with_head
 from seqlm.models.loading import remote_code_warning
 from seqlm.models.lora import adapters_for_run, is_adapter_dir
+from seqlm.reporting.build import report_at_end_of_run
 from seqlm.runtime.allocator import release_large_buffers
 from seqlm.runtime.device import Precision, resolve_precision, seed_everything, select_device, speed_up
 from seqlm.runtime.distributed import SINGLE, Cluster, joined, on_main
@@ -277,3 +278,5 @@ def _write_metrics(finetune: FinetuneRun, metrics: dict[str, Any]) -> None:
     finetune.console.info(
         f"{shown}; model saved to {run_dir.model_dir}, best to {run_dir.best_dir}; metrics in {run_dir.path / 'metrics.json'}"
     )
+    if finetune.config.report:
+        report_at_end_of_run(run_dir.path, finetune.console)

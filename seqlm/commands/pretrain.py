@@ -26,6 +26,7 @@ from seqlm.models.gguf_files import is_gguf
 from seqlm.models.loading import max_positions, model_source, remote_code_warning
 from seqlm.models.lora import adapters_for_run, is_adapter_dir
 from seqlm.models.packaged import PACKAGED_MODELS
+from seqlm.reporting.build import report_at_end_of_run
 from seqlm.runtime.allocator import keep_freed_memory
 from seqlm.runtime.device import Precision, resolve_precision, seed_everything, select_device, speed_up
 from seqlm.runtime.distributed import SINGLE, Cluster, joined, on_main
@@ -194,6 +195,8 @@ def _write_results(pretrain: PretrainRun, model: SaveableModel, validation_metri
     pretrain.run_dir.write_metrics(_metrics(pretrain, validation_metrics))
     pretrain.run_dir.finish(pretrain.state.step)  # last: --resume then has nothing to do
     pretrain.console.info(f"model saved to {pretrain.run_dir.model_dir}; metrics in {pretrain.run_dir.path / 'metrics.json'}")
+    if pretrain.config.report:
+        report_at_end_of_run(pretrain.run_dir.path, pretrain.console)
 
 
 def _metrics(pretrain: PretrainRun, validation_metrics: dict[str, float]) -> dict[str, Any]:

@@ -229,6 +229,9 @@ class PretrainConfig(Section):
     device: Device = Field(default="auto", description="auto: cuda, then mps, then cpu.")
     resume: Resume = "never"
     overwrite: Overwrite = False
+    report: bool = Field(
+        default=True, description="At the end of the run write output_dir/report.html (curves, metrics; what `seqlm report` writes); a failure to draw it is a warning."
+    )
 
     @model_validator(mode="after")
     def _objective_fits_family(self) -> PretrainConfig:

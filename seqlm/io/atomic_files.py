@@ -1,6 +1,6 @@
 """Files and directories that appear only once complete: written beside their place, fsynced, renamed in.
 
-`write_text_atomic(path, text)`: a hidden temporary sibling, fsynced, renamed over `path`.
+`write_text_atomic(path, text)` (`write_bytes_atomic` for bytes): a hidden temporary sibling, fsynced, renamed over `path`.
 `replace_dir_atomic(temporary, final)`: a fully written directory moved into place, replacing any
 previous one (which is put back if the move fails); the rename is made durable.
 """
@@ -14,10 +14,15 @@ from pathlib import Path
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write via a temporary sibling and rename, so readers never see a half-written file."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """`write_text_atomic` for bytes (an image)."""
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with open(temporary, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
