@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_core import CONFIGS, REPO, WORK, Bench, fastest_alternating, first_records, fresh, require
+from bench_inference import share_equal
 from bench_report import Figure, Row
 from bench_tasks import seqlm_training
 
@@ -161,7 +162,7 @@ def bench_llm_generate(bench: Bench, skipped: str | None) -> list[Row]:
         mine = figure.extra.pop("outputs", None)
         note = ""
         if mine is not None and theirs is not None:
-            same = sum(a == b for a, b in zip(mine, theirs)) / max(len(mine), 1) if len(mine) == len(theirs) else 0.0
+            same = share_equal(mine, theirs)
             figure.extra["outputs_equal"] = same
             note = f"outputs equal: {same:.1%} of {len(mine)}; seqlm {figure.extra.get('precision', '')}".rstrip("; ")
             # fp32 on both sides gives the same text (bf16 may move a near-tie: stated, not judged), but not from the

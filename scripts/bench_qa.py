@@ -32,6 +32,7 @@ from pathlib import Path
 
 import bench_seqlm
 from bench_core import CONFIGS, REPO, Bench, fastest_alternating, first_records, require
+from bench_inference import share_equal
 from bench_report import Figure, Row
 from bench_tasks import seqlm_training
 
@@ -131,7 +132,7 @@ def _compare_answers(bench: Bench, seqlm: Figure, theirs: list | None, judged: b
     mine = seqlm.extra.pop("answers", None)
     if mine is None or theirs is None:
         return ""
-    same = sum(a == b for a, b in zip(mine, theirs)) / max(len(mine), 1) if len(mine) == len(theirs) else 0.0
+    same = share_equal(mine, theirs)
     seqlm.extra["answers_equal"] = same
     if judged and same < ANSWERS_EQUAL_AT_LEAST:
         bench.failures.append(f"qa predict: seqlm and the pipeline give the same answer to only {same:.1%} of the questions")

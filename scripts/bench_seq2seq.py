@@ -148,7 +148,7 @@ def _compare_outputs(bench: Bench, mode: str, seqlm: Figure, hf: Figure, judged:
     if None in outputs:
         return ""
     mine, theirs = outputs
-    same = sum(a == b for a, b in zip(mine, theirs)) / max(len(mine), 1) if len(mine) == len(theirs) else 0.0
+    same = share_equal(mine, theirs)
     seqlm.extra["outputs_equal"] = same
     if judged and same < GREEDY_EQUAL_AT_LEAST:
         bench.failures.append(f"generate {mode}: seqlm and HF give the same output for only {same:.1%} of the inputs")

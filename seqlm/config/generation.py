@@ -6,9 +6,9 @@ Neutral names; `seqlm.tasks` passes them to `model.generate`. Causal LMs use the
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from seqlm.config.section import Section
 
@@ -25,10 +25,17 @@ class GenerationConfig(Section):
     early_stopping: bool = Field(default=False, description="seq2seq beam search: stop once num_beams finished candidates exist.")
     num_return_sequences: int = Field(default=1, ge=1, description="seq2seq: outputs per input (at most num_beams, unless sampling).")
     seed: int | None = Field(default=None, description="Seeds sampling; null: the command's seed (predict: seed, finetune: training.seed).")
-    streams: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+    streams: int | Literal["auto"] = Field(
         default="auto",
         description="CPU: batches decoded at once, each on its share of the cores (greedy and beam search; sampling runs one); auto: 2. Accelerators: 1.",
     )
+
+    @field_validator("streams")
+    @classmethod
+    def _some_streams(cls, streams: int | str) -> int | str:
+        if isinstance(streams, int) and streams < 1:
+            raise ValueError("must be at least 1 (or auto)")
+        return streams
 
     @model_validator(mode="after")
     def _enough_beams(self) -> GenerationConfig:
