@@ -22,15 +22,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# One pytest-xdist worker per core (at most 4), each on one thread (tests/conftest.py).
+TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(min(4, len(os.sched_getaffinity(0))))")
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check seqlm tests scripts
 
 # The quick subset: everything but the end-to-end runs marked slow.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not slow"
 
 # Each pretrain / finetune writes RUN/report.html at its end (report: true); `seqlm report` draws it again
 # once evaluate and predict have run, with their confusion matrix, per-class scores and sample predictions.

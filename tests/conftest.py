@@ -17,6 +17,14 @@ from typer.testing import CliRunner
 import seqlm as _seqlm_env  # noqa: F401  (first: its MKL reproducibility settings must precede torch's first use)
 from seqlm.cli import app
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one pytest-xdist worker per core: each keeps to one thread (and so do the processes its tests
+    # start), since two workers each spreading tiny ops over every core spend their time waiting on each other.
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "data" / "corpus" / "train.txt"
 TOKENIZER_LINES = 300  # non-empty corpus lines the tiny tokenizers are trained on

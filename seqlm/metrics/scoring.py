@@ -67,11 +67,17 @@ def batch_scores(
     over them are the figures one process would compute. `lockstep`: `model` is FSDP-sharded, so
     every rank makes the same number of forward passes."""
 
+    # The output layer only where a token is scored, when the objective can (a language model's logits over the
+    # vocabulary at every position are most of an evaluation's memory); one process only: a wrapped (DDP/FSDP)
+    # model is scored through its own forward.
+    fast = objective.fast_score if not cluster.distributed else None
+    inner = model.model if hasattr(model, "objective") else model  # training's ObjectiveModule: the HF model inside
+
     def score(batch: Batch) -> dict[str, Any]:
         batch = batch.to(device)
         with torch.inference_mode(), precision.autocast():
-            outputs = model(**batch.inputs)
-            return objective.score(outputs, batch)
+            scores = fast(inner, batch) if fast is not None else None
+            return scores if scores is not None else objective.score(model(**batch.inputs), batch)
 
     was_training = model.training
     model.eval()

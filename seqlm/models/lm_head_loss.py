@@ -64,9 +64,16 @@ class _LinearCrossEntropySum(torch.autograd.Function):
 def linear_cross_entropy_sum(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Σ over rows with label ≠ IGNORE_INDEX of cross-entropy(hidden @ weightᵀ, label).
 
-    hidden (N, d), weight (V, d), labels (N,). Differentiable in `hidden` and `weight`."""
+    hidden (N, d), weight (V, d), labels (N,). Differentiable in `hidden` and `weight`; without gradients to
+    compute (scoring), only the sum, one chunk of logits at a time."""
     rows = max(1, CHUNK_LOGITS // weight.shape[0])
-    return _LinearCrossEntropySum.apply(hidden, weight, labels, rows)
+    if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
+        return _LinearCrossEntropySum.apply(hidden, weight, labels, rows)
+    total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+    for start in range(0, hidden.shape[0], rows):
+        logits = (hidden[start : start + rows] @ weight.t()).float()
+        total += F.cross_entropy(logits, labels[start : start + rows], ignore_index=IGNORE_INDEX, reduction="sum")
+    return total
 
 
 def causal_lm_loss_sums(model: Any, inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor] | None:

@@ -192,16 +192,29 @@ def _clm_fast(model: Any, batch: Batch) -> dict[str, torch.Tensor] | None:
     return causal_lm_loss_sums(model, batch.inputs, batch.targets["labels"])
 
 
+def _clm_fast_score(model: Any, batch: Batch) -> dict[str, Any] | None:
+    sums = causal_lm_loss_sums(model, batch.inputs, batch.targets["labels"])
+    return None if sums is None else {"nll": float(sums["lm"]), "tokens": _clm_counts(batch)["lm"]}
+
+
+def _seq2seq_fast_score(model: Any, batch: Batch) -> dict[str, Any] | None:
+    """Decoder-only models: the causal-LM loss over the target tokens alone (see `_seq2seq_fast`); else None."""
+    if "labels" in batch.inputs:
+        return None
+    sums = causal_lm_loss_sums(model, batch.inputs, batch.targets["labels"])
+    return None if sums is None else {"nll": float(sums["lm"]), "tokens": int((_seq2seq_labels(batch) != IGNORE_INDEX).sum())}
+
+
 def _mlm_fast(model: Any, batch: Batch) -> dict[str, torch.Tensor] | None:
     return masked_lm_loss_sums(model, batch.inputs, batch.targets)
 
 
 OBJECTIVES: dict[str, Objective] = {
-    "clm": Objective("clm", _clm_counts, _clm_losses, _clm_score, _clm_fast),
+    "clm": Objective("clm", _clm_counts, _clm_losses, _clm_score, _clm_fast, _clm_fast_score),
     "mlm": Objective("mlm", _mlm_counts, _mlm_losses, _mlm_score, _mlm_fast),
     "mlm+nsp": Objective("mlm+nsp", _nsp_counts, _nsp_losses, _nsp_score, _mlm_fast),
     "classification": Objective("classification", _classification_counts, _classification_losses, _classification_score),
-    "seq2seq": Objective("seq2seq", _seq2seq_counts, _seq2seq_losses, _seq2seq_score, _seq2seq_fast),
+    "seq2seq": Objective("seq2seq", _seq2seq_counts, _seq2seq_losses, _seq2seq_score, _seq2seq_fast, _seq2seq_fast_score),
 }
 
 

@@ -30,3 +30,6 @@ class Objective:
     # (equal to `loss_sums(model(**inputs), batch)` within float tolerance); returns None for an
     # architecture it does not cover, and the loop then takes the reference path.
     fast_loss_sums: Callable[[Any, Batch], dict[str, torch.Tensor] | None] | None = None
+    # Evaluation the same way: `score`'s figures from the model and batch, the output layer only where a token is
+    # scored (no logits over the vocabulary at every position); None for an architecture it does not cover.
+    fast_score: Callable[[Any, Batch], dict[str, Any] | None] | None = None
