@@ -97,7 +97,10 @@ def model_steps(
     cache_key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"  # renamed in 5.x
     if model.config.is_encoder_decoder:
         return EncoderDecoderSteps(model, input_ids, attention_mask, cache_key, copies)
-    return DecoderSteps(input_ids.repeat_interleave(copies, 0), attention_mask.repeat_interleave(copies, 0), cache_key)
+    # Only the last position's logits (what `generate` asks for too): a prompt's logits over the whole vocabulary
+    # would cost a full output layer per prompt token, and rows × prompt × vocabulary floats of memory.
+    last_only = "logits_to_keep" in inspect.signature(model.forward).parameters
+    return DecoderSteps(input_ids.repeat_interleave(copies, 0), attention_mask.repeat_interleave(copies, 0), cache_key, last_only)
 
 
 class EncoderDecoderSteps:
@@ -143,8 +146,9 @@ class DecoderSteps:
     """The prompt runs once (positions counted from its first real token, as `generate` does under left
     padding); each step feeds the last token, its position and the grown mask."""
 
-    def __init__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache_key: str) -> None:
+    def __init__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache_key: str, last_only: bool = False) -> None:
         self.cache_key = cache_key
+        self.extra = {"logits_to_keep": 1} if last_only else {}
         self.history = input_ids
         self.attention_mask = attention_mask
         self.positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 1)
@@ -154,7 +158,7 @@ class DecoderSteps:
     def forward_arguments(self) -> dict[str, Any]:
         return {
             "input_ids": self.step_ids, "attention_mask": self.attention_mask, "position_ids": self.positions,
-            self.cache_key: self.cache, "use_cache": True,
+            self.cache_key: self.cache, "use_cache": True, **self.extra,
         }  # fmt: skip
 
     def select(self, rows: torch.Tensor, source_rows: torch.Tensor | None) -> None:
