@@ -43,10 +43,9 @@ def check_page(html: Path, timeout_s: float = 30.0, width: int = 1200, height: i
         ]  # fmt: skip
         browser = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            port = _devtools_port(Path(profile), browser, time.monotonic() + timeout_s)
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=timeout_s) as response:
-                targets = json.load(response)
-            page = next(target for target in targets if target.get("type") == "page")
+            deadline = time.monotonic() + timeout_s
+            port = _devtools_port(Path(profile), browser, deadline)
+            page = _first_page(port, deadline)
             socket = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=timeout_s, suppress_origin=True)
             try:
                 return _inspect(_Session(socket, time.monotonic() + timeout_s), html)
@@ -114,6 +113,23 @@ def _errors(events: list[dict]) -> list[str]:
         elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
             errors.append(params["entry"].get("text", ""))
     return errors
+
+
+def _first_page(port: int, deadline: float) -> dict:
+    """The page target Chromium lists; it writes its port file a moment before it answers on it (refused
+    connections then, seen on a loaded machine), and may list the page a moment after: asked again until the deadline."""
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=max(deadline - time.monotonic(), 1)) as response:
+                pages = [target for target in json.load(response) if target.get("type") == "page"]
+            if pages:
+                return pages[0]
+        except OSError:
+            if time.monotonic() >= deadline:
+                raise
+        if time.monotonic() >= deadline:
+            raise AssertionError("chromium listed no page in time")
+        time.sleep(0.1)
 
 
 def _devtools_port(profile: Path, browser: subprocess.Popen, deadline: float) -> int:

@@ -52,14 +52,7 @@ def run(config: PredictConfig, console: Console) -> dict[str, Any]:
                          text_pair_field=config.text_pair_field, skip_bad_lines=config.skip_bad_lines,
                          words_field=config.words_field)
     records = inputs.records
-    device = select_device(config.device)
-    precision = Precision(device, resolve_precision(config.precision, device))
-    console.info(f"loading {config.model} on {device.type} ({precision.name})")
-    if config.trust_remote_code:
-        console.warn(remote_code_warning(config.model))
-    loaded = load_for_inference(config.model, device, trust_remote_code=config.trust_remote_code)
-    task = tasks.for_head(loaded.head)
-    task.check_predict(config, loaded)
+    loaded, task, precision = _load(config, console)
     _check_pass_through(inputs, task, console)
     _check_messages(inputs, task, loaded)
     seed_everything(config.seed)
@@ -78,11 +71,8 @@ def run(config: PredictConfig, console: Console) -> dict[str, Any]:
             "seconds": elapsed, "inputs_per_s": rate, "objective": task.name, "output": config.output, "precision": precision.name}
 
 
-def _run_streamed(config: PredictConfig, console: Console) -> dict[str, Any]:
-    """`--stream`: the model is loaded first, then each input is predicted alone as soon as its line is read, and its
-    record written to stdout and flushed (JSON Lines, input order), so a reader sees it before the next line comes."""
-    if config.output != "-":
-        raise ConfigError(f"--stream prints records to stdout as they finish; drop output ({config.output}) or set it to '-'")
+def _load(config: PredictConfig, console: Console) -> tuple[Any, Any, Precision]:
+    """The model on its device, its task (which has checked the config's settings) and the resolved precision."""
     device = select_device(config.device)
     precision = Precision(device, resolve_precision(config.precision, device))
     console.info(f"loading {config.model} on {device.type} ({precision.name})")
@@ -91,6 +81,15 @@ def _run_streamed(config: PredictConfig, console: Console) -> dict[str, Any]:
     loaded = load_for_inference(config.model, device, trust_remote_code=config.trust_remote_code)
     task = tasks.for_head(loaded.head)
     task.check_predict(config, loaded)
+    return loaded, task, precision
+
+
+def _run_streamed(config: PredictConfig, console: Console) -> dict[str, Any]:
+    """`--stream`: the model is loaded first, then each input is predicted alone as soon as its line is read, and its
+    record written to stdout and flushed (JSON Lines, input order), so a reader sees it before the next line comes."""
+    if config.output != "-":
+        raise ConfigError(f"--stream prints records to stdout as they finish; drop output ({config.output}) or set it to '-'")
+    loaded, task, precision = _load(config, console)
     seed_everything(config.seed)
     inputs = Inputs(name="<stdin>" if config.input == "-" else config.input, skip_bad_lines=config.skip_bad_lines)
     start, count = time.monotonic(), 0

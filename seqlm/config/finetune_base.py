@@ -23,6 +23,7 @@ from seqlm.config.schema import (
     Section,
     TrainingPrecision,
     TrustRemoteCode,
+    WriteReport,
 )
 
 
@@ -95,6 +96,4 @@ class FinetuneRunConfig(Section):
     device: Device = Field(default="auto", description="auto: cuda, then mps, then cpu.")
     resume: Resume = "never"
     overwrite: Overwrite = False
-    report: bool = Field(
-        default=True, description="At the end of the run write output_dir/report.html (curves, metrics; what `seqlm report` writes); a failure to draw it is a warning."
-    )
+    report: WriteReport = True

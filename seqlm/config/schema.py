@@ -62,6 +62,10 @@ ReportTo = Annotated[
     list[Literal["tensorboard"]],
     Field(description="Also write the run's records where these tools read them: tensorboard (event files in output_dir/tensorboard/)."),
 ]
+WriteReport = Annotated[
+    bool,
+    Field(description="At the end of the run write output_dir/report.html (curves, metrics; what `seqlm report` writes); a failure to draw it is a warning."),
+]
 TrustRemoteCode = Annotated[
     bool, Field(description="Run Python code shipped with a hub model (custom architectures); only for sources you trust (warned).")
 ]
@@ -229,9 +233,7 @@ class PretrainConfig(Section):
     device: Device = Field(default="auto", description="auto: cuda, then mps, then cpu.")
     resume: Resume = "never"
     overwrite: Overwrite = False
-    report: bool = Field(
-        default=True, description="At the end of the run write output_dir/report.html (curves, metrics; what `seqlm report` writes); a failure to draw it is a warning."
-    )
+    report: WriteReport = True
 
     @model_validator(mode="after")
     def _objective_fits_family(self) -> PretrainConfig:
