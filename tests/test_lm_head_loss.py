@@ -157,3 +157,20 @@ def test_under_bf16_autocast_it_matches_the_reference_within_bf16_tolerance() ->
         rtol=2e-2,
         atol=2e-2,
     )
+
+
+@pytest.mark.parametrize("completion_only", [False, True])
+def test_scoring_without_full_logits_equals_the_reference_score(completion_only: bool) -> None:
+    """`Objective.fast_score` (evaluation: the head only at scored tokens, no gradients) = `score` on full logits."""
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(
+        LlamaConfig(vocab_size=VOCAB, num_hidden_layers=2, hidden_size=32, intermediate_size=64, num_attention_heads=2,
+                    num_key_value_heads=2, max_position_embeddings=16)
+    ).eval()  # fmt: skip
+    batch = _clm_batch(completion_only)
+    for name in ("clm", "seq2seq"):  # seq2seq: a decoder-only model's prompt + target rows
+        objective = OBJECTIVES[name]
+        with torch.inference_mode():
+            fast, reference = objective.fast_score(model, batch), objective.score(model(**batch.inputs), batch)
+        assert fast["tokens"] == reference["tokens"] > 0
+        assert fast["nll"] == pytest.approx(reference["nll"], rel=1e-5)
