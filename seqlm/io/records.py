@@ -135,6 +135,14 @@ def jsonl_records(path: Path, fix: str = ONE_PER_LINE) -> Iterator[tuple[int, di
             raise problem.at(f"{path}:{number}") from problem.__cause__
 
 
+def first_jsonl_record(path: Path) -> dict[str, Any] | None:
+    """The first object of a JSON Lines file (.jsonl/.json/.ndjson), which tells what kind of records it holds;
+    None for a missing file, another suffix, or no record."""
+    if not path.is_file() or path.suffix.lower() not in (".jsonl", ".json", ".ndjson"):
+        return None
+    return next((row for _, row in jsonl_records(path)), None)
+
+
 def csv_records(path: Path, required: dict[str, str]) -> Iterator[tuple[int, dict[str, str]]]:
     """(first line, {column: cell}) of every non-blank row; `required` maps column → config key for the header check."""
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","

@@ -34,7 +34,7 @@ from seqlm.data.masking import IGNORE_INDEX
 from seqlm.data.token_source import load_split
 from seqlm.errors import ConfigError, DataError
 from seqlm.io.predict_inputs import InputRecord
-from seqlm.io.records import jsonl_records
+from seqlm.io.records import first_jsonl_record
 from seqlm.metrics.scoring import score_batches
 from seqlm.models.heads import MARKER_KEY
 from seqlm.models.loading import LoadedModel, token_limit
@@ -67,11 +67,8 @@ def evaluate(
 def holds_records(path: Path, source_field: str) -> bool:
     """Whether `path` is a JSON Lines file of generation records: its first record has `messages`, `prompt` and
     `completion`, or `source_field` (the documents a causal LM's perplexity is measured on are text files)."""
-    if not path.is_file() or path.suffix.lower() not in (".jsonl", ".json", ".ndjson"):
-        return False
-    for _, row in jsonl_records(path):
-        return isinstance(row, dict) and ("messages" in row or {"prompt", "completion"} <= row.keys() or source_field in row)
-    return False
+    row = first_jsonl_record(path)
+    return row is not None and ("messages" in row or {"prompt", "completion"} <= row.keys() or source_field in row)
 
 
 def causal_windows(n_tokens: int, seq_len: int, stride: int) -> list[tuple[int, int, int]]:

@@ -31,16 +31,11 @@ from seqlm.tasks.completion_finetuning import encode, last_completion, score
 from seqlm.tasks.objectives import OBJECTIVES
 from seqlm.tasks.seq2seq_generation import GenerationCheck
 
-_JSONL = (".jsonl", ".json", ".ndjson")
-
 
 def reads_completions(path: Path, source_field: str) -> bool:
     """Whether `path` is a JSON Lines file of causal_lm records (see the module docstring)."""
-    if not path.is_file() or path.suffix.lower() not in _JSONL:
-        return False
-    for _, row in records.jsonl_records(path):
-        return "messages" in row or ("prompt" in row and "completion" in row and source_field not in row)
-    return False
+    row = records.first_jsonl_record(path)
+    return row is not None and ("messages" in row or ("prompt" in row and "completion" in row and source_field not in row))
 
 
 def evaluate(
