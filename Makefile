@@ -22,10 +22,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-# One pytest-xdist worker per core (at most 4), each on one thread (tests/conftest.py).
+# One pytest-xdist worker per core (at most 4), each on one thread (tests/conftest.py); the ten slowest
+# tests are listed at the end, to see which ones the suite's time goes to.
 TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(min(4, len(os.sched_getaffinity(0))))")
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=10
 
 lint: $(STAMP)
 	$(BIN)/ruff check seqlm tests scripts

@@ -350,6 +350,37 @@ def test_an_epoch_sees_every_example_once_with_padding_to_the_longest(batches_of
         assert padded < 1.1 * lengths.sum()
 
 
+def test_pad_to_multiple_of_rounds_widths_up_to_the_longest_row(batches_of) -> None:
+    plain, rounded = batches_of(max_length=44), batches_of(max_length=44, pad_to_multiple_of=16)
+    longest = int(rounded.splits["train"].lengths.max())
+    assert longest % 16  # the cap is exercised: rounding the longest row's batch up would pass it
+    for step in range(16):
+        a, b = plain.train(step, 0), rounded.train(step, 0)
+        width = a.inputs["input_ids"].shape[1]
+        assert b.inputs["input_ids"].shape[1] == min(-(-width // 16) * 16, longest)
+        assert torch.equal(b.inputs["input_ids"][:, :width], a.inputs["input_ids"])  # the same rows, more padding
+        assert not b.inputs["attention_mask"][:, width:].any() and torch.equal(a.targets["labels"], b.targets["labels"])
+    widths = {rounded.train(step, 0).inputs["input_ids"].shape[1] for step in range(16)}
+    assert widths <= {16, 32, longest}
+
+
+@pytest.mark.parametrize(("precision", "expected"), [("fp32", 1), ("bf16", 16), ("fp16", 16)])
+def test_pad_to_multiple_of_auto_rounds_under_autocast_only(precision: str, expected: int) -> None:
+    from pydantic import TypeAdapter
+
+    from seqlm.commands.finetune import padding_resolved
+    from seqlm.config.finetune import FinetuneConfig
+    from seqlm.runtime.device import Precision
+
+    raw = {"task": "classification", "model": "m", "output_dir": "out", "data": {"train": "t.jsonl"}}
+    config = TypeAdapter(FinetuneConfig).validate_python(raw)
+    assert config.training.pad_to_multiple_of == "auto"
+    resolved = padding_resolved(config, Precision(torch.device("cpu"), precision))
+    assert resolved.training.pad_to_multiple_of == expected and config.training.pad_to_multiple_of == "auto"
+    pinned = config.model_copy(update={"training": config.training.model_copy(update={"pad_to_multiple_of": 8})})
+    assert padding_resolved(pinned, Precision(torch.device("cpu"), "bf16")).training.pad_to_multiple_of == 8
+
+
 def test_evaluation_batches_cover_the_split_in_length_order(batches_of) -> None:
     batches = batches_of().evaluation("validation")
     index = torch.cat([batch.targets["index"] for batch in batches])

@@ -55,6 +55,12 @@ class FinetuneTrainingConfig(Section):
         default=128, ge=2, description="Tokens per example; classification truncates longer ones, token_classification splits them into windows."
     )
     group_by_length: bool = Field(default=True, description="Batch examples of similar length (less padding).")
+    pad_to_multiple_of: int | Literal["auto"] = Field(
+        default="auto",
+        description="Pad each batch's rows to a multiple of this many tokens (at most the split's longest row). auto: 16 under "
+        "bf16/fp16 autocast, where the matmul library keeps kernels and buffers for every batch shape it meets (length-grouped "
+        "batches of every width made the benchmark's fine-tuning peak 0.5 GB higher), 1 (no rounding) in fp32.",
+    )
     freeze: Literal["none", "embeddings", "body"] = Field(default="none", description="embeddings: freeze them; body: train only the newly initialised weights (the head).")
     lora: LoraConfig | None = Field(
         default=None, description="Train low-rank adapters (and the new head) instead of every weight; model/ and best/ hold the merged model."

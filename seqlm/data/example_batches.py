@@ -11,7 +11,9 @@ batches, and the batches are shuffled (seeded), so padding stays small while the
 stays random. Each row kind is padded to its longest row in the batch (a seq2seq batch's
 sources and targets differ in width): input_ids with the pad id, `labels` rows (seq2seq
 decoder labels, which go to the model as an input) and per-token targets with IGNORE_INDEX,
-masks and segment ids with 0. Lengths (and length grouping) are those of input_ids.
+masks and segment ids with 0. Lengths (and length grouping) are those of input_ids. With
+`pad_to_multiple_of` n, a batch's width is rounded up to a multiple of n, but never past the
+split's longest row of that kind (so never past what the model already has to take).
 
 `evaluation(split)` is every example of a split once, in batches sorted by length;
 `targets["index"]` holds each example's position in the split, to restore input order.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,6 +63,7 @@ class ExampleBatches:
         grad_accum: int,
         seed: int,
         group_by_length: bool = True,
+        pad_to_multiple_of: int = 1,
     ):
         self.splits = splits
         self.pad_id = pad_id
@@ -67,9 +71,21 @@ class ExampleBatches:
         self.grad_accum = grad_accum
         self.seed = seed
         self.group_by_length = group_by_length
+        self.pad_to_multiple_of = pad_to_multiple_of
         self.n_train = len(splits["train"]) if "train" in splits else 0  # none: evaluation batches only
         self.batches_per_epoch = math.ceil(self.n_train / batch_size)
         self._epoch_cache: tuple[int, list[np.ndarray]] | None = None
+        self._longest: dict[tuple[str, str], int] = {}
+
+    @classmethod
+    def for_training(cls, splits: dict[str, EncodedExamples], pad_id: int, training: Any, world_size: int) -> ExampleBatches:
+        """A fine-tuning run's batches, as `training` (a finetune config's training section, its
+        pad_to_multiple_of resolved to a number by the finetune command) sets them; one batch is the
+        global batch of `world_size` processes."""
+        return cls(
+            splits, pad_id, training.batch_size * world_size, training.grad_accum, training.seed, training.group_by_length,
+            resolved_multiple(training.pad_to_multiple_of),
+        )
 
     @property
     def steps_per_epoch(self) -> int:
@@ -115,9 +131,12 @@ class ExampleBatches:
     def _batch(self, split: str, indices: np.ndarray, with_index: bool = False) -> Batch:
         encoded = self.splits[split]
         pads = {"input_ids": self.pad_id, LABEL_ROWS: IGNORE_INDEX}
-        inputs = {key: _padded(encoded.rows[key], indices, pads.get(key, 0)) for key in (*TOKEN_ROWS, LABEL_ROWS) if key in encoded.rows}
+        widths = {key: self._width(split, key, rows, indices) for key, rows in (*encoded.rows.items(), *encoded.targets.items()) if isinstance(rows, list)}
+        inputs = {
+            key: _padded(encoded.rows[key], indices, pads.get(key, 0), widths[key]) for key in (*TOKEN_ROWS, LABEL_ROWS) if key in encoded.rows
+        }
         targets = {
-            key: _padded(values, indices, IGNORE_INDEX) if isinstance(values, list) else torch.from_numpy(values[indices])
+            key: _padded(values, indices, IGNORE_INDEX, widths[key]) if isinstance(values, list) else torch.from_numpy(values[indices])
             for key, values in encoded.targets.items()
         }
         if with_index:
@@ -125,8 +144,22 @@ class ExampleBatches:
         return Batch(inputs, targets)
 
 
-def _padded(rows: list[np.ndarray], indices: np.ndarray, pad: int) -> torch.Tensor:
-    width = max(len(rows[i]) for i in indices)
+    def _width(self, split: str, key: str, rows: list[np.ndarray], indices: np.ndarray) -> int:
+        width = max(len(rows[i]) for i in indices)
+        multiple = self.pad_to_multiple_of
+        if multiple <= 1:
+            return width
+        if (split, key) not in self._longest:
+            self._longest[split, key] = max(len(row) for row in rows)
+        return min(-(-width // multiple) * multiple, self._longest[split, key])
+
+
+def resolved_multiple(pad_to_multiple_of: int | str) -> int:
+    """A config's pad_to_multiple_of as a number; "auto" that the finetune command did not resolve is 1."""
+    return pad_to_multiple_of if isinstance(pad_to_multiple_of, int) else 1
+
+
+def _padded(rows: list[np.ndarray], indices: np.ndarray, pad: int, width: int) -> torch.Tensor:
     out = np.full((len(indices), width), pad, dtype=np.int64)
     for row, i in enumerate(indices):
         values = rows[i]

@@ -75,7 +75,7 @@ def batch_scores(
 
     def score(batch: Batch) -> dict[str, Any]:
         batch = batch.to(device)
-        with torch.inference_mode(), precision.autocast():
+        with precision.inference():
             scores = fast(inner, batch) if fast is not None else None
             return scores if scores is not None else objective.score(model(**batch.inputs), batch)
 

@@ -3,7 +3,7 @@ and when to compile the model or use seqlm's cheap CPU dropout (`speed_up`)."""
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass
 from typing import Literal
 
@@ -91,6 +91,17 @@ class Precision:
             return nullcontext()
         dtype = torch.bfloat16 if self.name == "bf16" else torch.float16
         return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def inference(self) -> AbstractContextManager:
+        """No gradients, under `autocast()`: for evaluation, prediction and generation.
+
+        `torch.no_grad`, not `torch.inference_mode`: autocast caches each fp32 weight's lower-precision copy for
+        the rest of its context only outside inference mode; inside it, every forward casts every weight again
+        (46% of a SmolLM2 decoding step in bf16 went to those copies, which made bf16 decoding slower than fp32)."""
+        stack = ExitStack()
+        stack.enter_context(torch.no_grad())
+        stack.enter_context(self.autocast())
+        return stack
 
     @property
     def needs_grad_scaler(self) -> bool:

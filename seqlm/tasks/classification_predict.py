@@ -66,7 +66,7 @@ def classify(
     results: list[dict[str, Any]] = [{} for _ in records]
     for done, batch in length_batches([e["input_ids"] for e in encoded], config.batch_size):
         inputs = _pad([encoded[i] for i in batch], pad_values)
-        with torch.inference_mode(), precision.autocast():
+        with precision.inference():
             logits = model(**{k: v.to(model.device) for k, v in inputs.items()}, **extra_kwargs).logits
         probs = scoring(logits.float())  # fp32: autocast logits may be bf16
         top_k = min(config.top_k, probs.shape[-1])

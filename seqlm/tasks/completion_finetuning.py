@@ -158,9 +158,7 @@ def _batches_for_run(
                 rows = len(encoded[split])
                 encoded[split] = pack_examples(encoded[split], training.max_length)
                 log(f"{split}: {rows} examples packed into {len(encoded[split])} rows of up to {training.max_length} tokens")
-    batches = ExampleBatches(
-        encoded, int(tokenizer.pad_token_id), training.batch_size * world_size, training.grad_accum, training.seed, training.group_by_length
-    )
+    batches = ExampleBatches.for_training(encoded, int(tokenizer.pad_token_id), training, world_size)
     return CompletionBatches(batches, splits, prompts, tokenizer, config)
 
 

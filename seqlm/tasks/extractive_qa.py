@@ -71,9 +71,7 @@ def _batches_for_run(
             log(f"{name}: skipped {examples.skipped_answers} answers whose answer_start does not point at their text "
                 f"({examples.skipped_questions} questions left without an answer were dropped)")  # fmt: skip
     pad = int(tokenizer.pad_token_id)
-    batches = ExampleBatches(
-        rows, pad, training.batch_size * world_size, training.grad_accum, training.seed, training.group_by_length
-    )
+    batches = ExampleBatches.for_training(rows, pad, training, world_size)
     return QABatches(batches, encoded, config.qa)
 
 

@@ -148,7 +148,7 @@ def fill_masks(
     results: list[dict[str, Any]] = [{} for _ in records]
     for done, batch in length_batches(encoded, config.batch_size):
         input_ids, attention = pad_rows([encoded[i] for i in batch], pad_id, left=False)
-        with torch.inference_mode(), precision.autocast():
+        with precision.inference():
             logits = model(input_ids=input_ids.to(model.device), attention_mask=attention.to(model.device)).logits
         for row, index in enumerate(batch):
             positions = (input_ids[row] == mask_id).nonzero().flatten().to(logits.device)

@@ -105,9 +105,7 @@ def _batches_for_run(
                 f"({training.max_target_length}); they are cut"
             )
     encoded["train"].targets["label_smoothing"] = np.full(len(splits["train"]), training.label_smoothing, dtype=np.float32)
-    batches = ExampleBatches(
-        encoded, int(tokenizer.pad_token_id), training.batch_size * world_size, training.grad_accum, training.seed, training.group_by_length
-    )
+    batches = ExampleBatches.for_training(encoded, int(tokenizer.pad_token_id), training, world_size)
     return Seq2SeqBatches(batches, splits, tokenizer, config, prompt)
 
 

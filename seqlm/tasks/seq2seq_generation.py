@@ -157,7 +157,7 @@ def generate(
         """The batch's `n` candidates per input (new token ids) and their beam scores (None without beams)."""
         input_ids, mask = pad_rows([sources[i] for i in batch], pad_id, left=decoder_only)
         input_ids, mask = input_ids.to(device), mask.to(device)
-        with torch.inference_mode(), precision.autocast():
+        with precision.inference():
             if fast and settings.num_beams > 1:
                 found = [pair for pairs in seq2seq_beams.beam_search(model, input_ids, mask, settings, stop) for pair in pairs]
                 return [ids for ids, _ in found], [score for _, score in found]

@@ -106,9 +106,7 @@ def _batches_for_run(
                 f"({training.max_length} pieces) and are split into windows at word boundaries"
                 + (f"; {windows.n_cut_words} words longer than a window keep only their first pieces" if windows.n_cut_words else "")
             )
-    return ExampleBatches(
-        encoded, int(tokenizer.pad_token_id), training.batch_size * world_size, training.grad_accum, training.seed, training.group_by_length
-    )
+    return ExampleBatches.for_training(encoded, int(tokenizer.pad_token_id), training, world_size)
 
 
 # --------------------------------------------------------------------------- scoring

@@ -21,7 +21,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
 from seqlm.config.inference import PredictConfig
 from seqlm.data.example_batches import EncodedExamples, ExampleBatches
@@ -137,7 +136,7 @@ def _window_probabilities(
     piece_probs: list[np.ndarray] = [np.empty(0)] * len(windows.input_ids)
     done = 0
     for batch in ExampleBatches({"inputs": window_examples(windows)}, int(pad_id), batch_size, 1, 0).evaluation("inputs"):
-        with torch.inference_mode(), precision.autocast():
+        with precision.inference():
             logits = model(**{key: value.to(model.device) for key, value in batch.inputs.items()}).logits
         probs = logits.float().softmax(-1).cpu().numpy()  # fp32 softmax: autocast logits may be bf16
         for row, index in enumerate(batch.targets["index"].tolist()):
