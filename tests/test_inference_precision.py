@@ -37,6 +37,33 @@ def test_auto_is_bf16_only_on_cpus_with_native_bf16(monkeypatch: pytest.MonkeyPa
 # --------------------------------------------------------------------------- agreement on tiny trained models
 
 
+@needs_cpu_bf16
+def test_inference_casts_each_weight_once_per_context_not_per_forward() -> None:
+    """Precision.inference() is no_grad + autocast: autocast caches its bf16 weight casts there (under
+    inference_mode it would cast every weight again at each forward: a decoding step's largest cost)."""
+    from seqlm.runtime.device import Precision
+
+    layer, inputs = torch.nn.Linear(64, 64), torch.randn(4, 64)
+
+    def casts(context) -> int:
+        with torch.profiler.profile() as profile, context:
+            for _ in range(10):
+                assert layer(inputs).dtype == torch.bfloat16
+        return sum(event.count for event in profile.key_averages() if event.key == "aten::_to_copy")
+
+    assert casts(Precision(torch.device("cpu"), "bf16").inference()) == 10 + 2  # the inputs each time; weight and bias once
+    assert casts(_inference_mode_autocast()) == 3 * 10  # what it replaced
+
+
+def _inference_mode_autocast():
+    from contextlib import ExitStack
+
+    stack = ExitStack()
+    stack.enter_context(torch.inference_mode())
+    stack.enter_context(torch.autocast("cpu", dtype=torch.bfloat16))
+    return stack
+
+
 @pytest.fixture(scope="module")
 def classifier(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """configs/tiny/bert_classifier's fine-tuning of the tiny BERT, 200 steps (fp32): a model with margins, not ties."""
