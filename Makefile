@@ -106,7 +106,7 @@ smollm2-kjv-web: $(STAMP)
 	@$(BIN)/python -c "import json; z, f = (json.load(open(p)) for p in ('runs/smollm2-kjv-web-zero-shot/metrics.json', 'runs/smollm2-kjv-web-causal-lm/eval/metrics.json')); print(f\"BLEU zero-shot {z['bleu']:.2f}, LoRA {f['bleu']:.2f}\")"
 
 # seqlm against the Hugging Face path (Trainer, datasets.map, pipeline) on the same models and data:
-# one table of throughput and peak RSS (scripts/bench.py). About 8 minutes on a 2-core CPU;
+# one table of throughput and peak RSS (scripts/bench.py). About 28 minutes on a 2-core CPU;
 # bench-quick is a 2-minute smoke check whose figures mean nothing. HF's Trainer needs accelerate,
 # which seqlm itself does not: the `bench` extra, installed here when missing.
 bench: $(STAMP)
