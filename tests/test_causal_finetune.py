@@ -57,18 +57,22 @@ def _records(chat: bool, repeat: int) -> list[dict]:
     return [{"prompt": f"{word} ->", "completion": PARTNER[word]} for word in WORDS] * repeat
 
 
-def _finetune(tmp_path: Path, model: Path, chat: bool, steps: int = 300) -> dict:
+def _finetune(tmp_path: Path, model: Path, chat: bool, steps: int = 300, metric: str | None = None) -> dict:
     train, validation = write_jsonl(tmp_path / "train.jsonl", _records(chat, 8)), write_jsonl(tmp_path / "validation.jsonl", _records(chat, 1))
     config = {
         "output_dir": str(tmp_path / "run"), "task": "causal_lm", "model": str(model),
         "data": {"train": str(train), "validation": str(validation), "test": str(validation)},
         "optim": {"lr": 1.0e-2, "warmup_steps": 10},
         "training": {"batch_size": 16, "max_steps": steps, "eval_every": steps, "eval_generate_examples": 30, "precision": "fp32",
-                     "log_every": 50, "max_length": 64},
+                     "log_every": 50, "max_length": 64, "early_stopping": {"metric": metric}},
         "generation": {"max_new_tokens": 4},
     }  # fmt: skip
     (tmp_path / "finetune.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    seqlm("finetune", tmp_path / "finetune.yaml")
+    result = invoke("finetune", tmp_path / "finetune.yaml")
+    assert result.exit_code == 0, result.output
+    # The closing line names the metric that picked best/ (first), then the task's usual ones.
+    closing = next(line for line in result.stderr.splitlines() if "best_step" in line)
+    assert f"best_val_{metric or 'exact_match'} " in closing and "best_val_loss " in closing, closing
     return json.loads((tmp_path / "run" / "metrics.json").read_text(encoding="utf-8"))
 
 
@@ -117,7 +121,7 @@ def test_chat_records_learn_the_mapping_with_the_loss_on_the_assistant_turns_onl
     assert all((labels == ids).all() for labels, ids in zip(everything.targets["labels"], everything.rows["input_ids"]))
     assert cut == 0
 
-    metrics = _finetune(tmp_path, model, chat=True, steps=600)
+    metrics = _finetune(tmp_path, model, chat=True, steps=600, metric="rougeL")
     assert metrics["best_val_exact_match"] >= 0.9, metrics
     best = tmp_path / "run" / "best"
     marker = json.loads((best / "config.json").read_text(encoding="utf-8"))["seqlm"]
