@@ -84,7 +84,7 @@ class ExampleBatches:
         global batch of `world_size` processes."""
         return cls(
             splits, pad_id, training.batch_size * world_size, training.grad_accum, training.seed, training.group_by_length,
-            resolved_multiple(training.pad_to_multiple_of),
+            training.pad_to_multiple_of,
         )
 
     @property
@@ -152,11 +152,6 @@ class ExampleBatches:
         if (split, key) not in self._longest:
             self._longest[split, key] = max(len(row) for row in rows)
         return min(-(-width // multiple) * multiple, self._longest[split, key])
-
-
-def resolved_multiple(pad_to_multiple_of: int | str) -> int:
-    """A config's pad_to_multiple_of as a number; "auto" that the finetune command did not resolve is 1."""
-    return pad_to_multiple_of if isinstance(pad_to_multiple_of, int) else 1
 
 
 def _padded(rows: list[np.ndarray], indices: np.ndarray, pad: int, width: int) -> torch.Tensor:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from seqlm.config.inference import PredictConfig
-from seqlm.data.example_batches import ExampleBatches, resolved_multiple
+from seqlm.data.example_batches import ExampleBatches
 from seqlm.data.text_examples import encode_texts
 from seqlm.io.labelled_data import LabelledExamples, label_ids, load_splits
 from seqlm.io.predict_inputs import InputRecord
@@ -62,7 +62,7 @@ def _batches_for_run(
     batches = build_batches(
         splits, names, tokenizer, max_length=training.max_length, batch_size=training.batch_size * world_size,
         grad_accum=training.grad_accum, seed=training.seed, group_by_length=training.group_by_length,
-        class_weights=training.class_weights, pad_to_multiple_of=resolved_multiple(training.pad_to_multiple_of),
+        class_weights=training.class_weights, pad_to_multiple_of=training.pad_to_multiple_of,
     )  # fmt: skip
     cut = batches.splits["train"].truncated
     if cut:
