@@ -25,9 +25,13 @@ class GenerationConfig(Section):
     early_stopping: bool = Field(default=False, description="seq2seq beam search: stop once num_beams finished candidates exist.")
     num_return_sequences: int = Field(default=1, ge=1, description="seq2seq: outputs per input (at most num_beams, unless sampling).")
     seed: int | None = Field(default=None, description="Seeds sampling; null: the command's seed (predict: seed, finetune: training.seed).")
+    decode_cache_mb: int = Field(
+        default=1024, ge=0,
+        description="Decoder-only models, greedy and sampling: prompts run batch_size at a time, then consecutive batches (by length) decode as one batch while its KV cache stays within this many MB (counted at 4 bytes a value); 0: each batch decodes alone.",
+    )  # fmt: skip
     streams: int | Literal["auto"] = Field(
         default="auto",
-        description="CPU: batches decoded at once, each on its share of the cores (greedy and beam search; sampling runs one); auto: 2. Accelerators: 1.",
+        description="CPU: batches decoded at once, each on its share of the cores (greedy and beam search; sampling runs one); auto: 2, except 1 for a decoder-only model's merged batches (decode_cache_mb). Accelerators: 1.",
     )
 
     @field_validator("streams")

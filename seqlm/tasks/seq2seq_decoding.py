@@ -31,6 +31,7 @@ from transformers.generation import (
 from transformers.modeling_outputs import BaseModelOutput
 
 from seqlm.config.generation import GenerationConfig
+from seqlm.tasks import decoder_prefill
 
 # generation_config.json keys this decoder honours or that do not change greedy/sampled tokens here (seqlm
 # passes its own max_new_tokens, beams, sampling settings and no_repeat_ngram_size over the model's).
@@ -51,12 +52,15 @@ def supports(model: Any, settings: GenerationConfig) -> bool:
 
 
 def decode(
-    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, settings: GenerationConfig, stop: set[int]
+    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, settings: GenerationConfig, stop: set[int],
+    slice_rows: int | None = None,
 ) -> list[list[int]]:
     """`settings.num_return_sequences` outputs per row (row-major), each its new tokens up to and including the
-    first of `stop`, or `settings.max_new_tokens` of them. Decoder-only prompts come left-padded."""
+    first of `stop`, or `settings.max_new_tokens` of them. Decoder-only prompts come left-padded, longest first;
+    with `slice_rows` they run that many at a time before decoding as one batch (`seqlm.tasks.decoder_prefill`)."""
     n = settings.num_return_sequences
-    step_inputs = model_steps(model, input_ids, attention_mask, copies=n)
+    capacity = input_ids.shape[1] + settings.max_new_tokens
+    step_inputs = model_steps(model, input_ids, attention_mask, copies=n, slice_rows=slice_rows, capacity=capacity)
     rows = step_inputs.history.shape[0]
     history = step_inputs.history
     processors = logits_processors(settings)
@@ -66,7 +70,7 @@ def decode(
     prompt_width = history.shape[1]
     outputs: list[list[int]] = [[] for _ in range(rows)]
     for step in range(settings.max_new_tokens):
-        logits = model(**step_inputs.forward_arguments()).logits[:, -1, :].to(dtype=torch.float32)
+        logits = step_inputs.logits(model)
         scores = processors(history, logits) if processors else logits
         scores = forced_tokens(scores, step, settings.max_new_tokens, config, model.config.is_encoder_decoder)
         if settings.do_sample:
@@ -90,17 +94,22 @@ def decode(
 
 
 def model_steps(
-    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, copies: int
+    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, copies: int, slice_rows: int | None = None,
+    capacity: int = 0,
 ) -> EncoderDecoderSteps | DecoderSteps:
     """What the model is fed step by step, for either kind of model, `copies` rows per input row (candidates,
-    beams), each input's copies together; `history`: what generation starts from, one row per copy."""
+    beams), each input's copies together; `history`: what generation starts from, one row per copy. A decoder-only
+    model's prompts run `slice_rows` at a time into a cache of `capacity` positions where `slice_rows` is given."""
     cache_key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"  # renamed in 5.x
     if model.config.is_encoder_decoder:
         return EncoderDecoderSteps(model, input_ids, attention_mask, cache_key, copies)
     # Only the last position's logits (what `generate` asks for too): a prompt's logits over the whole vocabulary
     # would cost a full output layer per prompt token, and rows × prompt × vocabulary floats of memory.
     last_only = "logits_to_keep" in inspect.signature(model.forward).parameters
-    return DecoderSteps(input_ids.repeat_interleave(copies, 0), attention_mask.repeat_interleave(copies, 0), cache_key, last_only)
+    steps = DecoderSteps(input_ids.repeat_interleave(copies, 0), attention_mask.repeat_interleave(copies, 0), cache_key, last_only)
+    if slice_rows is not None and decoder_prefill.cache_supported(model):
+        steps.slice_rows, steps.capacity = slice_rows, capacity
+    return steps
 
 
 class EncoderDecoderSteps:
@@ -122,6 +131,10 @@ class EncoderDecoderSteps:
             )
         self.history = torch.full((input_ids.shape[0] * copies, 1), int(start), dtype=torch.long, device=input_ids.device)
         self.decoder_input_ids = self.history
+
+    def logits(self, model: Any) -> torch.Tensor:
+        """This step's next-token logits (float32), one row per row."""
+        return model(**self.forward_arguments()).logits[:, -1, :].to(dtype=torch.float32)
 
     def forward_arguments(self) -> dict[str, Any]:
         return {
@@ -153,7 +166,20 @@ class DecoderSteps:
         self.attention_mask = attention_mask
         self.positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 1)
         self.step_ids = input_ids
-        self.cache = DynamicCache()
+        self.cache: Any = DynamicCache()
+        self.slice_rows: int | None = None  # set: the prompt runs in slices (`seqlm.tasks.decoder_prefill`)
+        self.capacity = 0
+
+    def logits(self, model: Any) -> torch.Tensor:
+        """This step's next-token logits (float32), one row per row; the first step runs the prompts."""
+        if self.slice_rows is not None:
+            slice_rows, self.slice_rows = self.slice_rows, None
+            args = (self.step_ids, self.attention_mask, self.positions, self.capacity, slice_rows, self.cache_key, self.extra)
+            logits, cache = decoder_prefill.prefill(model, *args)
+            if cache is not None:
+                self.cache = cache
+                return logits
+        return model(**self.forward_arguments()).logits[:, -1, :].to(dtype=torch.float32)
 
     def forward_arguments(self) -> dict[str, Any]:
         return {
