@@ -124,3 +124,13 @@ def test_models_whose_cache_has_other_layer_kinds_keep_the_one_batch_prompt() ->
                             num_key_value_heads=1, sliding_window=8)  # fmt: skip
     assert not decoder_prefill.cache_supported(type("Model", (), {"config": mistral})())
     assert not isinstance(DynamicCache(config=mistral).layers[0], decoder_prefill.ReservedLayer)
+
+
+def test_a_slice_of_empty_prompts_decodes_as_in_one_pass() -> None:
+    model = _model(_llama)
+    input_ids, mask = pad_rows([*_prompts(), []], 0, left=True)  # the empty prompt is a slice of its own
+    settings = GenerationConfig(max_new_tokens=5)
+    with torch.no_grad():
+        whole = seq2seq_decoding.decode(model, input_ids, mask, settings, {2})
+        sliced = seq2seq_decoding.decode(model, input_ids, mask, settings, {2}, slice_rows=2)
+    assert sliced == whole and len(sliced[-1]) > 0

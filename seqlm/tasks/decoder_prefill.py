@@ -108,7 +108,8 @@ def prefill(
     layers: list[ReservedLayer] = []
     logits: list[torch.Tensor] = []
     for first, end in prompt_slices(attention_mask, slice_rows):
-        start = width - int(attention_mask[first:end].sum(dim=1).max())  # the slice's own left padding, cut
+        # The slice's own left padding, cut (one column kept for a slice of empty prompts, as one pass would run it).
+        start = min(width - int(attention_mask[first:end].sum(dim=1).max()), width - 1)
         part = DynamicCache()
         output = model(
             input_ids=input_ids[first:end, start:], attention_mask=attention_mask[first:end, start:],
