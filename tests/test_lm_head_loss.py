@@ -1,5 +1,6 @@
 """The fast LM losses equal the reference (full logits through the HF head): value and every
-parameter's gradient, for GPT-2, Llama, BERT MLM and BERT MLM+NSP; chunking changes nothing."""
+parameter's gradient, for GPT-2, Llama, BERT MLM and BERT MLM+NSP and T5 (with label smoothing);
+chunking changes nothing."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from transformers import (
     GPT2LMHeadModel,
     LlamaConfig,
     LlamaForCausalLM,
+    T5Config,
+    T5ForConditionalGeneration,
 )
 
 import seqlm.models.lm_head_loss as lm_head_loss
@@ -47,17 +50,19 @@ def _compare(model: torch.nn.Module, reference, fast, rtol: float = 1e-5, atol: 
         torch.testing.assert_close(got_grads[name], expected_grads[name], rtol=rtol * 10, atol=atol * 10, msg=name)
 
 
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
 @pytest.mark.parametrize("rows_per_chunk", [1, 7, 1000])
-def test_linear_cross_entropy_matches_full_logits(rows_per_chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_linear_cross_entropy_matches_full_logits(rows_per_chunk: int, smoothing: float, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(lm_head_loss, "CHUNK_LOGITS", rows_per_chunk * VOCAB)
+    monkeypatch.setattr(lm_head_loss, "ROW_MULTIPLE", 1 if rows_per_chunk < 1000 else 64)  # 64: 34 ignored rows appended
     torch.manual_seed(0)
     hidden = torch.randn(30, 16, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(VOCAB, 16, dtype=torch.float64, requires_grad=True)
     labels = torch.randint(0, VOCAB, (30,))
     labels[[3, 4, 17]] = IGNORE_INDEX
-    expected = F.cross_entropy(hidden @ weight.t(), labels, ignore_index=IGNORE_INDEX, reduction="sum")
+    expected = F.cross_entropy(hidden @ weight.t(), labels, ignore_index=IGNORE_INDEX, reduction="sum", label_smoothing=smoothing)
     expected_grads = torch.autograd.grad(expected * 0.37, (hidden, weight))
-    got = linear_cross_entropy_sum(hidden, weight, labels)
+    got = linear_cross_entropy_sum(hidden, weight, labels, smoothing)
     got_grads = torch.autograd.grad(got * 0.37, (hidden, weight))
     # The logits and softmax are computed in fp32 whatever the input dtype, as the reference objective does.
     torch.testing.assert_close(got.double(), expected, rtol=1e-6, atol=1e-5)
@@ -174,3 +179,25 @@ def test_scoring_without_full_logits_equals_the_reference_score(completion_only:
             fast, reference = objective.fast_score(model, batch), objective.score(model(**batch.inputs), batch)
         assert fast["tokens"] == reference["tokens"] > 0
         assert fast["nll"] == pytest.approx(reference["nll"], rel=1e-5)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_t5_loss_runs_the_head_only_at_labelled_positions_with_the_same_result(smoothing: float) -> None:
+    """The seq2seq objective's fused T5 path (decoder inputs shifted from the labels, head and label-smoothed loss
+    fused) = its reference on HF's logits, in value and every gradient; evaluation's fast score too."""
+    torch.manual_seed(0)
+    config = T5Config(vocab_size=VOCAB, d_model=32, d_kv=16, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=2,
+                      decoder_start_token_id=0, pad_token_id=0, eos_token_id=1, dropout_rate=0.0)  # fmt: skip
+    model = T5ForConditionalGeneration(config).eval()
+    ids = torch.randint(2, VOCAB, (3, 9))
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    labels = torch.randint(2, VOCAB, (3, 7))
+    labels[0, 5:] = IGNORE_INDEX  # padding of a shorter target
+    batch = Batch({"input_ids": ids, "attention_mask": mask, "labels": labels}, {"label_smoothing": torch.full((3,), smoothing)})
+    objective = OBJECTIVES["seq2seq"]
+    _compare(model, lambda: objective.loss_sums(model(**batch.inputs), batch), lambda: objective.fast_loss_sums(model, batch))
+    with torch.no_grad():
+        fast, reference = objective.fast_score(model, batch), objective.score(model(**batch.inputs), batch)
+    assert fast["tokens"] == reference["tokens"] == 19
+    assert fast["nll"] == pytest.approx(reference["nll"], rel=1e-5)

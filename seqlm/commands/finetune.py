@@ -147,7 +147,7 @@ def setup(config: FinetuneConfig, console: Console, held: ExitStack, cluster: Cl
     )
     speed_up(model, training.compile, training.fast_dropout, device, max_steps)
     distributed = config.distributed
-    # fast_loss: an objective's fused loss where it has one for this model (seq2seq on a decoder-only model), else the reference.
+    # fast_loss: an objective's fused loss where it has one for this model (seq2seq on T5 or a decoder-only model), else the reference.
     parallel = parallelize(
         model, task.objective, True, cluster, distributed.strategy, device, distributed.checkpoint == "sharded", adapters
     )

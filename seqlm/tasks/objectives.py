@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from seqlm.data.batch import Batch
 from seqlm.data.masking import IGNORE_INDEX
 from seqlm.errors import ConfigError
-from seqlm.models.lm_head_loss import causal_lm_loss_sums, masked_lm_loss_sums
+from seqlm.models.lm_head_loss import causal_lm_loss_sums, masked_lm_loss_sums, t5_loss_sum
 from seqlm.training.objective import Objective
 
 
@@ -170,22 +170,33 @@ def _seq2seq_score(outputs: Any, batch: Batch) -> dict[str, Any]:
 
 def _seq2seq_fast(model: Any, batch: Batch) -> dict[str, torch.Tensor] | None:
     """Encoder-decoder: the model run on decoder inputs shifted from the labels, as HF does, but without
-    `labels`, so HF's own mean loss (a second cross-entropy over the vocabulary) is never computed.
-    Decoder-only without label smoothing: the fused causal-LM loss (no full logits). Else None: the reference path."""
+    `labels`, so HF's own mean loss (a second cross-entropy over the vocabulary) is never computed; a T5's
+    head and (label-smoothed) loss fused, run only at the labelled positions (`t5_loss_sum`). Decoder-only:
+    the fused causal-LM loss (no full logits). Else None: the reference path."""
+    smoothing = _label_smoothing(batch)
     if "labels" not in batch.inputs:
-        if _label_smoothing(batch):
-            return None
-        sums = causal_lm_loss_sums(model, batch.inputs, batch.targets["labels"])
+        sums = causal_lm_loss_sums(model, batch.inputs, batch.targets["labels"], smoothing)
         return None if sums is None else {"seq2seq": sums["lm"]}
+    decoder_input_ids = _decoder_inputs(model, batch)
+    if decoder_input_ids is None:
+        return None
+    inputs = {key: value for key, value in batch.inputs.items() if key != "labels"}
+    fused = t5_loss_sum(model, inputs, decoder_input_ids, _seq2seq_labels(batch), smoothing)
+    if fused is not None:
+        return {"seq2seq": fused}
+    return _seq2seq_losses(model(**inputs, decoder_input_ids=decoder_input_ids), batch)
+
+
+def _decoder_inputs(model: Any, batch: Batch) -> torch.Tensor | None:
+    """An encoder-decoder's decoder inputs: the labels shifted right after the start token, as HF shifts them
+    (None without a start or pad id: the reference path)."""
     config = getattr(model, "module", model).config  # DDP wraps the HF model
     start, pad = config.decoder_start_token_id, config.pad_token_id
     if start is None or pad is None:
         return None
     labels = _seq2seq_labels(batch)
     decoder_input_ids = torch.cat([labels.new_full((labels.shape[0], 1), start), labels[:, :-1]], dim=1)
-    decoder_input_ids = decoder_input_ids.masked_fill(decoder_input_ids == IGNORE_INDEX, pad)
-    inputs = {key: value for key, value in batch.inputs.items() if key != "labels"}
-    return _seq2seq_losses(model(**inputs, decoder_input_ids=decoder_input_ids), batch)
+    return decoder_input_ids.masked_fill(decoder_input_ids == IGNORE_INDEX, pad)
 
 
 def _clm_fast(model: Any, batch: Batch) -> dict[str, torch.Tensor] | None:
@@ -198,11 +209,17 @@ def _clm_fast_score(model: Any, batch: Batch) -> dict[str, Any] | None:
 
 
 def _seq2seq_fast_score(model: Any, batch: Batch) -> dict[str, Any] | None:
-    """Decoder-only models: the causal-LM loss over the target tokens alone (see `_seq2seq_fast`); else None."""
+    """The loss over the target tokens alone, without full logits (see `_seq2seq_fast`): decoder-only models and
+    T5; else None."""
+    labels = _seq2seq_labels(batch)
     if "labels" in batch.inputs:
-        return None
-    sums = causal_lm_loss_sums(model, batch.inputs, batch.targets["labels"])
-    return None if sums is None else {"nll": float(sums["lm"]), "tokens": int((_seq2seq_labels(batch) != IGNORE_INDEX).sum())}
+        decoder_input_ids = _decoder_inputs(model, batch)
+        inputs = {key: value for key, value in batch.inputs.items() if key != "labels"}
+        nll = None if decoder_input_ids is None else t5_loss_sum(model, inputs, decoder_input_ids, labels, 0.0)
+    else:
+        sums = causal_lm_loss_sums(model, batch.inputs, batch.targets["labels"])
+        nll = None if sums is None else sums["lm"]
+    return None if nll is None else {"nll": float(nll), "tokens": int((labels != IGNORE_INDEX).sum())}
 
 
 def _mlm_fast(model: Any, batch: Batch) -> dict[str, torch.Tensor] | None:
