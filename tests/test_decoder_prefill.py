@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, MistralConfig
+from test_seq2seq_decoding import VOCAB, _gpt2, _llama, _model
+from transformers import MistralConfig
 from transformers.cache_utils import DynamicCache
 
 from seqlm.config.generation import GenerationConfig
@@ -16,30 +17,7 @@ from seqlm.runtime.device import Precision
 from seqlm.tasks import decoder_prefill, seq2seq_decoding
 from seqlm.tasks.seq2seq_generation import generate
 
-VOCAB = 96
 LENGTHS = (11, 10, 9, 4, 3, 7, 2)  # a slice cut where a prompt is under 3/4 of its slice's longest, then by count
-
-
-def _llama() -> LlamaForCausalLM:
-    config = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                         num_key_value_heads=1, max_position_embeddings=64, bos_token_id=1, eos_token_id=2, pad_token_id=0)  # fmt: skip
-    return LlamaForCausalLM(config)
-
-
-def _gpt2() -> GPT2LMHeadModel:
-    return GPT2LMHeadModel(
-        GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=2, n_positions=64, bos_token_id=1, eos_token_id=1)
-    )
-
-
-def _model(build):  # noqa: ANN001, ANN202
-    torch.manual_seed(0)
-    model = build().eval()
-    with torch.no_grad():  # weights far from the init's, whose tiny models give one token everywhere
-        for name, weight in model.named_parameters():
-            if weight.dim() == 2:
-                weight.normal_(0.0, 0.5 if "embed" in name or "wte" in name else 0.2)
-    return model
 
 
 def _prompts() -> list[list[int]]:

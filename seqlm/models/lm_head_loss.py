@@ -119,7 +119,7 @@ def t5_loss_sum(
 ) -> torch.Tensor | None:
     """Σ (label-smoothed) nll of a T5 over its decoder labels, the head run only at labelled positions (no
     logits over the vocabulary at padding, none held whole); None for another model or other inputs."""
-    config = getattr(model, "config", None)  # a DDP wrapper: not called around (its gradients would not sync)
+    config = getattr(model, "config", None)  # a DDP wrapper has none; its submodules are not to be called around it
     if getattr(config, "model_type", None) not in T5_HEADS or set(inputs) - {"input_ids", "attention_mask"}:
         return None
     head = model.get_output_embeddings()

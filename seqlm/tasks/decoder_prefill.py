@@ -33,13 +33,18 @@ class ReservedLayer(DynamicLayer):
 
     def __init__(self, keys: torch.Tensor, values: torch.Tensor, filled: int) -> None:
         super().__init__()
-        self.buffer_keys, self.buffer_values, self.filled = keys, values, filled
+        self.buffer_keys, self.buffer_values = keys, values
         self.is_initialized = True
-        self._views()
+        self.fill_to(filled)
 
     def _views(self) -> None:
         self.keys = self.buffer_keys[:, :, : self.filled]
         self.values = self.buffer_values[:, :, : self.filled]
+
+    def fill_to(self, filled: int) -> None:
+        """The first `filled` positions hold states (written into the buffers directly)."""
+        self.filled = filled
+        self._views()
 
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
@@ -125,8 +130,7 @@ def prefill(
         logits.append(output.logits[:, -1, :].to(torch.float32))
         del part, output
     for layer in layers:
-        layer.filled = width
-        layer._views()
+        layer.fill_to(width)
     return torch.cat(logits), Cache(layers=layers)
 
 

@@ -177,26 +177,27 @@ def _seq2seq_fast(model: Any, batch: Batch) -> dict[str, torch.Tensor] | None:
     if "labels" not in batch.inputs:
         sums = causal_lm_loss_sums(model, batch.inputs, batch.targets["labels"], smoothing)
         return None if sums is None else {"seq2seq": sums["lm"]}
-    decoder_input_ids = _decoder_inputs(model, batch)
-    if decoder_input_ids is None:
+    shifted = _encoder_decoder_inputs(model, batch)
+    if shifted is None:
         return None
-    inputs = {key: value for key, value in batch.inputs.items() if key != "labels"}
+    inputs, decoder_input_ids = shifted
     fused = t5_loss_sum(model, inputs, decoder_input_ids, _seq2seq_labels(batch), smoothing)
     if fused is not None:
         return {"seq2seq": fused}
     return _seq2seq_losses(model(**inputs, decoder_input_ids=decoder_input_ids), batch)
 
 
-def _decoder_inputs(model: Any, batch: Batch) -> torch.Tensor | None:
-    """An encoder-decoder's decoder inputs: the labels shifted right after the start token, as HF shifts them
-    (None without a start or pad id: the reference path)."""
+def _encoder_decoder_inputs(model: Any, batch: Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor] | None:
+    """An encoder-decoder's inputs without `labels`, and its decoder inputs: the labels shifted right after the
+    start token, as HF shifts them (None without a start or pad id: the reference path)."""
     config = getattr(model, "module", model).config  # DDP wraps the HF model
     start, pad = config.decoder_start_token_id, config.pad_token_id
     if start is None or pad is None:
         return None
     labels = _seq2seq_labels(batch)
     decoder_input_ids = torch.cat([labels.new_full((labels.shape[0], 1), start), labels[:, :-1]], dim=1)
-    return decoder_input_ids.masked_fill(decoder_input_ids == IGNORE_INDEX, pad)
+    inputs = {key: value for key, value in batch.inputs.items() if key != "labels"}
+    return inputs, decoder_input_ids.masked_fill(decoder_input_ids == IGNORE_INDEX, pad)
 
 
 def _clm_fast(model: Any, batch: Batch) -> dict[str, torch.Tensor] | None:
@@ -213,9 +214,8 @@ def _seq2seq_fast_score(model: Any, batch: Batch) -> dict[str, Any] | None:
     T5; else None."""
     labels = _seq2seq_labels(batch)
     if "labels" in batch.inputs:
-        decoder_input_ids = _decoder_inputs(model, batch)
-        inputs = {key: value for key, value in batch.inputs.items() if key != "labels"}
-        nll = None if decoder_input_ids is None else t5_loss_sum(model, inputs, decoder_input_ids, labels, 0.0)
+        shifted = _encoder_decoder_inputs(model, batch)
+        nll = None if shifted is None else t5_loss_sum(model, *shifted, labels, 0.0)
     else:
         sums = causal_lm_loss_sums(model, batch.inputs, batch.targets["labels"])
         nll = None if sums is None else sums["lm"]
