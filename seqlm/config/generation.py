@@ -27,7 +27,7 @@ class GenerationConfig(Section):
     seed: int | None = Field(default=None, description="Seeds sampling; null: the command's seed (predict: seed, finetune: training.seed).")
     decode_cache_mb: int = Field(
         default=1024, ge=0,
-        description="Decoder-only models, greedy and sampling: prompts run batch_size at a time, then consecutive batches (by length) decode as one batch while its KV cache stays within this many MB (counted at 4 bytes a value); 0: each batch decodes alone.",
+        description="Decoder-only models, greedy and sampling: prompts run batch_size at a time; then, by length, longest first, groups of at least batch_size rows decode as one batch, more rows joining while the group's KV cache (rows × (longest prompt + max_new_tokens)) stays within this many MB (counted at 4 bytes a value); 0: groups of batch_size.",
     )  # fmt: skip
     streams: int | Literal["auto"] = Field(
         default="auto",

@@ -8,8 +8,8 @@
 - `generate`: greedy search, sampling (`seqlm.tasks.seq2seq_decoding`) and beam search (`seq2seq_beams`) by
   seqlm's own loops (rows leave the batch as they end) where they give what `model.generate` would, else
   `model.generate` (beam sampling, settings of the model's generation_config they do not apply); KV cache on,
-  inputs batched by length, longest first (a decoder-only model's greedy and sampled batches merged to decode
-  together within `generation.decode_cache_mb`, their prompts run in slices: `seqlm.tasks.decoder_prefill`); an encoder-decoder's
+  inputs batched by length, longest first (a decoder-only model's greedy and sampled rows decode in larger groups
+  within `generation.decode_cache_mb`, their prompts run in slices: `seqlm.tasks.decoder_prefill`); an encoder-decoder's
   sources right-padded, a decoder-only model's prompts left-padded (so every row's continuation starts at the
   same position), each with an attention mask; results come back in input order. Per input,
   `num_return_sequences` candidates: the text (special tokens dropped) of the new tokens only (an
