@@ -26,7 +26,7 @@ def _prompts() -> list[list[int]]:
 
 
 def _steps(model, input_ids, mask, slice_rows):  # noqa: ANN001, ANN202
-    return seq2seq_decoding.model_steps(model, input_ids, mask, copies=1, slice_rows=slice_rows, capacity=input_ids.shape[1] + 4)
+    return seq2seq_decoding.model_steps(model, input_ids, mask, 1, 4, slice_rows=slice_rows)
 
 
 def test_prompt_slices_cut_at_count_and_at_much_shorter_prompts() -> None:

@@ -29,7 +29,7 @@ def beam_search(
     """See the module docstring."""
     beams, inputs = settings.num_beams, input_ids.shape[0]
     device = input_ids.device
-    steps = model_steps(model, input_ids, attention_mask, copies=beams)
+    steps = model_steps(model, input_ids, attention_mask, beams, settings.max_new_tokens)
     prompt_width = steps.history.shape[1]
     max_length = prompt_width + settings.max_new_tokens
     stop_ids = torch.tensor(sorted(stop), dtype=torch.long, device=device)
@@ -50,7 +50,7 @@ def beam_search(
 
     for length in range(prompt_width, max_length):
         count = active.numel()
-        logits = model(**steps.forward_arguments()).logits[:, -1, :].to(dtype=torch.float32)
+        logits = steps.logits(model)
         log_probs = torch.log_softmax(logits, dim=-1)
         if processors:
             log_probs = processors(running[:, :, :length].reshape(count * beams, length), log_probs)

@@ -31,7 +31,7 @@ from transformers.generation import (
 from transformers.modeling_outputs import BaseModelOutput
 
 from seqlm.config.generation import GenerationConfig
-from seqlm.tasks import decoder_prefill
+from seqlm.tasks import decoder_prefill, t5_decoder_steps
 
 # generation_config.json keys this decoder honours or that do not change greedy/sampled tokens here (seqlm
 # passes its own max_new_tokens, beams, sampling settings and no_repeat_ngram_size over the model's).
@@ -59,8 +59,7 @@ def decode(
     first of `stop`, or `settings.max_new_tokens` of them. Decoder-only prompts come left-padded, longest first;
     with `slice_rows` they run that many at a time before decoding as one batch (`seqlm.tasks.decoder_prefill`)."""
     n = settings.num_return_sequences
-    capacity = input_ids.shape[1] + settings.max_new_tokens
-    step_inputs = model_steps(model, input_ids, attention_mask, copies=n, slice_rows=slice_rows, capacity=capacity)
+    step_inputs = model_steps(model, input_ids, attention_mask, n, settings.max_new_tokens, slice_rows=slice_rows)
     rows = step_inputs.history.shape[0]
     history = step_inputs.history
     processors = logits_processors(settings)
@@ -94,21 +93,25 @@ def decode(
 
 
 def model_steps(
-    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, copies: int, slice_rows: int | None = None,
-    capacity: int = 0,
-) -> EncoderDecoderSteps | DecoderSteps:
+    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, copies: int, new_tokens: int,
+    slice_rows: int | None = None,
+) -> EncoderDecoderSteps | DecoderSteps | t5_decoder_steps.T5DecoderSteps:
     """What the model is fed step by step, for either kind of model, `copies` rows per input row (candidates,
-    beams), each input's copies together; `history`: what generation starts from, one row per copy. A decoder-only
-    model's prompts run `slice_rows` at a time into a cache of `capacity` positions where `slice_rows` is given."""
+    beams), each input's copies together, for up to `new_tokens` steps; `history`: what generation starts from,
+    one row per copy. A T5 runs its decoder step written out (`seqlm.tasks.t5_decoder_steps`); a decoder-only
+    model's prompts run `slice_rows` at a time into a cache reserved for prompt and new tokens where `slice_rows`
+    is given."""
     cache_key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"  # renamed in 5.x
     if model.config.is_encoder_decoder:
+        if t5_decoder_steps.supported(model):
+            return t5_decoder_steps.T5DecoderSteps(model, input_ids, attention_mask, copies, capacity=new_tokens)
         return EncoderDecoderSteps(model, input_ids, attention_mask, cache_key, copies)
     # Only the last position's logits (what `generate` asks for too): a prompt's logits over the whole vocabulary
     # would cost a full output layer per prompt token, and rows × prompt × vocabulary floats of memory.
     last_only = "logits_to_keep" in inspect.signature(model.forward).parameters
     steps = DecoderSteps(input_ids.repeat_interleave(copies, 0), attention_mask.repeat_interleave(copies, 0), cache_key, last_only)
     if slice_rows is not None and decoder_prefill.cache_supported(model):
-        steps.slice_rows, steps.capacity = slice_rows, capacity
+        steps.slice_rows, steps.capacity = slice_rows, input_ids.shape[1] + new_tokens
     return steps
 
 

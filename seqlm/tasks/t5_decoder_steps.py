@@ -1,0 +1,155 @@
+"""T5's decoder step written out for generation (`seqlm.tasks.seq2seq_decoding.model_steps`).
+
+Why: a T5 decoding step of a small model on a CPU is mostly fixed cost, not arithmetic. Through the HF module
+tree it runs ~675 operators per step: both attention masks rebuilt, the relative position bias recomputed from
+its buckets, the self-attention cache concatenated, every module's wrappers. Here the same arithmetic, on the
+model's own weights and modules, runs as ~80: the relative position bias is looked up once per distance for
+every step to come, the source keys and values and the source mask are made once, and each step writes its
+keys and values into a cache reserved for all new tokens.
+
+Contract: `T5DecoderSteps` is a drop-in for `EncoderDecoderSteps` (`history`, `logits`, `select`, `advance`):
+the same operators in the same order on the same tensors as `T5ForConditionalGeneration` with SDPA attention,
+so a step's logits equal the model's (tested bit for bit in fp32, and under bf16 autocast). `supported` says
+when that holds: a T5-family model (T5, mT5) in eval mode with SDPA attention, not in float16 (T5's fp16 clamps
+are not written out here).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+T5_TYPES = frozenset({"t5", "mt5"})
+
+
+def supported(model: Any) -> bool:
+    """True when `T5DecoderSteps` gives the model's own decoder logits (see the module docstring)."""
+    config = model.config
+    return (
+        getattr(config, "model_type", None) in T5_TYPES
+        and config.is_encoder_decoder
+        and getattr(config, "_attn_implementation", None) == "sdpa"
+        and not model.training
+        and model.dtype != torch.float16
+        and not (torch.is_autocast_enabled(model.device.type) and torch.get_autocast_dtype(model.device.type) == torch.float16)
+    )
+
+
+class T5DecoderSteps:
+    """The encoder runs once per input (states copied per row as `generate` does); the source keys and values of
+    every layer are made once; each step feeds the decoder its last token."""
+
+    def __init__(self, model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, copies: int, capacity: int) -> None:
+        encoded = model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
+        states = encoded.last_hidden_state.repeat_interleave(copies, 0)
+        source_mask = attention_mask.repeat_interleave(copies, 0).bool()
+        decoder = model.get_decoder()
+        self.decoder = decoder
+        self.lm_head = model.lm_head
+        self.output_scale = model.model_dim**-0.5 if model.config.scale_decoder_outputs else None
+        first = decoder.block[0].layer[0].SelfAttention
+        self.heads, self.head_dim = first.n_heads, first.key_value_proj_dim
+        rows = states.shape[0]
+        self.source = [self._source_states(block.layer[1].EncDecAttention, states) for block in decoder.block]
+        self.source_mask = source_mask[:, None, None, :]  # rows × 1 × 1 × source positions
+        self.source_bias: torch.Tensor | None = None  # made at the first step, in the dtype attention runs in
+        self.capacity = capacity
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        self.filled = 0
+        self.bias_by_position = _bias_by_position(first, capacity)
+        start = model.generation_config.decoder_start_token_id
+        if start is None:
+            start = model.config.decoder_start_token_id
+        self.history = torch.full((rows, 1), int(start), dtype=torch.long, device=input_ids.device)
+        self.decoder_input_ids = self.history
+
+    def _source_states(self, attention: Any, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = (states.shape[0], states.shape[1], -1, attention.key_value_proj_dim)
+        return attention.k(states).view(shape).transpose(1, 2), attention.v(states).view(shape).transpose(1, 2)
+
+    def logits(self, model: Any) -> torch.Tensor:
+        """This step's next-token logits (float32), one row per row."""
+        position = self.filled
+        if position >= self.capacity:
+            raise RuntimeError(f"T5 decoder cache of {self.capacity} positions is full")
+        # As T5Attention.compute_bias for one query at `position`: one bias per key position 0..position.
+        self_bias = self.bias_by_position[:, :, :, self.capacity - 1 - position : self.capacity].contiguous()
+        hidden = self.decoder.embed_tokens(self.decoder_input_ids)  # dropouts, identities in eval mode, left out
+        rows = hidden.shape[0]
+        split = (rows, 1, self.heads, self.head_dim)
+        for layer, block in enumerate(self.decoder.block):
+            self_attention, cross_attention, feed_forward = block.layer
+            attention = self_attention.SelfAttention
+            normed = self_attention.layer_norm(hidden)
+            query = attention.q(normed).view(split).transpose(1, 2)
+            key = attention.k(normed).view(split).transpose(1, 2)
+            value = attention.v(normed).view(split).transpose(1, 2)
+            if layer == len(self.keys):  # reserved at the first step, in the dtype attention runs in
+                shape = (rows, self.heads, self.capacity, self.head_dim)
+                self.keys.append(key.new_empty(shape))
+                self.values.append(value.new_empty(shape))
+            self.keys[layer][:, :, position : position + 1] = key
+            self.values[layer][:, :, position : position + 1] = value
+            keys, values = self.keys[layer][:, :, : position + 1], self.values[layer][:, :, : position + 1]
+            attended = F.scaled_dot_product_attention(query, keys, values, attn_mask=self_bias, scale=attention.scaling)
+            hidden = hidden + attention.o(_merge_heads(attended, rows))
+            attention = cross_attention.EncDecAttention
+            normed = cross_attention.layer_norm(hidden)
+            query = attention.q(normed).view(split).transpose(1, 2)
+            source_keys, source_values = self.source[layer]
+            attended = F.scaled_dot_product_attention(
+                query, source_keys, source_values, attn_mask=self._source_bias(query, source_keys), scale=attention.scaling
+            )
+            hidden = hidden + attention.o(_merge_heads(attended, rows))
+            hidden = feed_forward(hidden)
+        hidden = self.decoder.final_layer_norm(hidden)
+        if self.output_scale is not None:
+            hidden = hidden * self.output_scale
+        self.filled = position + 1
+        return self.lm_head(hidden)[:, -1, :].to(dtype=torch.float32)
+
+    def _source_bias(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """The additive source mask as HF's SDPA path builds it (0 where attended, the dtype's minimum where not)."""
+        if self.source_bias is None or self.source_bias.dtype != query.dtype:
+            lowest = max(torch.finfo(keys.dtype).min, torch.finfo(query.dtype).min)
+            zeros = torch.zeros((), dtype=query.dtype, device=query.device)
+            self.source_bias = torch.where(self.source_mask, zeros, lowest).expand(-1, self.heads, -1, -1).contiguous()
+        return self.source_bias
+
+    def select(self, rows: torch.Tensor, source_rows: torch.Tensor | None) -> None:
+        """The decoder states of `rows`, in this order, and the source side of `source_rows` (None: unchanged); see
+        `seq2seq_decoding.EncoderDecoderSteps.select`."""
+        filled = self.filled
+        for layer in range(len(self.keys)):
+            for buffers in (self.keys, self.values):
+                kept = buffers[layer].new_empty((len(rows), *buffers[layer].shape[1:]))
+                kept[:, :, :filled] = buffers[layer][rows, :, :filled]
+                buffers[layer] = kept
+        if source_rows is not None:
+            self.source = [(keys[source_rows], values[source_rows]) for keys, values in self.source]
+            self.source_mask = self.source_mask[source_rows]
+            if self.source_bias is not None:
+                self.source_bias = self.source_bias[source_rows]
+
+    def advance(self, last_ids: torch.Tensor) -> None:
+        self.decoder_input_ids = last_ids
+
+
+def _merge_heads(attended: torch.Tensor, rows: int) -> torch.Tensor:
+    """rows × heads × 1 × head size → rows × 1 × model width, as HF's SDPA path leaves it."""
+    return attended.transpose(1, 2).contiguous().reshape(rows, 1, -1).contiguous()
+
+
+def _bias_by_position(attention: Any, capacity: int) -> torch.Tensor:
+    """1 × heads × 1 × capacity: column capacity-1-d holds the bias of a key d positions before the query, so the
+    step at position p reads the last p+1 columns (T5Attention.compute_bias's values, looked up once)."""
+    with torch.no_grad():
+        distance = torch.arange(capacity - 1, -1, -1, device=attention.relative_attention_bias.weight.device)
+        buckets = attention._relative_position_bucket(
+            -distance, bidirectional=False, num_buckets=attention.relative_attention_num_buckets,
+            max_distance=attention.relative_attention_max_distance,
+        )  # fmt: skip
+        return attention.relative_attention_bias(buckets).permute(1, 0)[None, :, None, :]
