@@ -16,7 +16,8 @@ STEPS = 9
 
 def _both(model, input_ids, mask, copies: int = 1):  # noqa: ANN001, ANN202
     reference = seq2seq_decoding.EncoderDecoderSteps(model, input_ids, mask, "cache", copies)
-    return reference, T5DecoderSteps(model, input_ids, mask, copies, capacity=STEPS)
+    source = seq2seq_decoding.EncoderDecoderSteps(model, input_ids, mask, "cache", copies)
+    return reference, T5DecoderSteps(model, source, capacity=STEPS)
 
 
 @pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16-autocast"])
@@ -63,7 +64,7 @@ def test_a_step_past_the_reserved_positions_is_an_error() -> None:
     model = _model(_t5)
     input_ids, mask = _batch(decoder_only=False)
     with torch.no_grad():
-        steps = T5DecoderSteps(model, input_ids, mask, 1, capacity=1)
+        steps = T5DecoderSteps(model, seq2seq_decoding.EncoderDecoderSteps(model, input_ids, mask, "cache", 1), capacity=1)
         steps.advance(steps.logits(model).argmax(-1, keepdim=True))
         with pytest.raises(RuntimeError, match="1 positions is full"):
             steps.logits(model)

@@ -103,9 +103,10 @@ def model_steps(
     is given."""
     cache_key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"  # renamed in 5.x
     if model.config.is_encoder_decoder:
+        encoded = EncoderDecoderSteps(model, input_ids, attention_mask, cache_key, copies)
         if t5_decoder_steps.supported(model):
-            return t5_decoder_steps.T5DecoderSteps(model, input_ids, attention_mask, copies, capacity=new_tokens)
-        return EncoderDecoderSteps(model, input_ids, attention_mask, cache_key, copies)
+            return t5_decoder_steps.T5DecoderSteps(model, encoded, capacity=new_tokens)
+        return encoded
     # Only the last position's logits (what `generate` asks for too): a prompt's logits over the whole vocabulary
     # would cost a full output layer per prompt token, and rows × prompt × vocabulary floats of memory.
     last_only = "logits_to_keep" in inspect.signature(model.forward).parameters

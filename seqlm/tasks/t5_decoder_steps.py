@@ -38,32 +38,28 @@ def supported(model: Any) -> bool:
 
 
 class T5DecoderSteps:
-    """The encoder runs once per input (states copied per row as `generate` does); the source keys and values of
-    every layer are made once; each step feeds the decoder its last token."""
+    """The source keys and values of every layer are made once from the encoder's states; each step feeds the
+    decoder its last token."""
 
-    def __init__(self, model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, copies: int, capacity: int) -> None:
-        encoded = model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
-        states = encoded.last_hidden_state.repeat_interleave(copies, 0)
-        source_mask = attention_mask.repeat_interleave(copies, 0).bool()
+    def __init__(self, model: Any, source: Any, capacity: int) -> None:
+        """`source`: the `EncoderDecoderSteps` that ran the encoder (its states, mask and start tokens, one row per
+        copy); `capacity`: the most steps to come."""
+        states = source.encoder_states
         decoder = model.get_decoder()
         self.decoder = decoder
         self.lm_head = model.lm_head
         self.output_scale = model.model_dim**-0.5 if model.config.scale_decoder_outputs else None
         first = decoder.block[0].layer[0].SelfAttention
         self.heads, self.head_dim = first.n_heads, first.key_value_proj_dim
-        rows = states.shape[0]
         self.source = [self._source_states(block.layer[1].EncDecAttention, states) for block in decoder.block]
-        self.source_mask = source_mask[:, None, None, :]  # rows × 1 × 1 × source positions
+        self.source_mask = source.attention_mask.bool()[:, None, None, :]  # rows × 1 × 1 × source positions
         self.source_bias: torch.Tensor | None = None  # made at the first step, in the dtype attention runs in
         self.capacity = capacity
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
         self.filled = 0
         self.bias_by_position = _bias_by_position(first, capacity)
-        start = model.generation_config.decoder_start_token_id
-        if start is None:
-            start = model.config.decoder_start_token_id
-        self.history = torch.full((rows, 1), int(start), dtype=torch.long, device=input_ids.device)
+        self.history = source.history
         self.decoder_input_ids = self.history
 
     def _source_states(self, attention: Any, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
