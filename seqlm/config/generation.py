@@ -25,14 +25,21 @@ class GenerationConfig(Section):
     early_stopping: bool = Field(default=False, description="seq2seq beam search: stop once num_beams finished candidates exist.")
     num_return_sequences: int = Field(default=1, ge=1, description="seq2seq: outputs per input (at most num_beams, unless sampling).")
     seed: int | None = Field(default=None, description="Seeds sampling; null: the command's seed (predict: seed, finetune: training.seed).")
-    decode_cache_mb: int = Field(
-        default=1024, ge=0,
-        description="Decoder-only models, greedy and sampling: prompts run batch_size at a time; then, by length, longest first, groups of at least batch_size rows decode as one batch, more rows joining while the group's KV cache (rows × (longest prompt + max_new_tokens)) stays within this many MB (counted at 4 bytes a value); 0: groups of batch_size.",
+    decode_cache_mb: int | Literal["auto"] = Field(
+        default="auto",
+        description="Greedy and sampling with a decoder-only model or a T5: prompts (sources) run batch_size at a time; then, by length, longest first, groups of at least batch_size rows decode as one batch, more rows joining while the group's KV cache (rows × (longest prompt or source + max_new_tokens)) stays within this many MB (counted at 4 bytes a value); 0: groups of batch_size; auto: 1024 for a decoder-only model, twice the decoder's weights for a T5 (a step reads them once for all its rows).",
     )  # fmt: skip
     streams: int | Literal["auto"] = Field(
         default="auto",
-        description="CPU: batches decoded at once, each on its share of the cores (greedy and beam search; sampling runs one); auto: 2, except 1 for a decoder-only model's merged batches (decode_cache_mb). Accelerators: 1.",
+        description="CPU: batches decoded at once, each on its share of the cores (greedy and beam search; sampling runs one); auto: 2, except 1 for a decoder-only model's merged groups (decode_cache_mb). Accelerators: 1.",
     )
+
+    @field_validator("decode_cache_mb")
+    @classmethod
+    def _some_cache(cls, megabytes: int | str) -> int | str:
+        if isinstance(megabytes, int) and megabytes < 0:
+            raise ValueError("must be at least 0 (or auto)")
+        return megabytes
 
     @field_validator("streams")
     @classmethod

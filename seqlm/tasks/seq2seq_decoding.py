@@ -57,7 +57,8 @@ def decode(
 ) -> list[list[int]]:
     """`settings.num_return_sequences` outputs per row (row-major), each its new tokens up to and including the
     first of `stop`, or `settings.max_new_tokens` of them. Decoder-only prompts come left-padded, longest first;
-    with `slice_rows` they run that many at a time before decoding as one batch (`seqlm.tasks.decoder_prefill`)."""
+    with `slice_rows` they (an encoder's sources: right-padded, longest first) run that many at a time before
+    decoding as one batch (`seqlm.tasks.decoder_prefill`)."""
     n = settings.num_return_sequences
     step_inputs = model_steps(model, input_ids, attention_mask, n, settings.max_new_tokens, slice_rows=slice_rows)
     rows = step_inputs.history.shape[0]
@@ -98,12 +99,12 @@ def model_steps(
 ) -> EncoderDecoderSteps | DecoderSteps | t5_decoder_steps.T5DecoderSteps:
     """What the model is fed step by step, for either kind of model, `copies` rows per input row (candidates,
     beams), each input's copies together, for up to `new_tokens` steps; `history`: what generation starts from,
-    one row per copy. A T5 runs its decoder step written out (`seqlm.tasks.t5_decoder_steps`); a decoder-only
-    model's prompts run `slice_rows` at a time into a cache reserved for prompt and new tokens where `slice_rows`
-    is given."""
+    one row per copy. A T5 runs its decoder step written out (`seqlm.tasks.t5_decoder_steps`). Where
+    `slice_rows` is given, an encoder runs that many sources at a time, and a decoder-only model's prompts run
+    that many at a time into a cache reserved for prompt and new tokens."""
     cache_key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"  # renamed in 5.x
     if model.config.is_encoder_decoder:
-        encoded = EncoderDecoderSteps(model, input_ids, attention_mask, cache_key, copies)
+        encoded = EncoderDecoderSteps(model, input_ids, attention_mask, cache_key, copies, slice_rows)
         if t5_decoder_steps.supported(model):
             return t5_decoder_steps.T5DecoderSteps(model, encoded, capacity=new_tokens)
         return encoded
@@ -120,10 +121,12 @@ class EncoderDecoderSteps:
     """The encoder runs once per input (its states then copied for each of its rows, as `generate` does); each
     step feeds the decoder its last token against the cached states."""
 
-    def __init__(self, model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache_key: str, copies: int) -> None:
+    def __init__(
+        self, model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache_key: str, copies: int,
+        slice_rows: int | None = None,
+    ) -> None:
         self.cache_key = cache_key
-        encoded = model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
-        self.encoder_states = encoded.last_hidden_state.repeat_interleave(copies, 0)
+        self.encoder_states = _encode(model.get_encoder(), input_ids, attention_mask, slice_rows).repeat_interleave(copies, 0)
         self.attention_mask = attention_mask.repeat_interleave(copies, 0)
         self.cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
         start = model.generation_config.decoder_start_token_id
@@ -157,6 +160,22 @@ class EncoderDecoderSteps:
 
     def advance(self, last_ids: torch.Tensor) -> None:
         self.decoder_input_ids = last_ids
+
+
+def _encode(encoder: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, slice_rows: int | None) -> torch.Tensor:
+    """The encoder's states of right-padded sources; with `slice_rows`, that many rows at a time, each slice cut to
+    its own longest source (a merged group's rows, longest first: the encoder is bound by arithmetic, so padding
+    costs as much as real tokens), the states padded back with zeros (masked) to the batch's width."""
+    rows = input_ids.shape[0]
+    if slice_rows is None or slice_rows >= rows:
+        return encoder(input_ids=input_ids, attention_mask=attention_mask, return_dict=True).last_hidden_state
+    parts = []
+    for start in range(0, rows, slice_rows):
+        mask = attention_mask[start : start + slice_rows]
+        width = int(mask.sum(dim=1).max())
+        states = encoder(input_ids=input_ids[start : start + slice_rows, :width], attention_mask=mask[:, :width], return_dict=True)
+        parts.append(torch.nn.functional.pad(states.last_hidden_state, (0, 0, 0, input_ids.shape[1] - width)))
+    return torch.cat(parts)
 
 
 class DecoderSteps:

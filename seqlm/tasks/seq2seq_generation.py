@@ -8,8 +8,9 @@
 - `generate`: greedy search, sampling (`seqlm.tasks.seq2seq_decoding`) and beam search (`seq2seq_beams`) by
   seqlm's own loops (rows leave the batch as they end) where they give what `model.generate` would, else
   `model.generate` (beam sampling, settings of the model's generation_config they do not apply); KV cache on,
-  inputs batched by length, longest first (a decoder-only model's greedy and sampled rows decode in larger groups
-  within `generation.decode_cache_mb`, their prompts run in slices: `seqlm.tasks.decoder_prefill`); an encoder-decoder's
+  inputs batched by length, longest first (greedy and sampled rows of a decoder-only model or a T5 decode in larger
+  groups within `generation.decode_cache_mb`, their prompts or sources run in slices: `seqlm.tasks.decoder_prefill`,
+  `seqlm.tasks.seq2seq_decoding`); an encoder-decoder's
   sources right-padded, a decoder-only model's prompts left-padded (so every row's continuation starts at the
   same position), each with an attention mask; results come back in input order. Per input,
   `num_return_sequences` candidates: the text (special tokens dropped) of the new tokens only (an
@@ -36,12 +37,13 @@ from seqlm.io.seq2seq_records import Seq2SeqRecords
 from seqlm.metrics.generation import generation_scores
 from seqlm.runtime.concurrent_batches import resolve_streams, run_batches
 from seqlm.runtime.device import Precision
-from seqlm.tasks import decoder_prefill, seq2seq_beams, seq2seq_decoding
+from seqlm.tasks import decoder_prefill, seq2seq_beams, seq2seq_decoding, t5_decoder_steps
 
 if TYPE_CHECKING:
     from seqlm.tasks.seq2seq_prompts import PromptFormat
 
 NO_LIMIT = 1_000_000  # tokenizers without a limit report a huge model_max_length
+AUTO_DECODER_ONLY_CACHE_MB = 1024  # SmolLM2's 64 bench prompts: 19.2 s merged within 1024 MB, 20.9 s in 512, 22.1 s in 2048
 
 
 @dataclass
@@ -147,12 +149,13 @@ def generate(
         # top_k=0 / top_p=1.0 switch the filters off; None would fall back to the model's defaults (top_k 50).
         options.update(temperature=settings.temperature, top_k=settings.top_k or 0, top_p=settings.top_p or 1.0)
     fast = seq2seq_decoding.supports(model, settings)
-    sliced = fast and decoder_only and settings.num_beams == 1  # prompts in slices, then merged (decoder_prefill)
+    # Greedy and sampled rows decode in merged groups, their prompts or sources run in slices (decoder_prefill)
+    sliced = fast and settings.num_beams == 1 and (decoder_only or t5_decoder_steps.supported(model))
     batches = _batches(model, sources, batch_size, settings) if sliced else [b for _, b in length_batches(sources, batch_size)]
-    # Sampling draws from the one global RNG stream, whose order concurrent batches would not fix. Merged
-    # decoder-only batches keep the cores busy by themselves: `auto` runs them one at a time (SmolLM2 on 2 cores:
-    # 19.2 s in one stream, 21.8 s in two).
-    concurrent = fast and not settings.do_sample and not (sliced and settings.streams == "auto")
+    # Sampling draws from the one global RNG stream, whose order concurrent batches would not fix. A decoder-only
+    # model's merged groups keep the cores busy by themselves: `auto` runs them one at a time (SmolLM2 on 2 cores:
+    # 19.2 s in one stream, 21.8 s in two); a T5's still gain from two (the bench's 435 verses: 4.51 s against 4.72).
+    concurrent = fast and not settings.do_sample and not (sliced and decoder_only and settings.streams == "auto")
     streams = resolve_streams(settings.streams, model.device, len(batches)) if concurrent else 1
     was_training = model.training
     model.eval()
@@ -195,9 +198,14 @@ def generate(
 
 
 def _batches(model: Any, sources: list[list[int]], batch_size: int, settings: GenerationConfig) -> list[list[int]]:
-    """A decoder-only model's decoding groups: prompt batches merged within `settings.decode_cache_mb`."""
-    per_token = decoder_prefill.cache_bytes_per_token(model.config)
-    budget = settings.decode_cache_mb * 2**20 // per_token if per_token else 0
+    """Decoding groups: batches of prompts (a T5's sources) merged within `settings.decode_cache_mb` (auto: 1024
+    MB for a decoder-only model, twice a T5 decoder's weights: `t5_decoder_steps.group_budget`)."""
+    if model.config.is_encoder_decoder:
+        auto_bytes, per_token = t5_decoder_steps.group_budget(model)
+    else:
+        auto_bytes, per_token = AUTO_DECODER_ONLY_CACHE_MB * 2**20, decoder_prefill.cache_bytes_per_token(model.config)
+    budget_bytes = auto_bytes if settings.decode_cache_mb == "auto" else settings.decode_cache_mb * 2**20
+    budget = budget_bytes // per_token if per_token else 0
     return decoder_prefill.decode_groups([len(ids) for ids in sources], batch_size, settings.max_new_tokens, budget)
 
 
