@@ -135,3 +135,18 @@ def test_the_auto_cache_budget_is_twice_the_decoders_weights() -> None:
     assert GenerationConfig(decode_cache_mb=0).decode_cache_mb == 0
     with pytest.raises(ValidationError, match="at least 0"):
         GenerationConfig(decode_cache_mb=-1)
+
+
+def test_a_t5_in_training_mode_merges_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """finetune validation generates from the model while it is in training mode: its rows merge all the same."""
+    model = _model(_t5).train()
+    grouped: list[list[list[int]]] = []
+    groups = seq2seq_generation.decoder_prefill.decode_groups
+    monkeypatch.setattr(
+        seq2seq_generation.decoder_prefill, "decode_groups", lambda *args: grouped.append(groups(*args)) or grouped[-1]
+    )
+    tokenizer = type("Tokenizer", (), {"pad_token_id": 0, "eos_token_id": 1, "decode": lambda self, ids, **_: ""})()
+    seq2seq_generation.generate(
+        model, tokenizer, _sources(), GenerationConfig(max_new_tokens=4), 2, Precision(torch.device("cpu"), "fp32"), 0
+    )
+    assert [len(group) for group in grouped[0]] == [7] and model.training

@@ -150,7 +150,7 @@ def generate(
         options.update(temperature=settings.temperature, top_k=settings.top_k or 0, top_p=settings.top_p or 1.0)
     fast = seq2seq_decoding.supports(model, settings)
     # Greedy and sampled rows decode in merged groups, their prompts or sources run in slices (decoder_prefill)
-    sliced = fast and settings.num_beams == 1 and (decoder_only or t5_decoder_steps.supported(model))
+    sliced = fast and settings.num_beams == 1 and (decoder_only or t5_decoder_steps.is_t5(model))
     batches = _batches(model, sources, batch_size, settings) if sliced else [b for _, b in length_batches(sources, batch_size)]
     # Sampling draws from the one global RNG stream, whose order concurrent batches would not fix. A decoder-only
     # model's merged groups keep the cores busy by themselves: `auto` runs them one at a time (SmolLM2 on 2 cores:

@@ -26,13 +26,16 @@ import torch.nn.functional as F
 T5_TYPES = frozenset({"t5", "mt5"})
 
 
+def is_t5(model: Any) -> bool:
+    """A T5-family encoder-decoder (its decoder laid out as `T5DecoderSteps` and `group_budget` read it)."""
+    return getattr(model.config, "model_type", None) in T5_TYPES and model.config.is_encoder_decoder
+
+
 def supported(model: Any) -> bool:
     """True when `T5DecoderSteps` gives the model's own decoder logits (see the module docstring)."""
-    config = model.config
     return (
-        getattr(config, "model_type", None) in T5_TYPES
-        and config.is_encoder_decoder
-        and getattr(config, "_attn_implementation", None) == "sdpa"
+        is_t5(model)
+        and getattr(model.config, "_attn_implementation", None) == "sdpa"
         and not model.training
         and model.dtype != torch.float16
         and not (torch.is_autocast_enabled(model.device.type) and torch.get_autocast_dtype(model.device.type) == torch.float16)
