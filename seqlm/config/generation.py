@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from seqlm.config.section import Section
+
+AT_LEAST = {"decode_cache_mb": 0, "streams": 1}  # the integer settings that also take "auto"
 
 
 class GenerationConfig(Section):
@@ -34,19 +36,13 @@ class GenerationConfig(Section):
         description="CPU: batches decoded at once, each on its share of the cores (greedy and beam search; sampling runs one); auto: 2, except 1 for a decoder-only model's merged groups (decode_cache_mb). Accelerators: 1.",
     )
 
-    @field_validator("decode_cache_mb")
+    @field_validator("decode_cache_mb", "streams")
     @classmethod
-    def _some_cache(cls, megabytes: int | str) -> int | str:
-        if isinstance(megabytes, int) and megabytes < 0:
-            raise ValueError("must be at least 0 (or auto)")
-        return megabytes
-
-    @field_validator("streams")
-    @classmethod
-    def _some_streams(cls, streams: int | str) -> int | str:
-        if isinstance(streams, int) and streams < 1:
-            raise ValueError("must be at least 1 (or auto)")
-        return streams
+    def _at_least(cls, value: int | str, info: ValidationInfo) -> int | str:
+        least = AT_LEAST[info.field_name]
+        if isinstance(value, int) and value < least:
+            raise ValueError(f"must be at least {least} (or auto)")
+        return value
 
     @model_validator(mode="after")
     def _enough_beams(self) -> GenerationConfig:
