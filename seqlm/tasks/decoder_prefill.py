@@ -62,8 +62,14 @@ class ReservedLayer(DynamicLayer):
         return self.filled
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        self.buffer_keys, self.buffer_values = self.buffer_keys[indices], self.buffer_values[indices]
+        """The rows `indices` (repeats allowed), copying their filled positions only."""
+        self.buffer_keys, self.buffer_values = (self._select(buffer, indices) for buffer in (self.buffer_keys, self.buffer_values))
         self._views()
+
+    def _select(self, buffer: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        kept = buffer.new_empty((len(indices), *buffer.shape[1:]))
+        kept[:, :, : self.filled] = buffer[indices, :, : self.filled]
+        return kept
 
     def batch_repeat_interleave(self, repeats: int) -> None:
         self.buffer_keys = self.buffer_keys.repeat_interleave(repeats, dim=0)

@@ -23,6 +23,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from seqlm.tasks.decoder_prefill import ReservedLayer
+
 T5_TYPES = frozenset({"t5", "mt5"})
 
 
@@ -75,9 +77,7 @@ class T5DecoderSteps:
         self.source_mask = source.attention_mask.bool()[:, None, None, :]  # rows × 1 × 1 × source positions
         self.source_bias: torch.Tensor | None = None  # made at the first step, in the dtype attention runs in
         self.capacity = capacity
-        self.keys: list[torch.Tensor] = []
-        self.values: list[torch.Tensor] = []
-        self.filled = 0
+        self.layers: list[ReservedLayer] = []  # each layer's self-attention keys and values, reserved at the first step
         self.bias_by_position = _bias_by_position(first, capacity)
         self.history = source.history
         self.decoder_input_ids = self.history
@@ -88,7 +88,7 @@ class T5DecoderSteps:
 
     def logits(self, model: Any) -> torch.Tensor:
         """This step's next-token logits (float32), one row per row."""
-        position = self.filled
+        position = self.layers[0].filled if self.layers else 0
         if position >= self.capacity:
             raise RuntimeError(f"T5 decoder cache of {self.capacity} positions is full")
         # As T5Attention.compute_bias for one query at `position`: one bias per key position 0..position.
@@ -103,13 +103,10 @@ class T5DecoderSteps:
             query = attention.q(normed).view(split).transpose(1, 2)
             key = attention.k(normed).view(split).transpose(1, 2)
             value = attention.v(normed).view(split).transpose(1, 2)
-            if layer == len(self.keys):  # reserved at the first step, in the dtype attention runs in
+            if layer == len(self.layers):  # in the dtype attention runs in
                 shape = (rows, self.heads, self.capacity, self.head_dim)
-                self.keys.append(key.new_empty(shape))
-                self.values.append(value.new_empty(shape))
-            self.keys[layer][:, :, position : position + 1] = key
-            self.values[layer][:, :, position : position + 1] = value
-            keys, values = self.keys[layer][:, :, : position + 1], self.values[layer][:, :, : position + 1]
+                self.layers.append(ReservedLayer(key.new_empty(shape), value.new_empty(shape), position))
+            keys, values = self.layers[layer].update(key, value)
             attended = F.scaled_dot_product_attention(query, keys, values, attn_mask=self_bias, scale=attention.scaling)
             hidden = hidden + attention.o(_merge_heads(attended, rows))
             attention = cross_attention.EncDecAttention
@@ -124,7 +121,6 @@ class T5DecoderSteps:
         hidden = _rms_norm(self.decoder.final_layer_norm, hidden)
         if self.output_scale is not None:
             hidden = hidden * self.output_scale
-        self.filled = position + 1
         return self.lm_head(hidden)[:, -1, :].to(dtype=torch.float32)
 
     def _source_bias(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
@@ -138,12 +134,8 @@ class T5DecoderSteps:
     def select(self, rows: torch.Tensor, source_rows: torch.Tensor | None) -> None:
         """The decoder states of `rows`, in this order, and the source side of `source_rows` (None: unchanged); see
         `seq2seq_decoding.EncoderDecoderSteps.select`."""
-        filled = self.filled
-        for layer in range(len(self.keys)):
-            for buffers in (self.keys, self.values):
-                kept = buffers[layer].new_empty((len(rows), *buffers[layer].shape[1:]))
-                kept[:, :, :filled] = buffers[layer][rows, :, :filled]
-                buffers[layer] = kept
+        for layer in self.layers:
+            layer.batch_select_indices(rows)
         if source_rows is not None:
             self.source = [(keys[source_rows], values[source_rows]) for keys, values in self.source]
             self.source_mask = self.source_mask[source_rows]
