@@ -11,9 +11,9 @@
 - `bench_generate`: examples/s of translating the validation sources (t5_translate_predict.yaml; the first
   `plan.generate_inputs` of them) with the generation model: the same T5 trained `plan.generate_model_steps`
   steps by the preparation, untimed (the seq2seq row's few dozen steps leave a model that answers "." and
-  stops, which would time per-batch overhead, not decoding; after 400 steps it writes sentences, most of them
-  running to the 64-token limit: decoding at its longest, the least that rows leaving the batch early can
-  gain). Rows: greedy (precision fp32, as t5_translate_predict.yaml says), greedy with `precision: auto` (predict's
+  stops, which would time per-batch overhead, not decoding; after 400 steps it starts a sentence and then, for
+  360 of the 435 verses, repeats a word to the 64-token limit: decoding at its longest, the least that rows
+  leaving the batch early can gain). Rows: greedy (precision fp32, as t5_translate_predict.yaml says), greedy with `precision: auto` (predict's
   default: bf16 where the CPU has it natively), 4 beams (fp32): `seqlm predict` (after a one-batch warm-up, `bench_seqlm.py predict`)
   against `model.generate` fp32 on batches of 32 in input order, what the text2text-generation pipeline ran
   before transformers 5 removed it (`bench_hf_seq2seq.py generate`). Each side runs `plan.repeats` times,

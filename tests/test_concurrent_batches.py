@@ -10,7 +10,7 @@ import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
 from seqlm.config.generation import GenerationConfig
-from seqlm.runtime.concurrent_batches import resolve_streams, run_batches
+from seqlm.runtime.concurrent_batches import in_callers_contexts, resolve_streams, run_batches
 from seqlm.runtime.device import Precision
 from seqlm.tasks.seq2seq_generation import generate
 
@@ -48,12 +48,24 @@ def test_a_failing_batch_fails_the_call_and_restores_the_threads() -> None:
     assert torch.get_num_threads() == before
 
 
+def test_work_wrapped_in_the_callers_contexts_runs_under_its_grad_mode_and_autocast() -> None:
+    def contexts(batch: int) -> tuple[bool, bool, torch.dtype]:
+        return torch.is_grad_enabled(), torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
+
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        wrapped = in_callers_contexts(contexts)
+        bare = dict(run_batches(contexts, range(4), streams=2))
+    assert set(dict(run_batches(wrapped, range(4), streams=2)).values()) == {(False, True, torch.bfloat16)}
+    assert all(grad and not autocast for grad, autocast, _ in bare.values())  # both are thread-local
+
+
 def test_streams_resolution() -> None:
     cpu, threads = torch.device("cpu"), torch.get_num_threads()
     assert resolve_streams("auto", torch.device("cuda"), 10) == 1
     assert resolve_streams("auto", cpu, 10) == min(2, threads)
     assert resolve_streams(8, cpu, 3) == min(3, threads)
     assert resolve_streams("auto", cpu, 1) == 1
+    assert dict(run_batches(lambda _: resolve_streams("auto", cpu, 10), [0], streams=2)) == {0: 1}  # a stream never nests
 
 
 @pytest.mark.parametrize("beams", [1, 3])

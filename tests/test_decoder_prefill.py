@@ -62,8 +62,10 @@ def test_a_step_writes_the_reserved_cache_in_place_and_dropped_rows_leave_it() -
         steps.advance(torch.full((len(LENGTHS), 1), 5))
         steps.logits(model)
         assert layer.buffer_keys.data_ptr() == buffer and layer.get_seq_length() == input_ids.shape[1] + 1
-        steps.select(torch.tensor([0, 2]), torch.tensor([0, 2]))
-        assert layer.keys.shape[0] == 2 and steps.cache.get_seq_length() == input_ids.shape[1] + 1
+        expected = layer.keys[[2, 0, 2]].clone()
+        steps.select(torch.tensor([2, 0, 2]), torch.tensor([2, 0, 2]))  # reordered, one twice (beams): in place
+        assert layer.buffer_keys.data_ptr() == buffer and torch.equal(layer.keys, expected)
+        assert layer.keys.shape[0] == 3 and steps.cache.get_seq_length() == input_ids.shape[1] + 1
 
 
 @pytest.mark.parametrize("build", [_llama, _gpt2], ids=["llama", "gpt2"])

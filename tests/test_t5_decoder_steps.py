@@ -14,7 +14,7 @@ from seqlm.config.generation import GenerationConfig
 from seqlm.data.padding import pad_rows
 from seqlm.runtime.device import Precision
 from seqlm.tasks import seq2seq_decoding, seq2seq_generation
-from seqlm.tasks.t5_decoder_steps import T5DecoderSteps, group_budget, supported
+from seqlm.tasks.t5_decoder_steps import T5DecoderSteps, cache_bytes_per_position, supported
 
 STEPS = 9
 
@@ -100,7 +100,7 @@ def test_merged_groups_give_the_tokens_of_batches_decoded_alone() -> None:
     sources = _sources()
     fp32 = Precision(torch.device("cpu"), "fp32")
     settings = GenerationConfig(max_new_tokens=8, streams=1)
-    # twice the tiny decoder's weights hold every source's cache: all 7 rows in one group, not batches of 2
+    # 1024 MB hold every source's cache: all 7 rows in one group, not batches of 2
     assert [len(group) for group in seq2seq_generation._batches(model, sources, 2, settings)] == [7]
     merged = seq2seq_generation.generate(model, tokenizer, sources, settings, 2, fp32, 0)
     apart = seq2seq_generation.generate(model, tokenizer, sources, settings.model_copy(update={"decode_cache_mb": 0}), 2, fp32, 0)
@@ -114,24 +114,67 @@ def test_merged_groups_give_the_tokens_of_batches_decoded_alone() -> None:
         assert candidates[0].token_ids == [token for token in expected if token != 0]  # generate drops padding ids
 
 
-def test_sources_encoded_in_slices_equal_one_pass_at_every_real_position() -> None:
+def test_sources_encode_in_slices_each_cut_to_its_longest_two_at_once() -> None:
     model = _model(_t5)
     rows = sorted(_sources(), key=len, reverse=True)  # 13, 12, 10, 7, 6, 4, 3 tokens
     input_ids, mask = pad_rows(rows, 0, left=False)
     with torch.no_grad():
-        one_pass = seq2seq_decoding.EncoderDecoderSteps(model, input_ids, mask, "cache", 1).encoder_states
-        sliced = seq2seq_decoding.EncoderDecoderSteps(model, input_ids, mask, "cache", 1, slice_rows=3).encoder_states
-    real = mask.bool()
-    assert torch.allclose(sliced[real], one_pass[real], atol=1e-6)
-    # each slice of 3 cut to its own longest source, the rest padded with zeros
-    assert not sliced[3:6, len(rows[3]) :].any() and not sliced[6:, len(rows[6]) :].any()
+        one_pass = seq2seq_decoding.EncoderDecoderSteps(model, input_ids, mask, "cache", 1)
+        sliced = {
+            streams: seq2seq_decoding.EncoderDecoderSteps(model, input_ids, mask, "cache", 2, slice_rows=3, streams=streams)
+            for streams in (1, 2)
+        }
+    # slices of at most 3, a new one where a source is under 3/4 of its slice's longest; two copies of each row
+    assert sliced[1].source_slices == sliced[2].source_slices == [(6, 13), (4, 7), (4, 4)]
+    for one, two in zip(sliced[1].source_states, sliced[2].source_states):
+        assert not two.requires_grad  # the caller's no_grad held in the encoding threads
+        torch.testing.assert_close(two, one, rtol=1e-6, atol=1e-6)
+    states, real = sliced[2].encoder_states, sliced[2].attention_mask.bool()
+    torch.testing.assert_close(states[real], one_pass.encoder_states.repeat_interleave(2, 0)[real], rtol=1e-6, atol=1e-6)
+    assert not states[6:10, 7:].any() and not states[10:, 4:].any()  # each slice padded back with zeros
 
 
-def test_the_auto_cache_budget_is_twice_the_decoders_weights() -> None:
+def test_sliced_sources_give_each_slice_the_logits_of_the_module_tree_on_its_rows_alone() -> None:
     model = _model(_t5)
-    decoder = model.get_decoder()
-    weights = sum(p.numel() * 4 for p in decoder.parameters())  # the output layer shares the embeddings
-    assert group_budget(model) == (2 * weights, 2 * 2 * 2 * 16 * 4)  # layers × keys and values × heads × d_kv × fp32
+    rows = sorted(_sources(), key=len, reverse=True)  # slices of rows 0-2 (13 tokens wide), 3-4 (7), 5-6 (4)
+    input_ids, mask = pad_rows(rows, 0, left=False)
+    with torch.no_grad():
+        written_out = T5DecoderSteps(
+            model, seq2seq_decoding.EncoderDecoderSteps(model, input_ids, mask, "cache", 1, slice_rows=3), capacity=STEPS
+        )
+        references = [
+            seq2seq_decoding.EncoderDecoderSteps(model, input_ids[first:end, :width], mask[first:end, :width], "cache", 1)
+            for first, end, width in ((0, 3, 13), (3, 5, 7), (5, 7, 4))
+        ]
+        sizes = [3, 2, 2]
+        for step in range(STEPS):
+            expected, got = torch.cat([reference.logits(model) for reference in references]), written_out.logits(model)
+            torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6, msg=f"step {step}")
+            assert torch.equal(got.argmax(-1), expected.argmax(-1))
+            next_ids = expected.argmax(-1, keepdim=True)
+            if step == 3:  # row 1 leaves its slice, the second slice leaves whole: the third is not copied
+                untouched = written_out.slices[2].states[0][0]
+                keep = torch.tensor([0, 2, 5, 6])
+                written_out.select(keep, keep)
+                references[0].select(torch.tensor([0, 2]), torch.tensor([0, 2]))
+                del references[1]
+                sizes = [2, 2]
+                next_ids = next_ids[keep]
+                assert written_out.slices[1].states[0][0] is untouched
+            for reference, ids in zip(references, next_ids.split(sizes)):
+                reference.advance(ids)
+            written_out.advance(next_ids)
+
+
+def test_the_auto_cache_budget_is_1024_mb_of_keys_and_values() -> None:
+    model = _model(_t5)
+    per_position = cache_bytes_per_position(model)
+    assert per_position == 2 * 2 * 2 * 16 * 4  # layers × keys and values × heads × d_kv × fp32
+    sources = [[5] * 100 + [1]] * 300
+    fits = 2**20 // ((101 + 8) * per_position)  # rows × (longest source + new tokens) within 1 MB
+    groups = seq2seq_generation._batches(model, sources, 4, GenerationConfig(max_new_tokens=8, decode_cache_mb=1))
+    assert [len(group) for group in groups[:-1]] == [fits] * (300 // fits)
+    assert len(seq2seq_generation._batches(model, sources, 4, GenerationConfig(max_new_tokens=8))) == 1  # auto: 1024 MB
     assert GenerationConfig(decode_cache_mb=0).decode_cache_mb == 0
     with pytest.raises(ValidationError, match="at least 0"):
         GenerationConfig(decode_cache_mb=-1)

@@ -29,11 +29,11 @@ class GenerationConfig(Section):
     seed: int | None = Field(default=None, description="Seeds sampling; null: the command's seed (predict: seed, finetune: training.seed).")
     decode_cache_mb: int | Literal["auto"] = Field(
         default="auto",
-        description="Greedy and sampling with a decoder-only model or a T5: prompts (sources) run batch_size at a time; then, by length, longest first, groups of at least batch_size rows decode as one batch, more rows joining while the group's KV cache (rows × (longest prompt or source + max_new_tokens)) stays within this many MB (counted at 4 bytes a value); 0: groups of batch_size; auto: 1024 for a decoder-only model, twice the decoder's weights for a T5 (a step reads them once for all its rows).",
+        description="Greedy and sampling with a decoder-only model or a T5: prompts (sources) run batch_size at a time; then, by length, longest first, groups of at least batch_size rows decode as one batch, more rows joining while the group's KV cache (rows × (longest prompt or source + max_new_tokens)) stays within this many MB (counted at 4 bytes a value); 0: groups of batch_size; auto: 1024 (a step reads the weights once for all its rows).",
     )  # fmt: skip
     streams: int | Literal["auto"] = Field(
         default="auto",
-        description="CPU: batches decoded at once, each on its share of the cores (greedy and beam search; sampling runs one); auto: 2, except 1 for a decoder-only model's merged groups (decode_cache_mb). Accelerators: 1.",
+        description="CPU: batches decoded at once, each on its share of the cores (greedy and beam search; sampling runs one), or a T5's source slices encoded at once; auto: 2, except 1 for merged decoding groups (decode_cache_mb). Accelerators: 1.",
     )
 
     @field_validator("decode_cache_mb", "streams")

@@ -11,7 +11,9 @@ Contract of `run_batches(work, batches, streams)`: yields `(batch, work(batch))`
 completion order (callers put them back in input order by the batch's indices), and
 `torch.set_num_threads` is lowered to the stream's share for the duration, then restored. `work` must not
 depend on the global RNG (the order of calls is not fixed) and must enter its own thread-local contexts
-(`torch.inference_mode`, autocast) itself. `resolve_streams` turns the setting into a count.
+(`torch.inference_mode`, autocast) itself, or be wrapped in `in_callers_contexts`, which enters the calling
+thread's gradient mode and CPU autocast. `resolve_streams` turns the setting into a count; inside a stream
+it is one (the stream's share is one thread), so streams never nest.
 """
 
 from __future__ import annotations
@@ -35,6 +37,19 @@ def resolve_streams(setting: int | Literal["auto"], device: torch.device, batche
     threads = torch.get_num_threads()
     wanted = 2 if setting == "auto" else setting
     return max(1, min(wanted, threads, batches))
+
+
+def in_callers_contexts(work: Callable[[Batch], Result]) -> Callable[[Batch], Result]:
+    """`work` run under the gradient mode and CPU autocast of the thread that wraps it (both are thread-local)."""
+    grad = torch.is_grad_enabled()
+    autocast = torch.is_autocast_enabled("cpu")
+    dtype = torch.get_autocast_dtype("cpu")
+
+    def wrapped(batch: Batch) -> Result:
+        with torch.set_grad_enabled(grad), torch.autocast("cpu", dtype=dtype, enabled=autocast):
+            return work(batch)
+
+    return wrapped
 
 
 def run_batches(work: Callable[[Batch], Result], batches: Iterable[Batch], streams: int) -> Iterator[tuple[Batch, Result]]:

@@ -62,13 +62,15 @@ class ReservedLayer(DynamicLayer):
         return self.filled
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        """The rows `indices` (repeats allowed), copying their filled positions only."""
+        """The rows `indices` (repeats allowed), copying their filled positions only, into the buffers' first
+        rows where they fit (no new buffers: a large fresh allocation costs its page faults at every select)."""
         self.buffer_keys, self.buffer_values = (self._select(buffer, indices) for buffer in (self.buffer_keys, self.buffer_values))
         self._views()
 
     def _select(self, buffer: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        kept = buffer.new_empty((len(indices), *buffer.shape[1:]))
-        kept[:, :, : self.filled] = buffer[indices, :, : self.filled]
+        chosen = buffer[indices, :, : self.filled]
+        kept = buffer[: len(indices)] if len(indices) <= buffer.shape[0] else buffer.new_empty((len(indices), *buffer.shape[1:]))
+        kept[:, :, : self.filled] = chosen
         return kept
 
     def batch_repeat_interleave(self, repeats: int) -> None:

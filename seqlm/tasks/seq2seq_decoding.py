@@ -17,9 +17,10 @@ and no setting in the model's generation_config.json beyond those they apply (th
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from transformers import LogitsProcessorList
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.generation import (
@@ -31,7 +32,9 @@ from transformers.generation import (
 from transformers.modeling_outputs import BaseModelOutput
 
 from seqlm.config.generation import GenerationConfig
+from seqlm.runtime.concurrent_batches import in_callers_contexts, resolve_streams, run_batches
 from seqlm.tasks import decoder_prefill, t5_decoder_steps
+from seqlm.tasks.first_maximum import first_maximum
 
 # generation_config.json keys this decoder honours or that do not change greedy/sampled tokens here (seqlm
 # passes its own max_new_tokens, beams, sampling settings and no_repeat_ngram_size over the model's).
@@ -60,7 +63,7 @@ def decode(
     with `slice_rows` they (an encoder's sources: right-padded, longest first) run that many at a time before
     decoding as one batch (`seqlm.tasks.decoder_prefill`)."""
     n = settings.num_return_sequences
-    step_inputs = model_steps(model, input_ids, attention_mask, n, settings.max_new_tokens, slice_rows=slice_rows)
+    step_inputs = model_steps(model, input_ids, attention_mask, n, settings.max_new_tokens, slice_rows, settings.streams)
     rows = step_inputs.history.shape[0]
     history = step_inputs.history
     processors = logits_processors(settings)
@@ -76,7 +79,7 @@ def decode(
         if settings.do_sample:
             next_ids = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
         else:
-            next_ids = scores.max(dim=-1).indices  # argmax's first maximum, at a third of its CPU time
+            next_ids = first_maximum(scores)
         history = torch.cat([history, next_ids[:, None]], dim=1)
         ended = (
             torch.isin(next_ids, stop_ids) if step + 1 < settings.max_new_tokens else torch.ones_like(next_ids, dtype=torch.bool)
@@ -95,16 +98,16 @@ def decode(
 
 def model_steps(
     model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, copies: int, new_tokens: int,
-    slice_rows: int | None = None,
+    slice_rows: int | None = None, streams: int | Literal["auto"] = 1,
 ) -> EncoderDecoderSteps | DecoderSteps | t5_decoder_steps.T5DecoderSteps:
     """What the model is fed step by step, for either kind of model, `copies` rows per input row (candidates,
     beams), each input's copies together, for up to `new_tokens` steps; `history`: what generation starts from,
     one row per copy. A T5 runs its decoder step written out (`seqlm.tasks.t5_decoder_steps`). Where
-    `slice_rows` is given, an encoder runs that many sources at a time, and a decoder-only model's prompts run
-    that many at a time into a cache reserved for prompt and new tokens."""
+    `slice_rows` is given, an encoder runs that many sources at a time (`streams` slices at once), and a
+    decoder-only model's prompts run that many at a time into a cache reserved for prompt and new tokens."""
     cache_key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"  # renamed in 5.x
     if model.config.is_encoder_decoder:
-        encoded = EncoderDecoderSteps(model, input_ids, attention_mask, cache_key, copies, slice_rows)
+        encoded = EncoderDecoderSteps(model, input_ids, attention_mask, cache_key, copies, slice_rows, streams)
         if t5_decoder_steps.supported(model):
             return t5_decoder_steps.T5DecoderSteps(model, encoded, capacity=new_tokens)
         return encoded
@@ -119,15 +122,19 @@ def model_steps(
 
 class EncoderDecoderSteps:
     """The encoder runs once per input (its states then copied for each of its rows, as `generate` does); each
-    step feeds the decoder its last token against the cached states."""
+    step feeds the decoder its last token against the cached states. `source_slices`: the (rows, width) of the
+    runs of rows the encoder took together (each cut to its longest source), `source_states` their states."""
 
     def __init__(
         self, model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache_key: str, copies: int,
-        slice_rows: int | None = None,
+        slice_rows: int | None = None, streams: int | Literal["auto"] = 1,
     ) -> None:
         self.cache_key = cache_key
-        self.encoder_states = _encode(model.get_encoder(), input_ids, attention_mask, slice_rows).repeat_interleave(copies, 0)
+        parts = _encode(model.get_encoder(), input_ids, attention_mask, slice_rows, streams)
+        self.source_states = [states.repeat_interleave(copies, 0) for states in parts]
+        self.source_slices = [(states.shape[0], states.shape[1]) for states in self.source_states]
         self.attention_mask = attention_mask.repeat_interleave(copies, 0)
+        self._encoder_states: torch.Tensor | None = None
         self.cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
         start = model.generation_config.decoder_start_token_id
         if start is None:
@@ -138,6 +145,16 @@ class EncoderDecoderSteps:
             )
         self.history = torch.full((input_ids.shape[0] * copies, 1), int(start), dtype=torch.long, device=input_ids.device)
         self.decoder_input_ids = self.history
+
+    @property
+    def encoder_states(self) -> torch.Tensor:
+        """rows × source width × hidden: the slices' states, padded with zeros (masked) to the widest (made when
+        first asked for: `T5DecoderSteps` reads the slices)."""
+        if self._encoder_states is None:
+            width = self.attention_mask.shape[1]
+            padded = [F.pad(states, (0, 0, 0, width - states.shape[1])) for states in self.source_states]
+            self._encoder_states = padded[0] if len(padded) == 1 else torch.cat(padded)
+        return self._encoder_states
 
     def logits(self, model: Any) -> torch.Tensor:
         """This step's next-token logits (float32), one row per row."""
@@ -156,26 +173,31 @@ class EncoderDecoderSteps:
         self.cache.self_attention_cache.batch_select_indices(rows)
         if source_rows is not None:
             self.cache.cross_attention_cache.batch_select_indices(source_rows)
-            self.encoder_states, self.attention_mask = self.encoder_states[source_rows], self.attention_mask[source_rows]
+            self._encoder_states, self.attention_mask = self.encoder_states[source_rows], self.attention_mask[source_rows]
 
     def advance(self, last_ids: torch.Tensor) -> None:
         self.decoder_input_ids = last_ids
 
 
-def _encode(encoder: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, slice_rows: int | None) -> torch.Tensor:
-    """The encoder's states of right-padded sources; with `slice_rows`, that many rows at a time, each slice cut to
-    its own longest source (a merged group's rows, longest first: the encoder is bound by arithmetic, so padding
-    costs as much as real tokens), the states padded back with zeros (masked) to the batch's width."""
-    rows = input_ids.shape[0]
-    if slice_rows is None or slice_rows >= rows:
-        return encoder(input_ids=input_ids, attention_mask=attention_mask, return_dict=True).last_hidden_state
-    parts = []
-    for start in range(0, rows, slice_rows):
-        mask = attention_mask[start : start + slice_rows]
+def _encode(
+    encoder: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, slice_rows: int | None, streams: int | Literal["auto"]
+) -> list[torch.Tensor]:
+    """The encoder's states of right-padded sources (longest first), one tensor per slice of rows that ran together,
+    each cut to its own longest source: all rows at once without `slice_rows`; else slices of at most that many
+    rows, a new one where a source is much shorter than its slice's longest (`decoder_prefill.prompt_slices`:
+    the encoder is bound by arithmetic, so padding costs as much as real tokens), `streams` of them at once on a
+    CPU (`generation.streams`: one core each computes a slice's large matmuls faster than two share them)."""
+    if slice_rows is None or slice_rows >= input_ids.shape[0]:
+        return [encoder(input_ids=input_ids, attention_mask=attention_mask, return_dict=True).last_hidden_state]
+    slices = decoder_prefill.prompt_slices(attention_mask, slice_rows)
+
+    def encoded(rows: tuple[int, int]) -> torch.Tensor:
+        mask = attention_mask[rows[0] : rows[1]]
         width = int(mask.sum(dim=1).max())
-        states = encoder(input_ids=input_ids[start : start + slice_rows, :width], attention_mask=mask[:, :width], return_dict=True)
-        parts.append(torch.nn.functional.pad(states.last_hidden_state, (0, 0, 0, input_ids.shape[1] - width)))
-    return torch.cat(parts)
+        return encoder(input_ids=input_ids[rows[0] : rows[1], :width], attention_mask=mask[:, :width], return_dict=True).last_hidden_state
+
+    parts = dict(run_batches(in_callers_contexts(encoded), slices, resolve_streams(streams, input_ids.device, len(slices))))
+    return [parts[rows] for rows in slices]
 
 
 class DecoderSteps:

@@ -43,7 +43,9 @@ if TYPE_CHECKING:
     from seqlm.tasks.seq2seq_prompts import PromptFormat
 
 NO_LIMIT = 1_000_000  # tokenizers without a limit report a huge model_max_length
-AUTO_DECODER_ONLY_CACHE_MB = 1024  # SmolLM2's 64 bench prompts: 19.2 s merged within 1024 MB, 20.9 s in 512, 22.1 s in 2048
+# SmolLM2's 64 bench prompts: 19.2 s merged within 1024 MB, 20.9 s in 512, 22.1 s in 2048; the bench T5's 435 sources
+# (one group within 1024 MB, 2 AMD EPYC cores): 4.4-4.7 s against 5.1-5.5 s in groups of twice its decoder's weights.
+AUTO_CACHE_MB = 1024
 
 
 @dataclass
@@ -152,10 +154,10 @@ def generate(
     # Greedy and sampled rows decode in merged groups, their prompts or sources run in slices (decoder_prefill)
     sliced = fast and settings.num_beams == 1 and (decoder_only or t5_decoder_steps.is_t5(model))
     batches = _batches(model, sources, batch_size, settings) if sliced else [b for _, b in length_batches(sources, batch_size)]
-    # Sampling draws from the one global RNG stream, whose order concurrent batches would not fix. A decoder-only
-    # model's merged groups keep the cores busy by themselves: `auto` runs them one at a time (SmolLM2 on 2 cores:
-    # 19.2 s in one stream, 21.8 s in two); a T5's still gain from two (the bench's 435 verses: 4.51 s against 4.72).
-    concurrent = fast and not settings.do_sample and not (sliced and decoder_only and settings.streams == "auto")
+    # Sampling draws from the one global RNG stream, whose order concurrent batches would not fix. Merged groups
+    # keep the cores busy by themselves: `auto` runs them one at a time (SmolLM2 on 2 cores: 19.2 s in one stream,
+    # 21.8 s in two), a T5's sources then encoded in slices `streams` at a time (seq2seq_decoding).
+    concurrent = fast and not settings.do_sample and not (sliced and settings.streams == "auto")
     streams = resolve_streams(settings.streams, model.device, len(batches)) if concurrent else 1
     was_training = model.training
     model.eval()
@@ -199,13 +201,13 @@ def generate(
 
 def _batches(model: Any, sources: list[list[int]], batch_size: int, settings: GenerationConfig) -> list[list[int]]:
     """Decoding groups: batches of prompts (a T5's sources) merged within `settings.decode_cache_mb` (auto: 1024
-    MB for a decoder-only model, twice a T5 decoder's weights: `t5_decoder_steps.group_budget`)."""
+    MB), counted as rows × (longest prompt or source + new tokens) cache positions."""
     if model.config.is_encoder_decoder:
-        auto_bytes, per_token = t5_decoder_steps.group_budget(model)
+        per_token = t5_decoder_steps.cache_bytes_per_position(model)
     else:
-        auto_bytes, per_token = AUTO_DECODER_ONLY_CACHE_MB * 2**20, decoder_prefill.cache_bytes_per_token(model.config)
-    budget_bytes = auto_bytes if settings.decode_cache_mb == "auto" else settings.decode_cache_mb * 2**20
-    budget = budget_bytes // per_token if per_token else 0
+        per_token = decoder_prefill.cache_bytes_per_token(model.config)
+    megabytes = AUTO_CACHE_MB if settings.decode_cache_mb == "auto" else settings.decode_cache_mb
+    budget = megabytes * 2**20 // per_token if per_token else 0
     return decoder_prefill.decode_groups([len(ids) for ids in sources], batch_size, settings.max_new_tokens, budget)
 
 

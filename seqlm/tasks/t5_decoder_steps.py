@@ -8,12 +8,19 @@ position bias is looked up once per distance for every step to come, the source 
 source mask are made once, and each step writes its keys and values into a cache reserved for all new tokens.
 On the bench T5 a 32-row step took 3.70 ms against 5.13.
 
+The source side is kept per slice: the runs of rows the encoder took together, each cut to its own longest
+source (`seq2seq_decoding.EncoderDecoderSteps.source_slices`), cross-attention one slice at a time. A merged
+group of hundreds of rows then reads the decoder's weights once a step for all of them, without attending over
+the padding of the group's longest source (a group sorted by length pads its sources by ~7%, one padded
+rectangle by up to 3x); a row leaving copies its own slice's source only.
+
 Contract: `T5DecoderSteps` is a drop-in for `EncoderDecoderSteps` (`history`, `logits`, `select`, `advance`):
 the same arithmetic in the same order on the same tensors as `T5ForConditionalGeneration` with SDPA attention
-(its RMS norms as one fused operator), so a step's logits equal the model's (tested bit for bit in fp32, and
-under bf16 autocast). `supported` says
-when that holds: a T5-family model (T5, mT5) in eval mode with SDPA attention, not in float16 (T5's fp16 clamps
-are not written out here).
+(its RMS norms as one fused operator), so a step's logits equal the model's on the same batch (tested bit for
+bit in fp32, and under bf16 autocast); with several slices, each slice's rows get the model's logits for those
+rows run as one batch of that width, to float rounding (a matmul's rounding may change with how many rows it
+runs: tested within 1e-6, the same tokens). `supported` says when that holds: a T5-family model (T5, mT5) in eval mode with
+SDPA attention, not in float16 (T5's fp16 clamps are not written out here).
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ T5_TYPES = frozenset({"t5", "mt5"})
 
 
 def is_t5(model: Any) -> bool:
-    """A T5-family encoder-decoder (its decoder laid out as `T5DecoderSteps` and `group_budget` read it)."""
+    """A T5-family encoder-decoder (its decoder laid out as `T5DecoderSteps` and `cache_bytes_per_position` read it)."""
     return getattr(model.config, "model_type", None) in T5_TYPES and model.config.is_encoder_decoder
 
 
@@ -44,38 +51,33 @@ def supported(model: Any) -> bool:
     )
 
 
-def group_budget(model: Any) -> tuple[int, int]:
-    """(bytes, bytes per position): what `generation.decode_cache_mb: auto` lets a merged decoding group's cache
-    take, twice the decoder's weights (which every step reads once for all of its rows), and what one position
-    of a row's cache takes (source and new tokens alike: keys and values of every layer, at 4 bytes a value).
-    Why twice: on the bench T5 (2 CPU cores) groups of 64 rows (~2.3x its 15 MB of weights) decoded in 2.99 s
-    against 3.74 s for 32 rows (~1.1x), while 128 rows (~4.6x) ran slower than 32."""
-    decoder = model.get_decoder()
-    attention = decoder.block[0].layer[0].SelfAttention
-    per_position = len(decoder.block) * 2 * attention.n_heads * attention.key_value_proj_dim * 4
-    weights = sum(parameter.numel() * parameter.element_size() for parameter in decoder.parameters())
-    if model.lm_head.weight is not decoder.embed_tokens.weight:
-        weights += model.lm_head.weight.numel() * model.lm_head.weight.element_size()
-    return 2 * weights, per_position
+def cache_bytes_per_position(model: Any) -> int:
+    """What one source or new-token position of a row takes in `T5DecoderSteps` at float32: keys and values of
+    every decoder layer (`generation.decode_cache_mb` counts merged groups in these)."""
+    attention = model.get_decoder().block[0].layer[0].SelfAttention
+    return len(model.get_decoder().block) * 2 * attention.n_heads * attention.key_value_proj_dim * 4
 
 
 class T5DecoderSteps:
-    """The source keys and values of every layer are made once from the encoder's states; each step feeds the
-    decoder its last token."""
+    """The source keys and values of every layer are made once from the encoder's states, slice by slice; each
+    step feeds the decoder its last token."""
 
     def __init__(self, model: Any, source: Any, capacity: int) -> None:
-        """`source`: the `EncoderDecoderSteps` that ran the encoder (its states, mask and start tokens, one row per
-        copy); `capacity`: the most steps to come."""
-        states = source.encoder_states
+        """`source`: the `EncoderDecoderSteps` that ran the encoder, before any `select` (its slices' states, mask
+        and start tokens, one row per copy); `capacity`: the most steps to come."""
         decoder = model.get_decoder()
         self.decoder = decoder
         self.lm_head = model.lm_head
         self.output_scale = model.model_dim**-0.5 if model.config.scale_decoder_outputs else None
         first = decoder.block[0].layer[0].SelfAttention
         self.heads, self.head_dim = first.n_heads, first.key_value_proj_dim
-        self.source = [self._source_states(block.layer[1].EncDecAttention, states) for block in decoder.block]
-        self.source_mask = source.attention_mask.bool()[:, None, None, :]  # rows × 1 × 1 × source positions
-        self.source_bias: torch.Tensor | None = None  # made at the first step, in the dtype attention runs in
+        self.slices: list[SourceSlice] = []
+        start = 0
+        for states in source.source_states:
+            rows, width = states.shape[:2]
+            mask = source.attention_mask[start : start + rows, :width].bool()[:, None, None, :]
+            self.slices.append(SourceSlice([self._source_states(block.layer[1].EncDecAttention, states) for block in decoder.block], mask))
+            start += rows
         self.capacity = capacity
         self.layers: list[ReservedLayer] = []  # each layer's self-attention keys and values, reserved at the first step
         self.bias_by_position = _bias_by_position(first, capacity)
@@ -112,10 +114,7 @@ class T5DecoderSteps:
             attention = cross_attention.EncDecAttention
             normed = _rms_norm(cross_attention.layer_norm, hidden)
             query = attention.q(normed).view(split).transpose(1, 2)
-            source_keys, source_values = self.source[layer]
-            attended = F.scaled_dot_product_attention(
-                query, source_keys, source_values, attn_mask=self._source_bias(query, source_keys), scale=attention.scaling
-            )
+            attended = self._cross_attention(attention, query, layer)
             hidden = hidden + attention.o(_merge_heads(attended, rows))
             hidden = feed_forward(hidden)
         hidden = _rms_norm(self.decoder.final_layer_norm, hidden)
@@ -123,27 +122,64 @@ class T5DecoderSteps:
             hidden = hidden * self.output_scale
         return self.lm_head(hidden)[:, -1, :].to(dtype=torch.float32)
 
-    def _source_bias(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        """The additive source mask as HF's SDPA path builds it (0 where attended, the dtype's minimum where not)."""
-        if self.source_bias is None or self.source_bias.dtype != query.dtype:
-            lowest = max(torch.finfo(keys.dtype).min, torch.finfo(query.dtype).min)
-            zeros = torch.zeros((), dtype=query.dtype, device=query.device)
-            self.source_bias = torch.where(self.source_mask, zeros, lowest).expand(-1, self.heads, -1, -1).contiguous()
-        return self.source_bias
+    def _cross_attention(self, attention: Any, query: torch.Tensor, layer: int) -> torch.Tensor:
+        """Attention over each slice's sources (cut to its longest), the slices' rows in order."""
+        parts, start = [], 0
+        for part in self.slices:
+            keys, values = part.states[layer]
+            bias = part.bias(query.dtype, keys.dtype, self.heads)
+            parts.append(
+                F.scaled_dot_product_attention(query[start : start + part.rows], keys, values, attn_mask=bias, scale=attention.scaling)
+            )
+            start += part.rows
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def select(self, rows: torch.Tensor, source_rows: torch.Tensor | None) -> None:
-        """The decoder states of `rows`, in this order, and the source side of `source_rows` (None: unchanged); see
-        `seq2seq_decoding.EncoderDecoderSteps.select`."""
+        """The decoder states of `rows`, in this order, and the source side of `source_rows` (None: unchanged;
+        ascending), see `seq2seq_decoding.EncoderDecoderSteps.select`. A slice none of whose rows left is kept
+        as it is (no copy)."""
         for layer in self.layers:
             layer.batch_select_indices(rows)
-        if source_rows is not None:
-            self.source = [(keys[source_rows], values[source_rows]) for keys, values in self.source]
-            self.source_mask = self.source_mask[source_rows]
-            if self.source_bias is not None:
-                self.source_bias = self.source_bias[source_rows]
+        if source_rows is None:
+            return
+        kept, start = [], 0
+        for part in self.slices:
+            inside = source_rows[(source_rows >= start) & (source_rows < start + part.rows)] - start
+            start += part.rows
+            if len(inside) == part.rows:
+                kept.append(part)
+            elif len(inside):
+                kept.append(part.select(inside))
+        self.slices = kept
 
     def advance(self, last_ids: torch.Tensor) -> None:
         self.decoder_input_ids = last_ids
+
+
+class SourceSlice:
+    """Rows whose sources ran through the encoder together, cut to the longest of them: each layer's source keys
+    and values (rows × heads × width × head size) and the source mask (rows × 1 × 1 × width)."""
+
+    def __init__(self, states: list[tuple[torch.Tensor, torch.Tensor]], mask: torch.Tensor) -> None:
+        self.states, self.mask = states, mask
+        self.rows = mask.shape[0]
+        self._bias: torch.Tensor | None = None
+
+    def bias(self, query_dtype: torch.dtype, keys_dtype: torch.dtype, heads: int) -> torch.Tensor:
+        """The additive source mask as HF's SDPA path builds it (0 where attended, the dtype's minimum where not)."""
+        if self._bias is None or self._bias.dtype != query_dtype:
+            lowest = max(torch.finfo(keys_dtype).min, torch.finfo(query_dtype).min)
+            zeros = torch.zeros((), dtype=query_dtype, device=self.mask.device)
+            self._bias = torch.where(self.mask, zeros, lowest).expand(-1, heads, -1, -1).contiguous()
+        return self._bias
+
+    def select(self, rows: torch.Tensor) -> SourceSlice:
+        """These rows (ascending). Their width stays: attention's rounding depends on it (a slice's rows get what
+        HF's module tree gives them as one batch of that width)."""
+        part = SourceSlice([(keys[rows], values[rows]) for keys, values in self.states], self.mask[rows])
+        if self._bias is not None:
+            part._bias = self._bias[rows]
+        return part
 
 
 def _rms_norm(norm: Any, hidden: torch.Tensor) -> torch.Tensor:
