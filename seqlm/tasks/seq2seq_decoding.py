@@ -122,8 +122,8 @@ def model_steps(
 
 class EncoderDecoderSteps:
     """The encoder runs once per input (its states then copied for each of its rows, as `generate` does); each
-    step feeds the decoder its last token against the cached states. `source_slices`: the (rows, width) of the
-    runs of rows the encoder took together (each cut to its longest source), `source_states` their states."""
+    step feeds the decoder its last token against the cached states. `source_states`: the states of each run of
+    rows the encoder took together (rows × its longest source × hidden), as encoded (before any `select`)."""
 
     def __init__(
         self, model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache_key: str, copies: int,
@@ -132,7 +132,6 @@ class EncoderDecoderSteps:
         self.cache_key = cache_key
         parts = _encode(model.get_encoder(), input_ids, attention_mask, slice_rows, streams)
         self.source_states = [states.repeat_interleave(copies, 0) for states in parts]
-        self.source_slices = [(states.shape[0], states.shape[1]) for states in self.source_states]
         self.attention_mask = attention_mask.repeat_interleave(copies, 0)
         self._encoder_states: torch.Tensor | None = None
         self.cache = EncoderDecoderCache(DynamicCache(), DynamicCache())

@@ -9,7 +9,7 @@ source mask are made once, and each step writes its keys and values into a cache
 On the bench T5 a 32-row step took 3.70 ms against 5.13.
 
 The source side is kept per slice: the runs of rows the encoder took together, each cut to its own longest
-source (`seq2seq_decoding.EncoderDecoderSteps.source_slices`), cross-attention one slice at a time. A merged
+source (`seq2seq_decoding.EncoderDecoderSteps.source_states`), cross-attention one slice at a time. A merged
 group of hundreds of rows then reads the decoder's weights once a step for all of them, without attending over
 the padding of the group's longest source (a group sorted by length pads its sources by ~7%, one padded
 rectangle by up to 3x); a row leaving copies its own slice's source only.
